@@ -1,0 +1,1 @@
+//! Pure autoscaling policies (HPA, KPA, step, scheduled, predictive), stabilisation, trace simulator, elasticity metrics.

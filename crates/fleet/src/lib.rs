@@ -1,0 +1,1 @@
+//! Async fleet supervisor: spawns instances, readiness gating, draining, restarts, applies autoscale decisions.

@@ -1,0 +1,1 @@
+//! Async HTTP load balancer shell around balance: listeners, forwarding, health checks, admin API, metrics, drain.
