@@ -11,6 +11,7 @@ pub mod load;
 pub mod shop;
 pub mod up;
 
+#[allow(dead_code)] // used by the subcommands as they land
 /// Installs the tracing subscriber once (RUST_LOG, default `info`), logging to stderr.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
