@@ -1,0 +1,214 @@
+//! A saved sweep (what `scaleout advise --report FILE` reads and the demo writes) and
+//! the analysis that joins the fit, the knee and the diagnosis into one report.
+
+use serde::{Deserialize, Serialize};
+
+use crate::AdvisorError;
+use crate::bottleneck::{self, Diagnosis, TierReadings};
+use crate::knee::{self, Knee};
+use crate::usl::{self, Point, UslFit};
+
+/// What the sweep varied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepKind {
+    /// Client concurrency (closed loop).
+    #[default]
+    Concurrency,
+    /// App instances behind the balancer.
+    Instances,
+    /// Worker threads / cores of one instance.
+    Workers,
+}
+
+/// One measured level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepPoint {
+    /// The level (concurrency, instances or workers).
+    pub n: f64,
+    /// Achieved throughput, req/s.
+    pub throughput_rps: f64,
+    /// p99 latency, ms.
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
+    /// Errors as a percentage of requests.
+    #[serde(default)]
+    pub errors_pct: Option<f64>,
+    /// Per-tier readings at this level, when measured.
+    #[serde(default)]
+    pub tiers: Option<TierReadings>,
+}
+
+/// A sweep, as saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    /// What was varied.
+    #[serde(default)]
+    pub kind: SweepKind,
+    /// The measurements.
+    pub points: Vec<SweepPoint>,
+    /// The p99 bound used to read the knee, ms.
+    #[serde(default)]
+    pub p99_bound_ms: Option<f64>,
+    /// The audit's verdict, when known.
+    #[serde(default)]
+    pub stateless: Option<bool>,
+}
+
+impl Sweep {
+    /// Parses a saved sweep (JSON).
+    pub fn from_json(text: &str) -> Result<Sweep, AdvisorError> {
+        let s: Sweep = serde_json::from_str(text)
+            .map_err(|e| AdvisorError::BadInput(format!("sweep report: {e}")))?;
+        if s.points.is_empty() {
+            return Err(AdvisorError::BadInput(
+                "sweep report: points is empty".into(),
+            ));
+        }
+        Ok(s)
+    }
+}
+
+/// Everything the advisor concludes from a sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// What was varied.
+    pub kind: SweepKind,
+    /// The USL fit, or why there is none.
+    pub usl: Result<UslFit, String>,
+    /// Where throughput bends.
+    pub knee: Knee,
+    /// The tier that saturates first.
+    pub diagnosis: Diagnosis,
+}
+
+/// Fits, finds the knee and diagnoses.
+pub fn analyse(sweep: &Sweep) -> Analysis {
+    let pts: Vec<Point> = sweep
+        .points
+        .iter()
+        .map(|p| Point {
+            n: p.n,
+            x: p.throughput_rps,
+        })
+        .collect();
+    let usl = usl::fit(&pts).map_err(|e| e.to_string());
+    let curve: Vec<(f64, f64, f64)> = sweep
+        .points
+        .iter()
+        .map(|p| (p.n, p.throughput_rps, p.p99_ms.unwrap_or(f64::INFINITY)))
+        .collect();
+    let knee = knee::find(&curve, sweep.p99_bound_ms);
+    let readings: Vec<TierReadings> = sweep
+        .points
+        .iter()
+        .filter_map(|p| {
+            p.tiers.clone().map(|mut t| {
+                t.load = p.n;
+                t
+            })
+        })
+        .collect();
+    let diagnosis = bottleneck::diagnose(&readings, 0.8, sweep.stateless);
+    Analysis {
+        kind: sweep.kind,
+        usl,
+        knee,
+        diagnosis,
+    }
+}
+
+/// A plain-text rendering for terminals and report.md.
+pub fn render_text(a: &Analysis) -> String {
+    let mut s = String::new();
+    let unit = match a.kind {
+        SweepKind::Concurrency => "concurrency",
+        SweepKind::Instances => "instances",
+        SweepKind::Workers => "workers",
+    };
+    match &a.usl {
+        Ok(f) => {
+            s.push_str(&format!(
+                "USL fit over {} points ({unit}): sigma {:.4}, kappa {:.6}, lambda {:.1} req/s\n",
+                f.points, f.sigma, f.kappa, f.lambda
+            ));
+            if let (Some(sc), Some(kc)) = (f.sigma_ci, f.kappa_ci) {
+                s.push_str(&format!(
+                    "  95% CI: sigma [{:.4}, {:.4}], kappa [{:.6}, {:.6}]\n",
+                    sc.lo, sc.hi, kc.lo, kc.hi
+                ));
+            }
+            if f.n_star.is_finite() {
+                s.push_str(&format!(
+                    "  peak at N* = {:.1} {unit}, predicted max {:.0} req/s\n",
+                    f.n_star, f.x_max
+                ));
+            } else {
+                s.push_str(&format!(
+                    "  no peak within reach (kappa = 0); asymptote {:.0} req/s\n",
+                    f.x_max
+                ));
+            }
+            s.push_str(&format!(
+                "  fit error: R² {:.4}, RMSE {:.1} req/s, MAPE {:.1}%; limited by {:?}\n",
+                f.r_squared, f.rmse, f.mape_pct, f.limited_by
+            ));
+            for w in &f.warnings {
+                s.push_str(&format!("  warning: {w}\n"));
+            }
+        }
+        Err(e) => s.push_str(&format!("USL fit: not possible: {e}\n")),
+    }
+    match (a.knee.kneedle_load, a.knee.kneedle_throughput) {
+        (Some(l), Some(t)) => s.push_str(&format!("knee: {unit} {l} at {t:.0} req/s (Kneedle)\n")),
+        _ => s.push_str("knee: none found (throughput still rising linearly)\n"),
+    }
+    if let Some(l) = a.knee.p99_load {
+        s.push_str(&format!("  highest {unit} within the p99 bound: {l}\n"));
+    }
+    s.push_str(&format!("bottleneck: {}\n", a.diagnosis.reason));
+    for f in &a.diagnosis.fixes {
+        s.push_str(&format!("  - {f}\n"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_sweep_is_analysed_end_to_end() {
+        let json = r#"{"kind":"concurrency","p99_bound_ms":100,"points":[
+            {"n":1,"throughput_rps":1000,"p99_ms":2,"tiers":{"app_cpu":0.1,"db_cpu":0.05}},
+            {"n":2,"throughput_rps":1900,"p99_ms":3,"tiers":{"app_cpu":0.3,"db_cpu":0.1}},
+            {"n":4,"throughput_rps":3400,"p99_ms":4,"tiers":{"app_cpu":0.6,"db_cpu":0.2}},
+            {"n":8,"throughput_rps":4500,"p99_ms":8,"tiers":{"app_cpu":0.9,"db_cpu":0.3}},
+            {"n":16,"throughput_rps":4700,"p99_ms":40,"tiers":{"app_cpu":0.99,"db_cpu":0.3}},
+            {"n":32,"throughput_rps":4300,"p99_ms":200,"tiers":{"app_cpu":1.0,"db_cpu":0.3}}]}"#;
+        let a = analyse(&Sweep::from_json(json).unwrap());
+        let f = a.usl.as_ref().unwrap();
+        assert!(f.n_star > 8.0 && f.n_star < 32.0, "{}", f.n_star);
+        assert_eq!(a.knee.p99_load, Some(16.0));
+        assert_eq!(a.diagnosis.bottleneck, Some(crate::bottleneck::Tier::App));
+        let text = render_text(&a);
+        assert!(
+            text.contains("sigma") && text.contains("bottleneck"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_reports_are_refused_with_the_field_named() {
+        let e = Sweep::from_json(r#"{"points":[{"n":1,"throughput":5}]}"#).unwrap_err();
+        assert!(e.to_string().contains("throughput"), "{e}");
+        assert!(
+            Sweep::from_json(r#"{"points":[]}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+    }
+}
