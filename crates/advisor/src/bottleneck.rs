@@ -116,6 +116,16 @@ pub fn diagnose(sweep: &[TierReadings], threshold: f64, stateless: Option<bool>)
             .then(b.0.cmp(&a.0))
     });
     let Some(&(tier, load, sat)) = crossings.first() else {
+        if s.iter().all(|r| r.saturation().is_empty()) {
+            return Diagnosis {
+                bottleneck: None,
+                at_load: None,
+                saturation: None,
+                reason: "no per-tier readings in this sweep: the bottleneck tier cannot be named".into(),
+                fixes: vec!["re-run with tier readings (app CPU, DB CPU/connections, cache hit rate), as `scaleout demo` records them".into()],
+                crossings: vec![],
+            };
+        }
         let peak = s
             .iter()
             .flat_map(|r| r.saturation())

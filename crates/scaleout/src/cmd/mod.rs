@@ -1,6 +1,7 @@
 //! One module per subcommand. Each owns its clap `Args` and a `run(args) -> Result<ExitCode>`.
 
 pub mod advise;
+pub mod advise_sweep;
 pub mod audit;
 pub mod autoscale;
 pub mod backend;
