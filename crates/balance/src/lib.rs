@@ -1,1 +1,42 @@
-//! Pure load-balancing core: backend sets, selection strategies, health state, outlier ejection, retry budget, slow start. No I/O.
+//! Pure load-balancing core: backend sets, selection strategies, health state, outlier
+//! ejection, retry budget, slow start.
+//!
+//! This crate decides; the `proxy` crate acts. Architecture invariants: no tokio, no hyper,
+//! no I/O, no clock reads (every time-dependent function takes `now: Instant`), no global
+//! RNG (randomness arrives as a `u64` in [`PickRequest`] or as a seed).
+//!
+//! How the proxy drives it:
+//! 1. `let mut pool = Pool::new(config)` (after `config.validate()`), `pool.add_initial(..)`.
+//! 2. Publish `pool.selector(now)` in an `ArcSwap<Selector>`; republish after every pool
+//!    change, after `pool.tick(now)` returns events, and when `selector.needs_rebuild(now)`.
+//! 3. Per request: `selector.pick(&PickRequest { .. }, &tried, now)`, then
+//!    `let guard = pick.backend.load.start()`, forward, and
+//!    `let run = load.record(outcome, latency, now)`; if `run >=
+//!    config.outlier.consecutive_failures`, lock the pool and `report_failures(id, run, now)`.
+//! 4. Retries: `retry::is_retryable(method, failure)` and `budget.try_withdraw(now)`
+//!    (with `budget.deposit(now)` once per request), excluding the backends tried.
+//! 5. Active checks: `pool.observe_health(id, ok, now)` per check result.
+
+pub mod backend;
+pub mod config;
+pub mod ewma;
+pub mod hash;
+pub mod health;
+pub mod pool;
+pub mod retry;
+pub mod select;
+pub mod slow_start;
+
+pub use backend::{
+    AdminState, BackendId, BackendLoad, BackendSpec, HealthStatus, InFlightGuard, MAX_WEIGHT,
+    Outcome,
+};
+pub use config::{
+    AllDownPolicy, BalanceConfig, ConfigError, EwmaConfig, HashConfig, HashKeySource, HealthConfig,
+    OutlierConfig, RetryConfig, SlowStartConfig, StickyConfig, StrategyKind,
+};
+pub use ewma::{AtomicPeakEwma, PeakEwma};
+pub use health::{Ejection, HealthState, Transition};
+pub use pool::{BackendStatus, Pool, PoolError, PoolEvent};
+pub use retry::{FailureKind, RetryBudget, is_idempotent, is_retryable};
+pub use select::{Candidate, Eligibility, Pick, PickRequest, Selector};
