@@ -1,1 +1,156 @@
-//! The reference stateless shop service (axum) and its state tier: SQLite, PostgreSQL + replicas, Redis, sharding.
+//! The reference stateless shop service (axum) and its state tier: SQLite, PostgreSQL +
+//! replicas, Redis, sharding.
+//!
+//! An instance keeps no state of its own between requests (except with the
+//! demonstration-only `--sessions memory`): users, carts, orders, sessions, cache entries
+//! and read-your-writes marks live in the database or Redis, so any instance serves any
+//! user. Start-up is: validate the config, connect (refusing bad connection math),
+//! migrate and seed, then serve until the shutdown token fires. See ARCHITECTURE.md.
+
+pub mod cache;
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod marks;
+pub mod metrics;
+pub mod redis_conn;
+pub mod ryw;
+pub mod schema;
+pub mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use config::{CacheKind, SessionKind, ShopConfig};
+pub use error::{AppError, ShopError};
+pub use http::{AppState, app};
+
+use cache::{CacheAside, CacheBackend};
+use db::Db;
+use marks::MarkStore;
+use metrics::Metrics;
+use redis_conn::RedisConn;
+use sessions::SessionStore;
+
+/// The JWT secret after defaults: the file, else the flag, else the development secret.
+pub fn jwt_secret(cfg: &ShopConfig) -> Result<(Vec<u8>, bool), ShopError> {
+    if let Some(path) = &cfg.jwt_secret_file {
+        let s = std::fs::read_to_string(path)
+            .map_err(|e| ShopError::Config(format!("jwt_secret_file: {path}: {e}")))?;
+        let s = s.trim_end();
+        if s.len() < 16 {
+            return Err(ShopError::Config("jwt_secret_file: secret shorter than 16 bytes".into()));
+        }
+        return Ok((s.as_bytes().to_vec(), false));
+    }
+    if !cfg.jwt_secret.is_empty() {
+        if cfg.jwt_secret.len() < 16 {
+            return Err(ShopError::Config("jwt_secret: shorter than 16 bytes".into()));
+        }
+        return Ok((cfg.jwt_secret.as_bytes().to_vec(), false));
+    }
+    Ok((config::DEV_JWT_SECRET.as_bytes().to_vec(), true))
+}
+
+/// `hostname-pid`, the default instance id.
+pub fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Connects every store and builds the shared state of one instance.
+pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
+    cfg.validate()?;
+    let (secret, dev_secret) = jwt_secret(cfg)?;
+    if cfg.sessions == SessionKind::Jwt && dev_secret {
+        tracing::warn!("using the built-in development JWT secret: anyone can forge tokens; set --jwt-secret or --jwt-secret-file");
+    }
+    if cfg.sessions == SessionKind::Memory {
+        for _ in 0..3 {
+            tracing::warn!(
+                "!!! --sessions memory: sessions live in THIS PROCESS ONLY. Behind a load balancer \
+                 users are logged out whenever another instance serves them, and every session is \
+                 lost on restart. This mode exists only to demonstrate the anti-pattern. !!!"
+            );
+        }
+    }
+    let metrics = Arc::new(Metrics::default());
+    let timeout = Duration::from_millis(cfg.store_timeout_ms);
+    let db = Db::connect(cfg, metrics.clone()).await?;
+    let redis = match &cfg.redis {
+        Some(url) => Some(RedisConn::connect(url, timeout).await?),
+        None => None,
+    };
+    let backend = match cfg.cache_kind() {
+        CacheKind::Redis => CacheBackend::Redis(redis.clone().ok_or_else(|| ShopError::Config("cache: needs --redis".into()))?),
+        CacheKind::Sql => CacheBackend::Sql(db.clone()),
+        CacheKind::None => CacheBackend::None,
+    };
+    let cache = CacheAside::new(backend, cfg.cache_ttl, metrics.clone());
+    let mark_ttl_ms = (cfg.max_replica_lag_ms * 2).max(10_000);
+    let marks = if !db.has_replicas() {
+        MarkStore::Off
+    } else if let Some(r) = &redis {
+        MarkStore::Redis { conn: r.clone(), prefix: cfg.key_prefix.clone(), ttl_ms: mark_ttl_ms }
+    } else {
+        MarkStore::Sql { db: db.clone(), ttl_ms: mark_ttl_ms }
+    };
+    let sessions = SessionStore::new(cfg.sessions, &secret, cfg.session_ttl_s, redis.clone(), &cfg.key_prefix, db.clone())?;
+    let instance_id = if cfg.instance_id.is_empty() { default_instance_id() } else { cfg.instance_id.clone() };
+    Ok(Arc::new(AppState {
+        instance_id,
+        db,
+        sessions,
+        cache,
+        marks,
+        metrics,
+        redis,
+        admin_users: cfg.admin_users.clone(),
+        key_prefix: cfg.key_prefix.clone(),
+        max_body_bytes: cfg.max_body_bytes,
+    }))
+}
+
+/// Runs one instance until `shutdown` fires: stops accepting, lets in-flight requests
+/// finish (bounded by `shutdown_grace_ms`), then returns.
+pub async fn run(cfg: ShopConfig, shutdown: CancellationToken) -> Result<(), ShopError> {
+    let state = build_state(&cfg).await?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen).await?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        instance = %state.instance_id,
+        db = if state.db.is_postgres() { "postgres" } else { "sqlite" },
+        replicas = cfg.replica.len(),
+        sessions = ?cfg.sessions,
+        cache = ?cfg.cache_kind(),
+        "shop serving"
+    );
+    let poller = tokio::spawn(state.db.clone().run_replica_poller(
+        Duration::from_millis(cfg.replica_poll_ms),
+        shutdown.clone(),
+    ));
+    let serve_token = shutdown.clone();
+    let server = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(async move { serve_token.cancelled().await });
+    let grace = Duration::from_millis(cfg.shutdown_grace_ms);
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_ms = cfg.shutdown_grace_ms, "in-flight requests outlived the shutdown grace period");
+        }
+    }
+    shutdown.cancel();
+    let _ = poller.await;
+    tracing::info!("shop stopped");
+    Ok(())
+}

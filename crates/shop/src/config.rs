@@ -1,0 +1,335 @@
+//! The shop's configuration: one struct, parsed from flags or a `[shop]` TOML section,
+//! validated once at start.
+//!
+//! Every field has a working default, so `scaleout shop` with no flags serves a seeded
+//! SQLite shop. Validation names the offending field. Nothing here opens a connection or
+//! reads the environment: the binary fills this in and the library trusts it afterwards.
+
+use serde::Deserialize;
+
+use crate::error::ShopError;
+
+/// Where sessions live. Every choice except `Memory` keeps instances interchangeable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKind {
+    /// Signed HS256 JWT carried by the client; nothing stored server side.
+    Jwt,
+    /// Opaque session id, session data in Redis with a TTL.
+    Redis,
+    /// Opaque session id, session data in the `sessions` table of the primary database.
+    Sql,
+    /// Opaque session id in this process's memory. The anti-pattern: a second instance
+    /// does not know the session. Exists only to demonstrate that.
+    Memory,
+}
+
+impl std::str::FromStr for SessionKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "jwt" => Ok(Self::Jwt),
+            "redis" => Ok(Self::Redis),
+            "sql" => Ok(Self::Sql),
+            "memory" => Ok(Self::Memory),
+            o => Err(format!("unknown session store `{o}` (jwt|redis|sql|memory)")),
+        }
+    }
+}
+
+/// Where the cache-aside values live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheKind {
+    /// Redis (single node or cluster), shared by every instance.
+    Redis,
+    /// The `cache_entries` table of the primary database, shared by every instance.
+    Sql,
+    /// No cache: every read goes to the database.
+    None,
+}
+
+impl std::str::FromStr for CacheKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "redis" => Ok(Self::Redis),
+            "sql" => Ok(Self::Sql),
+            "none" => Ok(Self::None),
+            o => Err(format!("unknown cache `{o}` (redis|sql|none)")),
+        }
+    }
+}
+
+/// Cache TTLs per class of data, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheTtls {
+    /// Catalog listings and product descriptions (name, price, category).
+    pub catalog_s: u64,
+    /// A user's profile (`GET /me`).
+    pub profile_s: u64,
+    /// A product's stock level.
+    pub stock_s: u64,
+}
+
+impl Default for CacheTtls {
+    fn default() -> Self {
+        Self {
+            catalog_s: 300,
+            profile_s: 60,
+            stock_s: 5,
+        }
+    }
+}
+
+/// The development JWT secret used when none is given. Never use it in production:
+/// anyone who reads this source can forge tokens. The service warns when it is in use.
+pub const DEV_JWT_SECRET: &str = "scaleout-dev-secret-change-me";
+
+/// Configuration of one shop instance (`scaleout shop` flags or the `[shop]` TOML section).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShopConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Name of this instance, sent in the `x-instance-id` header of every response.
+    /// Empty means `hostname-pid`.
+    pub instance_id: String,
+    /// Primary database: `sqlite:PATH` or `postgres://...`.
+    pub db: String,
+    /// PostgreSQL streaming replicas for stale-tolerant reads (PostgreSQL only).
+    pub replica: Vec<String>,
+    /// Redis URL; a comma-separated list of `redis://` seeds means Redis Cluster.
+    pub redis: Option<String>,
+    /// Session store.
+    pub sessions: SessionKind,
+    /// Cache backend; `None` means `redis` when `redis` is set, else `sql`.
+    pub cache: Option<CacheKind>,
+    /// Tokio worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Connections per pool (the primary pool and each replica pool) in this instance.
+    pub pool_size: u32,
+    /// How many instances will share the database: start is refused when
+    /// `expected_instances x pool_size` exceeds the server's `max_connections`.
+    pub expected_instances: u32,
+    /// HS256 secret for JWT sessions. Empty means the development secret (with a warning).
+    pub jwt_secret: String,
+    /// Read the JWT secret from this file instead (trailing whitespace trimmed).
+    pub jwt_secret_file: Option<String>,
+    /// Lifetime of a JWT or a stored session, in seconds.
+    pub session_ttl_s: u64,
+    /// Products generated into a fresh (empty) database.
+    pub seed_products: u64,
+    /// Seed of the catalog generator.
+    pub catalog_seed: u64,
+    /// Replicas whose replay lags the primary by more than this are skipped.
+    pub max_replica_lag_ms: u64,
+    /// How often each replica's replay position is sampled.
+    pub replica_poll_ms: u64,
+    /// Usernames that become admins when they sign up.
+    pub admin_users: Vec<String>,
+    /// Cache TTLs per class.
+    pub cache_ttl: CacheTtls,
+    /// Prefix of every Redis key and SQL cache key of this shop (lets several shops share
+    /// one Redis). Must not contain `{` or `}`.
+    pub key_prefix: String,
+    /// Largest accepted request body, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Timeout of every database and Redis call, in milliseconds.
+    pub store_timeout_ms: u64,
+    /// Grace period for in-flight requests at shutdown, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ShopConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            instance_id: String::new(),
+            db: "sqlite:scaleout-shop.db".into(),
+            replica: Vec::new(),
+            redis: None,
+            sessions: SessionKind::Jwt,
+            cache: None,
+            workers: 0,
+            pool_size: 8,
+            expected_instances: 1,
+            jwt_secret: String::new(),
+            jwt_secret_file: None,
+            session_ttl_s: 3600,
+            seed_products: 1000,
+            catalog_seed: 42,
+            max_replica_lag_ms: 1000,
+            replica_poll_ms: 50,
+            admin_users: vec!["admin".into()],
+            cache_ttl: CacheTtls::default(),
+            key_prefix: "shop".into(),
+            max_body_bytes: 64 * 1024,
+            store_timeout_ms: 5000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// The database kind named by a `--db` URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    /// `sqlite:PATH`
+    Sqlite,
+    /// `postgres://...` or `postgresql://...`
+    Postgres,
+}
+
+impl ShopConfig {
+    /// Parses the `[shop]` section of a TOML document (other sections are ignored here:
+    /// they belong to other crates). Unknown keys inside `[shop]` are rejected.
+    pub fn from_toml(text: &str) -> Result<Self, ShopError> {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            shop: Option<toml::Value>,
+        }
+        let file: File =
+            toml::from_str(text).map_err(|e| ShopError::Config(format!("config file: {e}")))?;
+        match file.shop {
+            None => Ok(Self::default()),
+            Some(v) => v
+                .try_into()
+                .map_err(|e| ShopError::Config(format!("[shop]: {e}"))),
+        }
+    }
+
+    /// The cache backend after defaults.
+    pub fn cache_kind(&self) -> CacheKind {
+        self.cache.unwrap_or(if self.redis.is_some() {
+            CacheKind::Redis
+        } else {
+            CacheKind::Sql
+        })
+    }
+
+    /// The kind of the primary database.
+    pub fn db_kind(&self) -> Result<DbKind, ShopError> {
+        db_kind(&self.db).ok_or_else(|| {
+            ShopError::Config(format!(
+                "db: `{}` is neither sqlite:PATH nor postgres://...",
+                self.db
+            ))
+        })
+    }
+
+    /// Checks every field once; the error names the field.
+    pub fn validate(&self) -> Result<(), ShopError> {
+        let bad = |field: &str, why: String| Err(ShopError::Config(format!("{field}: {why}")));
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("listen", format!("`{}` is not an IP:port address", self.listen));
+        }
+        let kind = self.db_kind()?;
+        for r in &self.replica {
+            if db_kind(r) != Some(DbKind::Postgres) {
+                return bad("replica", format!("`{r}` is not a postgres:// URL"));
+            }
+        }
+        if !self.replica.is_empty() && kind != DbKind::Postgres {
+            return bad("replica", "replicas need a PostgreSQL primary (--db postgres://...)".into());
+        }
+        if let Some(r) = &self.redis {
+            if r.split(',').any(|u| !(u.trim().starts_with("redis://") || u.trim().starts_with("rediss://"))) {
+                return bad("redis", format!("`{r}` is not redis://HOST:PORT (comma list for a cluster)"));
+            }
+        }
+        if self.sessions == SessionKind::Redis && self.redis.is_none() {
+            return bad("sessions", "`redis` sessions need --redis".into());
+        }
+        if self.cache_kind() == CacheKind::Redis && self.redis.is_none() {
+            return bad("cache", "`redis` cache needs --redis".into());
+        }
+        if self.pool_size == 0 || self.pool_size > 1000 {
+            return bad("pool_size", format!("{} is outside 1..=1000", self.pool_size));
+        }
+        if self.expected_instances == 0 {
+            return bad("expected_instances", "must be at least 1".into());
+        }
+        if self.workers > 1024 {
+            return bad("workers", format!("{} is more than 1024", self.workers));
+        }
+        if self.session_ttl_s == 0 {
+            return bad("session_ttl_s", "must be at least 1".into());
+        }
+        if self.replica_poll_ms == 0 || self.replica_poll_ms > 60_000 {
+            return bad("replica_poll_ms", "must be within 1..=60000".into());
+        }
+        if self.max_body_bytes < 256 {
+            return bad("max_body_bytes", "must be at least 256".into());
+        }
+        if self.store_timeout_ms == 0 {
+            return bad("store_timeout_ms", "must be at least 1".into());
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
+            return bad("key_prefix", "must be non-empty and contain no `{` or `}`".into());
+        }
+        let t = self.cache_ttl;
+        if t.catalog_s == 0 || t.profile_s == 0 || t.stock_s == 0 {
+            return bad("cache_ttl", "every TTL must be at least 1 second".into());
+        }
+        Ok(())
+    }
+}
+
+fn db_kind(url: &str) -> Option<DbKind> {
+    if url.starts_with("sqlite:") {
+        Some(DbKind::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Some(DbKind::Postgres)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_unknown_field_is_named() {
+        let e = ShopConfig::from_toml("[shop]\npool_sise = 3\n").unwrap_err();
+        assert!(e.to_string().contains("pool_sise"), "{e}");
+    }
+
+    #[test]
+    fn toml_fields_parse_and_default() {
+        let c = ShopConfig::from_toml(
+            "[shop]\npool_size = 3\nsessions = \"sql\"\n[shop.cache_ttl]\nstock_s = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.pool_size, 3);
+        assert_eq!(c.sessions, SessionKind::Sql);
+        assert_eq!(c.cache_ttl.stock_s, 2);
+        assert_eq!(c.cache_ttl.catalog_s, 300);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = ShopConfig {
+            sessions: SessionKind::Redis,
+            ..ShopConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().starts_with("invalid config: sessions"));
+        c.sessions = SessionKind::Jwt;
+        c.replica = vec!["postgres://x/y".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("replica"));
+        c.replica.clear();
+        c.pool_size = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("pool_size"));
+    }
+
+    #[test]
+    fn cache_defaults_follow_redis() {
+        let mut c = ShopConfig::default();
+        assert_eq!(c.cache_kind(), CacheKind::Sql);
+        c.redis = Some("redis://127.0.0.1:6379".into());
+        assert_eq!(c.cache_kind(), CacheKind::Redis);
+    }
+}

@@ -1,0 +1,162 @@
+//! Errors: `ShopError` for starting and running the service, `AppError` for one request.
+//!
+//! `AppError` turns into a response with a JSON `{"error": ...}` body. Client mistakes get
+//! a 4xx with a message about the input; store failures are logged here with their detail
+//! and reach the client only as a generic 5xx. An `AppError` must never carry internals
+//! (SQL, hostnames, stack traces) into a response body.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Errors of starting or running a shop instance.
+#[derive(Debug, thiserror::Error)]
+pub enum ShopError {
+    /// A configuration field is invalid; the message names it.
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// The connection math does not fit the database.
+    #[error(
+        "refusing to start: expected_instances ({instances}) x pool_size ({pool_size}) = {needed} \
+         connections exceed max_connections ({max_connections}) of {server}; lower pool_size or \
+         expected_instances, or raise max_connections"
+    )]
+    TooManyConnections {
+        /// `expected_instances`.
+        instances: u32,
+        /// `pool_size`.
+        pool_size: u32,
+        /// Their product.
+        needed: u64,
+        /// The server's `max_connections`.
+        max_connections: u64,
+        /// Which server (primary or replica N).
+        server: String,
+    },
+    /// A database call failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A Redis call failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A store call took longer than `store_timeout_ms`.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// Socket or file trouble.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// Anything else internal (serialisation of our own values, hashing).
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// What can go wrong while serving one request.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Malformed input (bad JSON, missing header): 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Syntactically fine but unacceptable input (quantity <= 0, bad price): 422.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// No, bad or expired credentials: 401.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated but not allowed: 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such thing: 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// Conflicts with the current state (username taken, empty cart): 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// Body larger than the limit: 413.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// Wrong content type: 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A store failed: 503 for timeouts and unreachable stores, 500 otherwise. The detail
+    /// is logged, never sent.
+    #[error(transparent)]
+    Store(#[from] ShopError),
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        AppError::Store(ShopError::Db(e))
+    }
+}
+
+impl From<redis::RedisError> for AppError {
+    fn from(e: redis::RedisError) -> Self {
+        AppError::Store(ShopError::Redis(e))
+    }
+}
+
+impl AppError {
+    /// The status code this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::Store(ShopError::Timeout(_))
+            | AppError::Store(ShopError::Redis(_))
+            | AppError::Store(ShopError::Db(sqlx::Error::PoolTimedOut))
+            | AppError::Store(ShopError::Db(sqlx::Error::Io(_))) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            AppError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            AppError::Store(e) => {
+                tracing::error!(error = %e, "store failure while serving a request");
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    "a backing store is unavailable; retry later".to_string()
+                } else {
+                    "internal error".to_string()
+                }
+            }
+            other => other.to_string(),
+        };
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_do_not_leak_detail() {
+        let e = AppError::Store(ShopError::Internal("SELECT secret FROM users".into()));
+        let r = e.into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn too_many_connections_names_both_numbers() {
+        let e = ShopError::TooManyConnections {
+            instances: 10,
+            pool_size: 20,
+            needed: 200,
+            max_connections: 100,
+            server: "primary".into(),
+        };
+        let s = e.to_string();
+        assert!(s.contains("(10)") && s.contains("(20)") && s.contains("(100)"), "{s}");
+    }
+}

@@ -1,0 +1,110 @@
+//! THE SCHEMA of the shop, for SQLite and PostgreSQL: the one place that defines tables.
+//! (crates/shop/src/schema.rs; the sharding module and bench scripts use these names.)
+//!
+//! Money is integer cents; user ids are BIGINT; order ids are UUID text; times are unix
+//! milliseconds (BIGINT). Carts, orders and order items are the per-user data that
+//! sharding moves by `user_id`. Every statement is idempotent (`IF NOT EXISTS`), so
+//! `migrate` runs at every start, from several instances at once. This module must never
+//! drop or rewrite data.
+
+/// DDL for SQLite, in order.
+pub const SQLITE: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS users (
+        id INTEGER PRIMARY KEY,
+        username TEXT UNIQUE NOT NULL,
+        password_hash TEXT NOT NULL,
+        is_admin BOOLEAN NOT NULL DEFAULT false)",
+    "CREATE TABLE IF NOT EXISTS products (
+        id BIGINT PRIMARY KEY,
+        name TEXT NOT NULL,
+        category TEXT NOT NULL,
+        price_cents BIGINT NOT NULL,
+        stock BIGINT NOT NULL,
+        popularity REAL NOT NULL DEFAULT 0)",
+    "CREATE INDEX IF NOT EXISTS products_category ON products(category, id)",
+    "CREATE TABLE IF NOT EXISTS cart_items (
+        user_id BIGINT NOT NULL,
+        product_id BIGINT NOT NULL,
+        quantity BIGINT NOT NULL,
+        PRIMARY KEY (user_id, product_id))",
+    "CREATE TABLE IF NOT EXISTS orders (
+        id TEXT PRIMARY KEY,
+        user_id BIGINT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        total_cents BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        UNIQUE (user_id, idempotency_key))",
+    "CREATE TABLE IF NOT EXISTS order_items (
+        order_id TEXT NOT NULL,
+        user_id BIGINT NOT NULL,
+        product_id BIGINT NOT NULL,
+        quantity BIGINT NOT NULL,
+        price_cents BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS order_items_order ON order_items(order_id)",
+    "CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY,
+        user_id BIGINT NOT NULL,
+        data TEXT NOT NULL,
+        expires_at BIGINT NOT NULL)",
+    // The SQL cache-aside store (used when there is no Redis) and its stampede locks
+    // (rows whose key starts with `lock:`).
+    "CREATE TABLE IF NOT EXISTS cache_entries (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        expires_at BIGINT NOT NULL)",
+    // Read-your-writes marks (the primary's WAL position after a user's last write) when
+    // there is no Redis to keep them; PostgreSQL with replicas only.
+    "CREATE TABLE IF NOT EXISTS ryw_marks (
+        user_id BIGINT PRIMARY KEY,
+        lsn BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL)",
+];
+
+/// DDL for PostgreSQL, in order. Same tables and columns as [`SQLITE`].
+pub const POSTGRES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS users (
+        id BIGSERIAL PRIMARY KEY,
+        username TEXT UNIQUE NOT NULL,
+        password_hash TEXT NOT NULL,
+        is_admin BOOLEAN NOT NULL DEFAULT false)",
+    "CREATE TABLE IF NOT EXISTS products (
+        id BIGINT PRIMARY KEY,
+        name TEXT NOT NULL,
+        category TEXT NOT NULL,
+        price_cents BIGINT NOT NULL,
+        stock BIGINT NOT NULL,
+        popularity DOUBLE PRECISION NOT NULL DEFAULT 0)",
+    "CREATE INDEX IF NOT EXISTS products_category ON products(category, id)",
+    "CREATE TABLE IF NOT EXISTS cart_items (
+        user_id BIGINT NOT NULL,
+        product_id BIGINT NOT NULL,
+        quantity BIGINT NOT NULL,
+        PRIMARY KEY (user_id, product_id))",
+    "CREATE TABLE IF NOT EXISTS orders (
+        id TEXT PRIMARY KEY,
+        user_id BIGINT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        total_cents BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        UNIQUE (user_id, idempotency_key))",
+    "CREATE TABLE IF NOT EXISTS order_items (
+        order_id TEXT NOT NULL,
+        user_id BIGINT NOT NULL,
+        product_id BIGINT NOT NULL,
+        quantity BIGINT NOT NULL,
+        price_cents BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS order_items_order ON order_items(order_id)",
+    "CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY,
+        user_id BIGINT NOT NULL,
+        data TEXT NOT NULL,
+        expires_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS cache_entries (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        expires_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ryw_marks (
+        user_id BIGINT PRIMARY KEY,
+        lsn BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL)",
+];
