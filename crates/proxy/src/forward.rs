@@ -1,0 +1,513 @@
+//! The request path: one worker's HTTP clients and the handler that picks a backend from
+//! the current snapshot, rewrites headers, forwards, retries within the budget, records
+//! outcomes for passive ejection and metrics, and passes upgrades through.
+//!
+//! Architecture invariants: the handler reads the snapshot through `ArcSwap` and holds no
+//! lock across `.await`; the only lock it may take is the control lock, briefly and
+//! without awaiting, when a failure run reaches the ejection threshold. A request is
+//! retried only when its body is replayable (empty or buffered), on a different backend,
+//! for an idempotent method or a connect failure, and only with a token from the budget.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use balance::{
+    BackendId, FailureKind, HashKeySource, InFlightGuard, Outcome, PickRequest, StrategyKind,
+    is_retryable,
+};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, SET_COOKIE};
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio_util::task::TaskTracker;
+
+use crate::body::{ReqBody, RespBody};
+use crate::config::UpstreamProtocol;
+use crate::error::ForwardError;
+use crate::headers::{self, ClientInfo};
+use crate::shared::{BackendRt, Shared};
+
+type UpstreamClient = Client<HttpConnector, ReqBody>;
+
+/// Keeps a request counted as in flight (proxy-wide and on its backend) until dropped,
+/// which happens when the response body has been sent.
+pub(crate) struct Guards {
+    _backend: InFlightGuard,
+    _proxy: ProxyInFlight,
+}
+
+/// Counts a client request in `ProxyCounters::in_flight` while alive.
+pub(crate) struct ProxyInFlight(Arc<Shared>);
+
+impl ProxyInFlight {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.counters.in_flight.fetch_add(1, Relaxed);
+        ProxyInFlight(shared.clone())
+    }
+}
+
+impl Drop for ProxyInFlight {
+    fn drop(&mut self) {
+        self.0.counters.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What a worker knows about one client connection.
+pub(crate) struct ConnCtx {
+    peer: SocketAddr,
+    client: ClientInfo,
+    /// Requests in flight on this connection (for the idle timeout).
+    active: Arc<AtomicUsize>,
+}
+
+impl ConnCtx {
+    pub(crate) fn new(peer: SocketAddr, active: Arc<AtomicUsize>) -> Self {
+        ConnCtx {
+            peer,
+            client: ClientInfo::new(peer.ip()),
+            active,
+        }
+    }
+}
+
+struct ActiveGuard<'a>(&'a AtomicUsize);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// One worker's forwarding state: its own backend connection pools and RNG.
+pub(crate) struct Worker {
+    shared: Arc<Shared>,
+    h1: UpstreamClient,
+    h2: Option<UpstreamClient>,
+    rng: AtomicU64,
+    retry_after: HeaderValue,
+    /// Upgraded (WebSocket) tunnels, closed at shutdown.
+    pub upgrades: TaskTracker,
+}
+
+fn connector(shared: &Shared) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(shared.config.connect_timeout()));
+    http.enforce_http(true);
+    http
+}
+
+impl Worker {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let idle = Duration::from_millis(shared.config.timeouts.upstream_idle_ms);
+        let h1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector(&shared));
+        let h2 = (shared.config.upstream_protocol == UpstreamProtocol::H2c).then(|| {
+            Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .pool_idle_timeout(idle)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(connector(&shared))
+        });
+        let retry_after = HeaderValue::from(shared.config.limits.retry_after_s);
+        Worker {
+            shared,
+            h1,
+            h2,
+            rng: AtomicU64::new(rand::random()),
+            retry_after,
+            upgrades: TaskTracker::new(),
+        }
+    }
+
+    fn next_random(&self) -> u64 {
+        balance::hash::mix64(self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed))
+    }
+
+    /// Handles one client request; never fails (errors become responses).
+    pub(crate) async fn handle(&self, ctx: &ConnCtx, req: Request<Incoming>) -> Response<RespBody> {
+        let start = Instant::now();
+        let counters = &self.shared.counters;
+        counters.requests_total.fetch_add(1, Relaxed);
+        ctx.active.fetch_add(1, Relaxed);
+        let _active = ActiveGuard(&ctx.active);
+        let in_flight = ProxyInFlight::new(&self.shared);
+        let resp = match self.forward(ctx, req, start, in_flight).await {
+            Ok(r) => r,
+            Err(e) => self.local(e),
+        };
+        counters.responses.record(resp.status().as_u16());
+        counters.latency.record(start.elapsed().as_micros() as u64);
+        resp
+    }
+
+    /// A response generated by the balancer for `err`.
+    fn local(&self, err: ForwardError) -> Response<RespBody> {
+        let mut r = Response::new(RespBody::full(Bytes::from_static(err.reason().as_bytes())));
+        *r.status_mut() = err.status();
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        if err.status() == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(RETRY_AFTER, self.retry_after.clone());
+        }
+        if err == ForwardError::Shed {
+            self.shared.counters.shed_total.fetch_add(1, Relaxed);
+        }
+        r
+    }
+
+    fn hash_key(&self, parts: &http::request::Parts) -> Option<Vec<u8>> {
+        match self.shared.hash_key.as_ref()? {
+            HashKeySource::Header(name) => parts
+                .headers
+                .get(name.as_str())
+                .map(|v| v.as_bytes().to_vec()),
+            HashKeySource::Cookie(name) => {
+                headers::cookie_value(&parts.headers, name).map(|v| v.as_bytes().to_vec())
+            }
+            HashKeySource::Query(name) => parts.uri.query().and_then(|q| {
+                q.split('&').find_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k == name).then(|| v.as_bytes().to_vec())
+                })
+            }),
+            HashKeySource::Path => Some(parts.uri.path().as_bytes().to_vec()),
+            HashKeySource::ClientIp => None,
+        }
+    }
+
+    async fn forward(
+        &self,
+        ctx: &ConnCtx,
+        mut req: Request<Incoming>,
+        start: Instant,
+        in_flight: ProxyInFlight,
+    ) -> Result<Response<RespBody>, ForwardError> {
+        let shared = &*self.shared;
+        let cfg = &shared.config;
+        let content_length = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<u64>().ok());
+        if content_length.is_some_and(|l| l > cfg.limits.max_body_bytes) {
+            return Err(ForwardError::BodyTooLarge);
+        }
+        let upgrade =
+            req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+        let on_client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+
+        // Header rewriting (pure functions in `headers`).
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        let authority = if parts.headers.contains_key(HOST) {
+            None
+        } else {
+            parts.uri.authority().cloned()
+        };
+        headers::add_forwarded(
+            &mut parts.headers,
+            &ctx.client,
+            authority.as_ref().map(|a| a.as_str()),
+        );
+        let r = (self.next_random() as u128) << 64 | self.next_random() as u128;
+        headers::ensure_request_id(&mut parts.headers, r);
+
+        // The body: replayable when empty or small with a known length.
+        let max_body = cfg.limits.max_body_bytes.min(usize::MAX as u64) as usize;
+        let client_failed = Arc::new(AtomicBool::new(false));
+        let (replay, mut stream) = if body.is_end_stream() {
+            (Some(Bytes::new()), None)
+        } else if content_length.is_some_and(|l| l <= cfg.limits.retry_buffer_bytes) {
+            match Limited::new(body, max_body).collect().await {
+                Ok(c) => (Some(c.to_bytes()), None),
+                Err(e) if e.is::<LengthLimitError>() => return Err(ForwardError::BodyTooLarge),
+                Err(_) => return Err(ForwardError::ClientBody),
+            }
+        } else {
+            let inner = Limited::new(body, max_body);
+            (
+                None,
+                Some(ReqBody::Stream {
+                    inner,
+                    client_failed: client_failed.clone(),
+                }),
+            )
+        };
+
+        let sticky_name = (shared.balance.strategy == StrategyKind::Sticky)
+            .then(|| {
+                headers::cookie_value(&parts.headers, &shared.balance.sticky.cookie)
+                    .map(str::to_owned)
+            })
+            .flatten();
+        let hash_key = if shared.balance.strategy == StrategyKind::ConsistentHash {
+            self.hash_key(&parts)
+        } else {
+            None
+        };
+        let idempotent_method = parts.method.clone();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let max_attempts = shared.balance.retry.max_attempts.max(1);
+        let limit = cfg.limits.max_in_flight_per_backend as u64;
+        let upstream_timeout = Duration::from_millis(cfg.timeouts.upstream_response_ms);
+        let client = match (&self.h2, upgrade) {
+            (Some(h2), false) => h2,
+            _ => &self.h1,
+        };
+
+        shared.budget.deposit(start);
+        let mut tried: Vec<BackendId> = Vec::new();
+        let mut attempts = 0u32;
+        let mut skipped_full = false;
+        let mut last_err = ForwardError::NoBackend;
+        let mut headers_left = Some(parts.headers);
+        let mut fallback: Option<Response<RespBody>> = None;
+        let mut on_client_upgrade = on_client_upgrade;
+        let mut in_flight = Some(in_flight);
+        loop {
+            let snap = shared.snapshot.load_full();
+            let now = Instant::now();
+            let pick_req = PickRequest {
+                client_ip: Some(ctx.peer.ip()),
+                hash_key: hash_key.as_deref(),
+                sticky: sticky_name.as_deref(),
+                random: self.next_random(),
+            };
+            let Some(pick) = snap.selector.pick(&pick_req, &tried, now) else {
+                if let Some(f) = fallback {
+                    return Ok(f);
+                }
+                if attempts == 0 && skipped_full {
+                    return Err(ForwardError::Shed);
+                }
+                return Err(last_err);
+            };
+            if limit > 0 && pick.backend.load.in_flight() >= limit {
+                skipped_full = true;
+                tried.push(pick.backend.id);
+                continue;
+            }
+            let Some(rt) = snap.rt_of(pick.backend).cloned() else {
+                tried.push(pick.backend.id);
+                continue;
+            };
+            let repin = pick.repin;
+            let guard = pick.backend.load.start();
+            attempts += 1;
+            let may_retry_later = attempts < max_attempts && replay.is_some();
+            let Some(hdrs) = (if may_retry_later {
+                headers_left.clone()
+            } else {
+                headers_left.take()
+            }) else {
+                return Err(last_err);
+            };
+            let body = match &replay {
+                Some(b) => ReqBody::full(b.clone()),
+                None => match stream.take() {
+                    Some(s) => s,
+                    None => return Err(last_err),
+                },
+            };
+            let mut uri_parts = http::uri::Parts::default();
+            uri_parts.scheme = Some(Scheme::HTTP);
+            uri_parts.authority = Some(rt.authority.clone());
+            uri_parts.path_and_query = Some(path_and_query.clone());
+            let Ok(uri) = Uri::from_parts(uri_parts) else {
+                return Err(ForwardError::NoBackend);
+            };
+            let mut up = Request::new(body);
+            *up.method_mut() = parts.method.clone();
+            *up.uri_mut() = uri;
+            *up.version_mut() = Version::HTTP_11;
+            *up.headers_mut() = hdrs;
+
+            let t0 = Instant::now();
+            let result = tokio::time::timeout(upstream_timeout, client.request(up)).await;
+            let now = Instant::now();
+            let latency = now.saturating_duration_since(t0);
+            let load = guard.load().clone();
+            let failure = match result {
+                Ok(Ok(mut resp)) => {
+                    let status = resp.status().as_u16();
+                    rt.counters.responses.record(status);
+                    rt.counters.latency.record(latency.as_micros() as u64);
+                    let outcome = Outcome::from_status(status);
+                    let run = load.record(outcome, latency, now);
+                    if outcome.is_failure() {
+                        self.after_failure(&rt, run);
+                    }
+                    let kind = FailureKind::Status(status);
+                    let retry_wanted = is_retryable(idempotent_method.as_str(), kind)
+                        && may_retry_later
+                        && headers_left.is_some();
+                    if retry_wanted {
+                        if shared.budget.try_withdraw(now) {
+                            shared.counters.retries_total.fetch_add(1, Relaxed);
+                            tried.push(rt.id);
+                            // Keep this answer in case no other backend can be tried.
+                            let on_up = None;
+                            fallback = Some(self.respond(
+                                resp,
+                                guard,
+                                &rt,
+                                repin,
+                                &mut in_flight,
+                                on_up,
+                                None,
+                            ));
+                            last_err = ForwardError::Upstream(kind);
+                            continue;
+                        }
+                        shared
+                            .counters
+                            .retry_budget_exhausted_total
+                            .fetch_add(1, Relaxed);
+                    }
+                    let on_up = (upgrade && status == 101).then(|| hyper::upgrade::on(&mut resp));
+                    let on_client = if on_up.is_some() {
+                        on_client_upgrade.take()
+                    } else {
+                        None
+                    };
+                    return Ok(self.respond(
+                        resp,
+                        guard,
+                        &rt,
+                        repin,
+                        &mut in_flight,
+                        on_up,
+                        on_client,
+                    ));
+                }
+                Ok(Err(e)) => {
+                    if client_failed.load(Relaxed) {
+                        // The client's body failed: not the backend's fault.
+                        let mut too_large = false;
+                        let mut src = std::error::Error::source(&e);
+                        while let Some(s) = src {
+                            too_large |= s.is::<LengthLimitError>();
+                            src = s.source();
+                        }
+                        return Err(if too_large {
+                            ForwardError::BodyTooLarge
+                        } else {
+                            ForwardError::ClientBody
+                        });
+                    }
+                    tracing::debug!(backend = %rt.name, "upstream error: {e:#}");
+                    if e.is_connect() {
+                        FailureKind::Connect
+                    } else {
+                        FailureKind::Reset
+                    }
+                }
+                Err(_elapsed) => FailureKind::Timeout,
+            };
+            let outcome = if failure == FailureKind::Connect {
+                Outcome::ConnectFailure
+            } else {
+                Outcome::Failure
+            };
+            let run = load.record(outcome, latency, now);
+            self.after_failure(&rt, run);
+            drop(guard);
+            last_err = ForwardError::Upstream(failure);
+            let retry_wanted = is_retryable(idempotent_method.as_str(), failure)
+                && replay.is_some()
+                && headers_left.is_some()
+                && attempts < max_attempts;
+            if retry_wanted {
+                if shared.budget.try_withdraw(now) {
+                    shared.counters.retries_total.fetch_add(1, Relaxed);
+                    tried.push(rt.id);
+                    continue;
+                }
+                shared
+                    .counters
+                    .retry_budget_exhausted_total
+                    .fetch_add(1, Relaxed);
+            }
+            if let Some(f) = fallback {
+                return Ok(f);
+            }
+            return Err(last_err);
+        }
+    }
+
+    /// Called after a failed attempt with the failure run of its backend.
+    fn after_failure(&self, rt: &BackendRt, run: u32) {
+        let outlier = &self.shared.balance.outlier;
+        if outlier.enabled && run >= outlier.consecutive_failures {
+            self.shared.report_failures(rt, run);
+        }
+    }
+
+    /// Turns a backend's response into the client's: strips hop-by-hop headers, pins the
+    /// client (sticky), keeps the in-flight guards until the body ends, and splices an
+    /// upgraded connection.
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &self,
+        resp: Response<Incoming>,
+        guard: InFlightGuard,
+        rt: &BackendRt,
+        repin: bool,
+        in_flight: &mut Option<ProxyInFlight>,
+        on_upstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        on_client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<RespBody> {
+        let (mut parts, body) = resp.into_parts();
+        parts.version = Version::HTTP_11;
+        let proxy_guard = in_flight
+            .take()
+            .unwrap_or_else(|| ProxyInFlight::new(&self.shared));
+        let guards = Guards {
+            _backend: guard,
+            _proxy: proxy_guard,
+        };
+        if repin {
+            parts.headers.append(SET_COOKIE, rt.set_cookie.clone());
+        }
+        if let (Some(on_up), Some(on_client)) = (on_upstream_upgrade, on_client_upgrade) {
+            headers::strip_hop_by_hop(&mut parts.headers, true);
+            let stop = self.shared.stop.clone();
+            self.upgrades.spawn(async move {
+                let (client, upstream) = tokio::join!(on_client, on_up);
+                if let (Ok(client), Ok(upstream)) = (client, upstream) {
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    tokio::select! {
+                        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                            if let Err(e) = r {
+                                tracing::debug!("upgraded connection: {e}");
+                            }
+                        }
+                        () = stop.cancelled() => {}
+                    }
+                }
+                drop(guards);
+            });
+            return Response::from_parts(parts, RespBody::empty());
+        }
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        Response::from_parts(parts, RespBody::upstream(body, guards))
+    }
+}

@@ -1,0 +1,194 @@
+//! Header rewriting for forwarded requests and responses, as pure functions over
+//! `http::HeaderMap`.
+//!
+//! These run on the hot path for every request, so they avoid allocation where the input
+//! allows it (no `Connection` header means no work for hop-by-hop stripping), and they are
+//! pure so a fuzz target can call them with arbitrary header maps. They must never panic on
+//! any input and never read the clock, a socket or a global RNG: the random part of a
+//! generated request id is passed in.
+
+use std::net::IpAddr;
+
+use http::header::{
+    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Request-Id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `Keep-Alive` (not a constant in `http`).
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Longest incoming `X-Request-Id` kept as is; a longer one is replaced.
+pub const MAX_REQUEST_ID_LEN: usize = 200;
+
+/// Removes hop-by-hop headers: `Connection` and every header it lists, `Keep-Alive`, `TE`,
+/// `Trailer`, `Transfer-Encoding`, `Upgrade` and every `Proxy-*` header.
+///
+/// When `keep_upgrade` is true (a WebSocket or other upgrade being passed through), the
+/// `Upgrade` header is kept and `Connection: upgrade` is set again after stripping, since the
+/// upgrade must reach the other side.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Headers named by `Connection` are hop-by-hop too (RFC 9110 7.6.1). Collect their names
+    // only when a Connection header exists: the common case allocates nothing.
+    if headers.contains_key(&CONNECTION) {
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(&CONNECTION) {
+            let Ok(text) = value.to_str() else { continue };
+            for token in text.split(',') {
+                let token = token.trim();
+                if token.is_empty() {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    if keep_upgrade && name == UPGRADE {
+                        continue;
+                    }
+                    listed.push(name);
+                }
+            }
+        }
+        for name in listed {
+            headers.remove(&name);
+        }
+        headers.remove(&CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&TE);
+    headers.remove(&TRAILER);
+    headers.remove(&TRANSFER_ENCODING);
+    if !keep_upgrade {
+        headers.remove(&UPGRADE);
+    }
+    if headers.keys().any(is_proxy_header) {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_proxy_header(n))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(&name);
+        }
+    }
+    if keep_upgrade && headers.contains_key(&UPGRADE) {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn is_proxy_header(name: &HeaderName) -> bool {
+    name.as_str().starts_with("proxy-")
+}
+
+/// Whether a request asks for a protocol upgrade (WebSocket): `Connection` lists `upgrade`
+/// and an `Upgrade` header is present.
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(&UPGRADE)
+        && headers.get_all(&CONNECTION).iter().any(|v| {
+            v.to_str()
+                .map(|s| {
+                    s.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                })
+                .unwrap_or(false)
+        })
+}
+
+/// What the balancer knows about the client side of a request, for forwarded headers.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The peer address of the client connection, pre-rendered as a header value.
+    pub client_ip: HeaderValue,
+    /// `http` (the balancer terminates no TLS).
+    pub proto: HeaderValue,
+}
+
+impl ClientInfo {
+    /// Client info for a plain-HTTP connection from `ip`.
+    pub fn new(ip: IpAddr) -> ClientInfo {
+        // An IP address always renders to a valid header value.
+        let client_ip = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ClientInfo {
+            client_ip,
+            proto: HeaderValue::from_static("http"),
+        }
+    }
+}
+
+/// Adds `X-Forwarded-For` (appending the client to an existing chain), sets
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`, and makes sure `Host` is present (HTTP/2
+/// clients send `:authority` instead, passed as `authority`).
+pub fn add_forwarded(headers: &mut HeaderMap, client: &ClientInfo, authority: Option<&str>) {
+    // Append to an existing chain: "a, b" + client. A chain that is not valid text is
+    // replaced rather than extended.
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => {
+            let client_ip = client.client_ip.to_str().unwrap_or("unknown");
+            HeaderValue::from_str(&format!("{prev}, {client_ip}"))
+                .unwrap_or_else(|_| client.client_ip.clone())
+        }
+        _ => client.client_ip.clone(),
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
+    if !headers.contains_key(&HOST) {
+        if let Some(auth) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+            headers.insert(HOST, auth);
+        }
+    }
+    if let Some(host) = headers.get(&HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+}
+
+/// Whether an incoming request id may be kept: non-empty, at most [`MAX_REQUEST_ID_LEN`]
+/// bytes, visible ASCII only.
+pub fn is_valid_request_id(value: &HeaderValue) -> bool {
+    let b = value.as_bytes();
+    !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(|c| (0x21..0x7f).contains(c))
+}
+
+/// Keeps a valid incoming `X-Request-Id`, else sets one built from `random` (a UUID v4
+/// layout). Returns the id in effect.
+pub fn ensure_request_id(headers: &mut HeaderMap, random: u128) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        if is_valid_request_id(v) {
+            return v.clone();
+        }
+    }
+    let id = request_id_from_random(random);
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+/// A UUID-v4-shaped request id from 128 random bits.
+pub fn request_id_from_random(random: u128) -> HeaderValue {
+    let uuid = uuid::Builder::from_random_bytes(random.to_le_bytes()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Extracts the value of cookie `name` from the `Cookie` headers, if present.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    for value in headers.get_all(http::header::COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(';') {
+            let pair = pair.trim();
+            if let Some((k, v)) = pair.split_once('=') {
+                if k.trim() == name {
+                    return Some(v.trim());
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

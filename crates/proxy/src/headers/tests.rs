@@ -1,0 +1,92 @@
+use super::*;
+
+fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+#[test]
+fn strips_hop_by_hop_and_connection_listed() {
+    let mut h = map(&[
+        ("connection", "keep-alive, x-secret"),
+        ("keep-alive", "timeout=5"),
+        ("x-secret", "1"),
+        ("te", "trailers"),
+        ("trailer", "x-t"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("proxy-authorization", "Basic x"),
+        ("proxy-connection", "keep-alive"),
+        ("x-keep", "yes"),
+        ("host", "example"),
+    ]);
+    strip_hop_by_hop(&mut h, false);
+    let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(h.contains_key("x-keep") && h.contains_key("host"));
+}
+
+#[test]
+fn upgrade_is_kept_when_asked() {
+    let mut h = map(&[
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("keep-alive", "1"),
+    ]);
+    assert!(is_upgrade_request(&h));
+    strip_hop_by_hop(&mut h, true);
+    assert_eq!(h.get("upgrade").unwrap(), "websocket");
+    assert_eq!(h.get("connection").unwrap(), "upgrade");
+    assert!(!h.contains_key("keep-alive"));
+}
+
+#[test]
+fn not_an_upgrade_without_connection_token() {
+    let h = map(&[("upgrade", "websocket")]);
+    assert!(!is_upgrade_request(&h));
+}
+
+#[test]
+fn forwarded_headers_append_chain_and_copy_host() {
+    let client = ClientInfo::new("10.1.2.3".parse().unwrap());
+    let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("host", "shop.example")]);
+    add_forwarded(&mut h, &client, None);
+    assert_eq!(h.get("x-forwarded-for").unwrap(), "1.1.1.1, 10.1.2.3");
+    assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    assert_eq!(h.get("x-forwarded-host").unwrap(), "shop.example");
+
+    let mut h2 = HeaderMap::new();
+    add_forwarded(&mut h2, &client, Some("h2.example:8080"));
+    assert_eq!(h2.get("x-forwarded-for").unwrap(), "10.1.2.3");
+    assert_eq!(h2.get("host").unwrap(), "h2.example:8080");
+    assert_eq!(h2.get("x-forwarded-host").unwrap(), "h2.example:8080");
+}
+
+#[test]
+fn request_id_kept_or_generated() {
+    let mut h = map(&[("x-request-id", "abc-123")]);
+    assert_eq!(ensure_request_id(&mut h, 7), "abc-123");
+    let mut h = HeaderMap::new();
+    let id = ensure_request_id(&mut h, 0x1234_5678_9abc_def0_1234_5678_9abc_def0);
+    assert_eq!(id.len(), 36);
+    assert_eq!(h.get("x-request-id").unwrap(), &id);
+    let other = ensure_request_id(&mut HeaderMap::new(), 99);
+    assert_ne!(id, other);
+    // Too long or invisible characters: replaced.
+    let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+    let mut h = map(&[("x-request-id", long.as_str())]);
+    assert_ne!(ensure_request_id(&mut h, 1), long.as_str());
+}
+
+#[test]
+fn cookie_lookup() {
+    let h = map(&[("cookie", "a=1; lb=b2 ; c=3")]);
+    assert_eq!(cookie_value(&h, "lb"), Some("b2"));
+    assert_eq!(cookie_value(&h, "zz"), None);
+}

@@ -1,0 +1,265 @@
+//! Listeners and worker threads: `SO_REUSEPORT` sockets, one single-threaded tokio runtime
+//! per worker, the accept loop with the connection limit, per-connection idle timeouts,
+//! and graceful shutdown of every client connection.
+//!
+//! Each worker owns its listener, its backend connection pool and its connections; workers
+//! share only the immutable snapshot, atomics and the connection semaphore. The accept loop
+//! must never block and never hold a lock across `.await`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::forward::{ConnCtx, Worker};
+use crate::shared::Shared;
+
+/// Binds `n` listening sockets on `addr`. With more than one they share the port through
+/// `SO_REUSEPORT` (the kernel spreads connections); port 0 is resolved by the first bind.
+pub(crate) fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n.max(1) {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        if n > 1 {
+            s.set_reuse_port(true)?;
+        }
+        s.set_nonblocking(true)?;
+        s.set_tcp_nodelay(true)?;
+        s.bind(&addr.into())?;
+        s.listen(4096)?;
+        let l: std::net::TcpListener = s.into();
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// The raw response written to a connection shed by the connection limit.
+fn shed_response(retry_after_s: u32) -> Vec<u8> {
+    let body = "over capacity, retry later\n";
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nretry-after: {retry_after_s}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Runs one worker until `shutdown`, then drains its connections within the grace period.
+pub(crate) async fn run_worker(
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let worker = Arc::new(Worker::new(shared.clone()));
+    let cfg = &shared.config;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(cfg.timeouts.header_read_ms))
+        .max_buf_size(cfg.limits.max_header_bytes as usize)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(cfg.limits.max_header_bytes);
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tracker = TaskTracker::new();
+    let idle = Duration::from_millis(cfg.timeouts.client_idle_ms);
+    let shed = Arc::new(shed_response(cfg.limits.retry_after_s));
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = shared.conn_limit.clone().try_acquire_owned() else {
+            shared.counters.shed_total.fetch_add(1, Ordering::Relaxed);
+            let shed = shed.clone();
+            tracker.spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = stream.write_all(&shed).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            });
+            continue;
+        };
+        shared
+            .counters
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .connections_active
+            .fetch_add(1, Ordering::Relaxed);
+        let active = Arc::new(AtomicUsize::new(0));
+        let ctx = Arc::new(ConnCtx::new(peer, active.clone()));
+        let io = TokioIo::new(IdleIo::new(stream, idle, active));
+        let w = worker.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let w = w.clone();
+            let ctx = ctx.clone();
+            async move { Ok::<_, std::convert::Infallible>(w.handle(&ctx, req).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+        let conn = graceful.watch(conn);
+        let shared2 = shared.clone();
+        tracker.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("client connection from {peer}: {e}");
+            }
+            shared2
+                .counters
+                .connections_active
+                .fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let grace = Duration::from_millis(cfg.timeouts.shutdown_grace_ms);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("worker: grace period over with connections still open; closing them");
+    }
+    // Upgraded connections (WebSockets) are not watched by hyper's graceful shutdown.
+    worker.upgrades.close();
+    let _ = tokio::time::timeout(Duration::from_millis(100), worker.upgrades.wait()).await;
+    tracker.close();
+    Ok(())
+}
+
+/// A client stream that fails with `TimedOut` when no request is in flight on it and
+/// nothing has been read or written for `idle`. (hyper's header read timeout covers a
+/// started request head; this covers idle keep-alive connections.)
+pub(crate) struct IdleIo {
+    inner: TcpStream,
+    idle: Duration,
+    last: Instant,
+    sleep: Pin<Box<Sleep>>,
+    active: Arc<AtomicUsize>,
+}
+
+impl IdleIo {
+    pub(crate) fn new(inner: TcpStream, idle: Duration, active: Arc<AtomicUsize>) -> Self {
+        let now = Instant::now();
+        IdleIo {
+            inner,
+            idle,
+            last: now,
+            sleep: Box::pin(tokio::time::sleep_until(now + idle)),
+            active,
+        }
+    }
+
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            if self.active.load(Ordering::Relaxed) > 0 {
+                self.last = now;
+            } else if now.saturating_duration_since(self.last) >= self.idle {
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client connection idle",
+                ));
+            }
+            let deadline = self.last + self.idle;
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+impl AsyncRead for IdleIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.last = Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.poll_idle(cx) {
+                Poll::Ready(e) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for IdleIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            if *n > 0 {
+                self.last = Instant::now();
+            }
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            if *n > 0 {
+                self.last = Instant::now();
+            }
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
