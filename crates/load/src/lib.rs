@@ -33,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 pub use chart::write_svg;
 pub use config::{Catalog, Mode, Progress, RequestSpec, RunConfig, SessionSpec, Target};
 pub use error::LoadError;
+/// The HTTP method type of [`RequestSpec::method`].
+pub use http::Method;
 pub use mix::Zipf;
 pub use profile::{RateProfile, Schedule, Stage};
 pub use report::{ErrorCounts, KindReport, Report, SliceReport};
@@ -41,6 +43,12 @@ pub use search::{SearchConfig, SearchReport, SearchStep, find_max};
 pub use stats::{Outcome, Snapshot};
 pub use threshold::{Threshold, ThresholdResult};
 pub use units::{parse_duration, parse_duration_with};
+
+/// Parses an HTTP method name (case-insensitive).
+pub fn parse_method(name: &str) -> Result<Method, LoadError> {
+    Method::from_bytes(name.to_ascii_uppercase().as_bytes())
+        .map_err(|_| LoadError::config("method", format!("{name:?} is not an HTTP method")))
+}
 
 use engine::{ResolvedTarget, ThreadMode, ThreadPlan};
 use mix::KindTable;
