@@ -1,0 +1,131 @@
+//! Which language a file is written in, and its tree-sitter grammar.
+//!
+//! Detection is by file name only (extension, or a well-known config file name); it never
+//! reads file contents. Config files are matched key by key (see `scan::config`), never
+//! parsed with a grammar.
+
+use std::path::Path;
+
+/// A language the audit understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lang {
+    /// JavaScript, including JSX and CommonJS/ES modules.
+    JavaScript,
+    /// TypeScript (`.ts`).
+    TypeScript,
+    /// TypeScript with JSX (`.tsx`).
+    Tsx,
+    /// Python.
+    Python,
+    /// Go.
+    Go,
+    /// Java.
+    Java,
+    /// Rust.
+    Rust,
+    /// PHP (files with `<?php` tags).
+    Php,
+    /// Ruby.
+    Ruby,
+    /// Configuration files: `.env`, `.ini`, `php.ini`, `.properties`, YAML.
+    Config,
+}
+
+impl Lang {
+    /// The language of `path`, or `None` for files the audit does not read.
+    pub fn from_path(path: &Path) -> Option<Lang> {
+        let name = path.file_name()?.to_str()?;
+        if name == ".env" || name.starts_with(".env.") || name.ends_with(".env") {
+            return Some(Lang::Config);
+        }
+        if name.ends_with(".min.js") || name.ends_with(".bundle.js") || name.ends_with(".d.ts") {
+            return None;
+        }
+        let ext = name.rsplit_once('.').map(|(_, e)| e)?;
+        Some(match ext {
+            "js" | "mjs" | "cjs" | "jsx" => Lang::JavaScript,
+            "ts" | "mts" | "cts" => Lang::TypeScript,
+            "tsx" => Lang::Tsx,
+            "py" => Lang::Python,
+            "go" => Lang::Go,
+            "java" => Lang::Java,
+            "rs" => Lang::Rust,
+            "php" => Lang::Php,
+            "rb" | "rake" => Lang::Ruby,
+            "ini" | "properties" | "yml" | "yaml" | "cfg" | "conf" => Lang::Config,
+            _ => return None,
+        })
+    }
+
+    /// The tree-sitter grammar, or `None` for config files.
+    pub fn grammar(self) -> Option<tree_sitter::Language> {
+        Some(match self {
+            Lang::JavaScript => tree_sitter_javascript::LANGUAGE.into(),
+            Lang::TypeScript => tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
+            Lang::Tsx => tree_sitter_typescript::LANGUAGE_TSX.into(),
+            Lang::Python => tree_sitter_python::LANGUAGE.into(),
+            Lang::Go => tree_sitter_go::LANGUAGE.into(),
+            Lang::Java => tree_sitter_java::LANGUAGE.into(),
+            Lang::Rust => tree_sitter_rust::LANGUAGE.into(),
+            Lang::Php => tree_sitter_php::LANGUAGE_PHP.into(),
+            Lang::Ruby => tree_sitter_ruby::LANGUAGE.into(),
+            Lang::Config => return None,
+        })
+    }
+
+    /// A short lowercase name used in reports and rule tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lang::JavaScript => "javascript",
+            Lang::TypeScript | Lang::Tsx => "typescript",
+            Lang::Python => "python",
+            Lang::Go => "go",
+            Lang::Java => "java",
+            Lang::Rust => "rust",
+            Lang::Php => "php",
+            Lang::Ruby => "ruby",
+            Lang::Config => "config",
+        }
+    }
+}
+
+/// Parses `src` as `lang`. `None` for config files or when the grammar fails to load.
+pub fn parse(lang: Lang, src: &str) -> Option<tree_sitter::Tree> {
+    let mut parser = tree_sitter::Parser::new();
+    parser.set_language(&lang.grammar()?).ok()?;
+    parser.parse(src, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_grammar_loads_under_this_tree_sitter_abi() {
+        for lang in [
+            Lang::JavaScript,
+            Lang::TypeScript,
+            Lang::Tsx,
+            Lang::Python,
+            Lang::Go,
+            Lang::Java,
+            Lang::Rust,
+            Lang::Php,
+            Lang::Ruby,
+        ] {
+            let mut p = tree_sitter::Parser::new();
+            p.set_language(&lang.grammar().unwrap())
+                .unwrap_or_else(|e| panic!("{lang:?}: {e}"));
+            let tree = p.parse("x", None).unwrap();
+            assert!(tree.root_node().child_count() > 0 || tree.root_node().kind() != "");
+        }
+    }
+
+    #[test]
+    fn detects_by_name() {
+        assert_eq!(Lang::from_path(Path::new("a/b.tsx")), Some(Lang::Tsx));
+        assert_eq!(Lang::from_path(Path::new(".env.example")), Some(Lang::Config));
+        assert_eq!(Lang::from_path(Path::new("jquery.min.js")), None);
+        assert_eq!(Lang::from_path(Path::new("README.md")), None);
+    }
+}

@@ -1,0 +1,440 @@
+//! Detectors for JavaScript and TypeScript (one grammar family, same node kinds):
+//! express-session stores, module-scope collections written from functions, arrays used
+//! as queues, timers and cron jobs, multer disk storage and fs writes in handlers,
+//! express-rate-limit and socket.io without shared stores.
+//!
+//! Must never flag a module-scope collection that is only written at module top level
+//! (filled at start-up) or never written at all (a constant lookup table).
+
+use std::collections::{BTreeMap, HashMap};
+
+use tree_sitter::Node;
+
+use super::tree::{ancestor, field, named_children, string_value, text, walk};
+use super::{FileCtx, Hit, per_user_name, startup_function};
+use crate::Severity;
+
+const FUNCTIONS: &[&str] = &[
+    "function_declaration",
+    "function_expression",
+    "function",
+    "arrow_function",
+    "method_definition",
+    "generator_function_declaration",
+    "generator_function",
+];
+
+/// Modules whose presence marks a file as server-side code.
+const SERVER_MODULES: &[&str] = &[
+    "express", "koa", "fastify", "@hapi/hapi", "hapi", "http", "https", "node:http",
+    "restify", "socket.io", "ws", "mongoose", "sequelize", "pg", "mysql", "mysql2", "redis",
+    "ioredis", "knex", "@prisma/client", "typeorm", "express-session", "body-parser",
+    "node-cron", "cron", "node-schedule", "multer", "next", "@nestjs/common", "@nestjs/core",
+    "@nestjs/schedule", "fs", "node:fs", "fs/promises", "node:fs/promises", "cluster",
+    "mongodb", "sqlite3", "better-sqlite3", "express-rate-limit",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CollKind {
+    Map,
+    Set,
+    Object,
+    Array,
+    Cache,
+}
+
+struct Coll<'t> {
+    decl: Node<'t>,
+    kind: CollKind,
+    /// Write operations seen inside functions: method names or `[]=`.
+    writes: Vec<String>,
+}
+
+pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
+    let src = ctx.src;
+    // import / require bindings: module -> local names.
+    let mut imports: HashMap<String, Vec<String>> = HashMap::new();
+    walk(root, |n| match n.kind() {
+        "import_statement" => {
+            let Some(module) = field(n, "source").and_then(|s| string_value(s, src)) else {
+                return;
+            };
+            let names = imports.entry(module).or_default();
+            walk(n, |c| {
+                if c.kind() == "identifier" {
+                    names.push(text(c, src).to_string());
+                }
+            });
+        }
+        "variable_declarator" => {
+            let Some(value) = field(n, "value") else { return };
+            let Some(module) = require_of(value, src) else {
+                return;
+            };
+            let names = imports.entry(module).or_default();
+            if let Some(name) = field(n, "name") {
+                walk(name, |c| {
+                    if matches!(c.kind(), "identifier" | "shorthand_property_identifier_pattern") {
+                        names.push(text(c, src).to_string());
+                    }
+                });
+            }
+        }
+        _ => {}
+    });
+    let server = imports.keys().any(|m| SERVER_MODULES.contains(&m.as_str()))
+        || walk_any(root, |n| n.kind() == "call_expression" && require_of(n, src).is_some_and(|m| SERVER_MODULES.contains(&m.as_str())));
+    let frontend = ctx.rel.split('/').any(|s| {
+        matches!(s, "public" | "static" | "client" | "frontend" | "components" | "pages" | "assets" | "www" | "browser")
+    });
+    let local = |module: &str| -> Vec<String> { imports.get(module).cloned().unwrap_or_default() };
+
+    // Module-scope collections.
+    let mut colls: BTreeMap<String, Coll> = BTreeMap::new();
+    for stmt in named_children(root) {
+        let decl = if stmt.kind() == "export_statement" {
+            field(stmt, "declaration").unwrap_or(stmt)
+        } else {
+            stmt
+        };
+        if !matches!(decl.kind(), "lexical_declaration" | "variable_declaration") {
+            continue;
+        }
+        for d in named_children(decl) {
+            if d.kind() != "variable_declarator" {
+                continue;
+            }
+            let (Some(name), Some(value)) = (field(d, "name"), field(d, "value")) else {
+                continue;
+            };
+            if name.kind() != "identifier" {
+                continue;
+            }
+            if let Some(kind) = collection_kind(value, src) {
+                colls.insert(
+                    text(name, src).to_string(),
+                    Coll { decl: d, kind, writes: Vec::new() },
+                );
+            }
+        }
+    }
+
+    let session_names = local("express-session");
+    let rate_names = local("express-rate-limit");
+    let multer_names = local("multer");
+    let socketio = local("socket.io");
+    let uses_socketio = imports.contains_key("socket.io");
+    let mut socket_servers: Vec<Node> = Vec::new();
+    let mut has_adapter = false;
+
+    walk(root, |n| {
+        match n.kind() {
+            "call_expression" | "new_expression" => {
+                let callee = field(n, "function").or_else(|| field(n, "constructor"));
+                let Some(callee) = callee else { return };
+                let callee_text = text(callee, src);
+                let last = callee_text.rsplit('.').next().unwrap_or(callee_text);
+                let args = field(n, "arguments");
+                let first_obj = args.and_then(|a| named_children(a).into_iter().next());
+                // Writes to module-scope collections.
+                if callee.kind() == "member_expression"
+                    && let Some(obj) = field(callee, "object")
+                    && obj.kind() == "identifier"
+                    && let Some(c) = colls.get_mut(text(obj, src))
+                    && in_runtime_function(n, src)
+                    && matches!(last, "set" | "add" | "delete" | "clear" | "push" | "unshift" | "splice" | "shift" | "pop")
+                {
+                    c.writes.push(last.to_string());
+                }
+                // express-session
+                if session_names.iter().any(|s| s == callee_text) {
+                    session_call(n, first_obj, src, hits);
+                }
+                if n.kind() == "new_expression" && (callee_text.ends_with("MemoryStore")) && !session_names.is_empty() {
+                    hits.push(Hit::at("JS-SESSION-MEMORY", n, "express-session MemoryStore created explicitly"));
+                }
+                // express-rate-limit
+                if rate_names.iter().any(|s| s == callee_text || s == last) && !rate_names.is_empty() {
+                    let has_store = first_obj.is_some_and(|o| object_key(o, "store", src).is_some());
+                    if !has_store {
+                        hits.push(
+                            Hit::at("JS-RATELIMIT-MEMORY", n, "express-rate-limit without a `store`: counts are kept in this process")
+                                .condition("no `store` option is set, so the default MemoryStore is used"),
+                        );
+                    }
+                }
+                // multer
+                if !multer_names.is_empty() {
+                    if last == "diskStorage" && multer_names.iter().any(|m| callee_text.starts_with(m.as_str())) {
+                        hits.push(Hit::at("JS-UPLOAD-DISK", n, "multer.diskStorage writes uploads to this instance's disk"));
+                    } else if multer_names.iter().any(|m| m == callee_text)
+                        && first_obj.is_some_and(|o| object_key(o, "dest", src).is_some())
+                    {
+                        hits.push(Hit::at("JS-UPLOAD-DISK", n, "multer({ dest }) writes uploads to this instance's disk"));
+                    }
+                }
+                // Timers and cron jobs in server code.
+                let timer = match callee_text {
+                    "setInterval" | "global.setInterval" => Some("setInterval job"),
+                    _ if last == "schedule" && (imports.contains_key("node-cron")) => Some("node-cron job"),
+                    _ if last == "scheduleJob" && imports.contains_key("node-schedule") => Some("node-schedule job"),
+                    _ if n.kind() == "new_expression" && last == "CronJob" => Some("CronJob"),
+                    _ => None,
+                };
+                if let Some(what) = timer
+                    && server
+                    && !frontend
+                {
+                    hits.push(Hit::at("JS-TIMER-JOB", n, format!("{what} runs in every instance of the web process")));
+                }
+                // Local writes in request handlers.
+                if matches!(
+                    last,
+                    "writeFile" | "writeFileSync" | "createWriteStream" | "appendFile" | "appendFileSync" | "rename" | "renameSync" | "copyFile" | "copyFileSync"
+                ) && (callee_text.starts_with("fs") || callee_text.starts_with("fsp") || callee_text == last)
+                    && in_request_handler(n, src)
+                {
+                    hits.push(Hit::at("JS-LOCAL-WRITE", n, format!("{callee_text} in a request handler writes to this instance's disk")));
+                }
+                if last == "mv" && callee_text.starts_with("req.files") {
+                    hits.push(Hit::at("JS-LOCAL-WRITE", n, "express-fileupload .mv() moves the upload onto this instance's disk"));
+                }
+                // socket.io servers and adapters.
+                if last == "adapter" && callee.kind() == "member_expression" {
+                    has_adapter = true;
+                }
+                if uses_socketio
+                    && ((n.kind() == "new_expression" && socketio.iter().any(|s| s == callee_text || s == last) && last == "Server")
+                        || (n.kind() == "call_expression" && socketio.iter().any(|s| s == callee_text))
+                        || (n.kind() == "call_expression" && callee.kind() == "call_expression" && require_of(callee, src).as_deref() == Some("socket.io")))
+                {
+                    socket_servers.push(n);
+                }
+            }
+            "assignment_expression" | "augmented_assignment_expression" => {
+                if let Some(left) = field(n, "left")
+                    && left.kind() == "subscript_expression"
+                    && let Some(obj) = field(left, "object")
+                    && obj.kind() == "identifier"
+                    && let Some(c) = colls.get_mut(text(obj, src))
+                    && in_runtime_function(n, src)
+                {
+                    c.writes.push("[]=".into());
+                }
+            }
+            "unary_expression" => {
+                if text(n, src).starts_with("delete")
+                    && let Some(arg) = field(n, "argument")
+                    && arg.kind() == "subscript_expression"
+                    && let Some(obj) = field(arg, "object")
+                    && let Some(c) = colls.get_mut(text(obj, src))
+                    && in_runtime_function(n, src)
+                {
+                    c.writes.push("delete".into());
+                }
+            }
+            _ => {}
+        }
+    });
+
+    if !has_adapter && !ctx.facts.has_dep("redis-adapter") && !ctx.facts.has_dep("socket.io-redis") {
+        for s in socket_servers {
+            hits.push(
+                Hit::at("JS-WS-MEMORY", s, "socket.io server with the default in-memory adapter")
+                    .condition("no `io.adapter(...)` call and no Redis adapter dependency"),
+            );
+        }
+    }
+
+    for (name, c) in colls {
+        if c.writes.is_empty() {
+            continue;
+        }
+        let queue = c.kind == CollKind::Array
+            && c.writes.iter().any(|w| w == "push" || w == "unshift")
+            && c.writes.iter().any(|w| w == "shift" || w == "pop" || w == "splice");
+        if queue {
+            hits.push(Hit::at(
+                "JS-QUEUE-ARRAY",
+                c.decl,
+                format!("module-scope array `{name}` is pushed and drained from functions: an in-process queue"),
+            ));
+            continue;
+        }
+        let kind = match c.kind {
+            CollKind::Map => "Map",
+            CollKind::Set => "Set",
+            CollKind::Object => "object",
+            CollKind::Array => "array",
+            CollKind::Cache => "cache",
+        };
+        let mut hit = Hit::at(
+            "JS-GLOBAL-MUTABLE",
+            c.decl,
+            format!("module-scope {kind} `{name}` is written from functions ({})", dedup(&c.writes)),
+        );
+        if per_user_name(&name) {
+            hit = hit.severity(Severity::High);
+        }
+        hits.push(hit);
+    }
+}
+
+fn dedup(v: &[String]) -> String {
+    let mut s: Vec<&str> = v.iter().map(|s| s.as_str()).collect();
+    s.sort();
+    s.dedup();
+    s.join(", ")
+}
+
+fn walk_any(root: Node, mut f: impl FnMut(Node) -> bool) -> bool {
+    let mut found = false;
+    walk(root, |n| {
+        if !found && f(n) {
+            found = true;
+        }
+    });
+    found
+}
+
+/// `require('m')` → `m` (also `require('m').x`).
+fn require_of(n: Node, src: &str) -> Option<String> {
+    let n = if n.kind() == "member_expression" { field(n, "object")? } else { n };
+    if n.kind() != "call_expression" {
+        return None;
+    }
+    if text(field(n, "function")?, src) != "require" {
+        return None;
+    }
+    let arg = named_children(field(n, "arguments")?).into_iter().next()?;
+    string_value(arg, src)
+}
+
+/// The collection a module-scope initialiser creates, if any.
+fn collection_kind(value: Node, src: &str) -> Option<CollKind> {
+    match value.kind() {
+        "new_expression" => {
+            let ctor = text(field(value, "constructor")?, src);
+            match ctor {
+                "Map" => Some(CollKind::Map),
+                "Set" => Some(CollKind::Set),
+                "LRUCache" | "LRU" | "NodeCache" | "QuickLRU" => Some(CollKind::Cache),
+                _ => None,
+            }
+        }
+        "object" => Some(CollKind::Object),
+        "array" => Some(CollKind::Array),
+        // TypeScript: `new Map<string, T>()` parses the same; `as` casts wrap it.
+        "as_expression" | "satisfies_expression" | "parenthesized_expression" => {
+            collection_kind(value.named_child(0)?, src)
+        }
+        _ => None,
+    }
+}
+
+/// The value of `key` in an object literal.
+fn object_key<'t>(obj: Node<'t>, key: &str, src: &str) -> Option<Node<'t>> {
+    if obj.kind() != "object" {
+        return None;
+    }
+    for p in named_children(obj) {
+        match p.kind() {
+            "pair" => {
+                let k = field(p, "key")?;
+                let kt = text(k, src).trim_matches(['"', '\'']);
+                if kt == key {
+                    return field(p, "value").or(Some(p));
+                }
+            }
+            "shorthand_property_identifier" if text(p, src) == key => return Some(p),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn session_call(n: Node, first: Option<Node>, src: &str, hits: &mut Vec<Hit>) {
+    let Some(obj) = first else {
+        hits.push(
+            Hit::at("JS-SESSION-MEMORY", n, "express-session without options uses MemoryStore")
+                .condition("no `store` option is set"),
+        );
+        return;
+    };
+    if obj.kind() != "object" {
+        // Options built elsewhere: cannot tell.
+        return;
+    }
+    match object_key(obj, "store", src) {
+        None => hits.push(
+            Hit::at("JS-SESSION-MEMORY", n, "express-session without a `store` keeps sessions in process memory (MemoryStore)")
+                .condition("no `store` option is set, so express-session falls back to MemoryStore"),
+        ),
+        Some(v) if text(v, src).contains("MemoryStore") => {
+            hits.push(Hit::at("JS-SESSION-MEMORY", n, "express-session with MemoryStore"));
+        }
+        Some(_) => {}
+    }
+}
+
+/// The function enclosing `n`, with its name when it has one (declaration name, method
+/// name, or the variable it is assigned to).
+fn enclosing_function<'t>(n: Node<'t>, src: &str) -> Option<(Node<'t>, String)> {
+    let f = ancestor(n, FUNCTIONS)?;
+    let name = field(f, "name")
+        .map(|x| text(x, src).to_string())
+        .or_else(|| {
+            let p = f.parent()?;
+            (p.kind() == "variable_declarator").then(|| field(p, "name").map(|x| text(x, src).to_string()))?
+        })
+        .unwrap_or_default();
+    Some((f, name))
+}
+
+/// True when `n` runs inside a function that is not start-up code (by name).
+fn in_runtime_function(n: Node, src: &str) -> bool {
+    let mut cur = n;
+    let mut any = false;
+    while let Some((f, name)) = enclosing_function(cur, src) {
+        if !name.is_empty() && startup_function(&name) {
+            return false;
+        }
+        any = true;
+        cur = f;
+    }
+    any
+}
+
+/// True when `n` is inside a function taking `req`/`request`/`res` (an HTTP handler),
+/// or inside a callback passed to `app.get/post/...`/`router.*`.
+fn in_request_handler(n: Node, src: &str) -> bool {
+    let mut cur = n;
+    while let Some(f) = ancestor(cur, FUNCTIONS) {
+        if let Some(params) = field(f, "parameters") {
+            let mut found = false;
+            walk(params, |p| {
+                if p.kind() == "identifier" && matches!(text(p, src), "req" | "request" | "res" | "response") {
+                    found = true;
+                }
+            });
+            if found {
+                return true;
+            }
+        }
+        if let Some(p) = f.parent()
+            && p.kind() == "arguments"
+            && let Some(call) = p.parent()
+            && let Some(callee) = field(call, "function")
+        {
+            let t = text(callee, src);
+            let verb = t.rsplit('.').next().unwrap_or("");
+            if matches!(verb, "get" | "post" | "put" | "patch" | "delete" | "all" | "use")
+                && t.contains('.')
+            {
+                return true;
+            }
+        }
+        cur = f;
+    }
+    false
+}

@@ -1,0 +1,86 @@
+//! Every rule has a positive and a negative fixture under `fixtures/<RULE-ID>/{pos,neg}/`.
+//! Positive fixtures mark each line that must be reported with `expect: RULE-ID` in a
+//! comment; the rule must fire on exactly those lines. Negative fixtures hold the look-alike
+//! code that must not fire (constant tables, start-up-only writes, shared stores).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use audit::{Options, RULES, audit_path};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// `(relative path, line)` of every `expect: RULE` marker under `dir`.
+fn expected(dir: &Path, rule: &str) -> BTreeSet<(String, usize)> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&p) else { continue };
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
+            for (i, line) in text.lines().enumerate() {
+                if line.contains(&format!("expect: {rule}")) {
+                    out.insert((rel.clone(), i + 1));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_rule_has_positive_and_negative_fixtures_that_behave() {
+    let mut failures = Vec::new();
+    for rule in RULES {
+        let pos = fixtures().join(rule.id).join("pos");
+        let neg = fixtures().join(rule.id).join("neg");
+        if !pos.is_dir() || !neg.is_dir() {
+            failures.push(format!("{}: missing pos/ or neg/ fixture", rule.id));
+            continue;
+        }
+        let want = expected(&pos, rule.id);
+        if want.is_empty() {
+            failures.push(format!("{}: positive fixture marks no `expect:` line", rule.id));
+        }
+        let report = audit_path(&pos, &Options::default()).unwrap();
+        let got: BTreeSet<(String, usize)> = report
+            .findings
+            .iter()
+            .filter(|f| f.rule_id == rule.id)
+            .map(|f| (f.path.clone(), f.line))
+            .collect();
+        if got != want {
+            failures.push(format!("{}: positive fired at {got:?}, expected {want:?}", rule.id));
+        }
+        let report = audit_path(&neg, &Options::default()).unwrap();
+        let fired: Vec<_> = report
+            .findings
+            .iter()
+            .filter(|f| f.rule_id == rule.id)
+            .map(|f| format!("{}:{} {}", f.path, f.line, f.message))
+            .collect();
+        if !fired.is_empty() {
+            failures.push(format!("{}: negative fixture fired: {fired:?}", rule.id));
+        }
+        let files = std::fs::read_dir(&neg).unwrap().count();
+        if files == 0 {
+            failures.push(format!("{}: negative fixture is empty", rule.id));
+        }
+    }
+    assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn no_fixture_directory_names_an_unknown_rule() {
+    for e in std::fs::read_dir(fixtures()).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(audit::rule(&name).is_some(), "fixtures/{name} names no rule");
+    }
+}
