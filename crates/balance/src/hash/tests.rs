@@ -103,7 +103,7 @@ fn adding_a_backend_moves_about_one_in_n_plus_one_to_the_new_one() {
     let keys = key_hashes(100_000);
     for n in [5usize, 20] {
         let all = names(n + 1);
-        let before = table(&all[..n].to_vec(), 65537);
+        let before = table(&all[..n], 65537);
         let after = table(&all, 65537);
         let (mut moved, mut to_new) = (0u64, 0u64);
         for &k in &keys {
