@@ -43,7 +43,7 @@ pub struct ShardSpec {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RouterSpec {
     /// `mix64(user_id) mod N`.
-    Hash,
+    Hash {},
     /// Contiguous id ranges.
     Range {
         /// Exclusive upper bounds, strictly increasing, one fewer than there are shards.
@@ -164,7 +164,7 @@ fn validate_router(
 ) -> Result<(), ShardError> {
     let bad = |f: String, reason: String| Err(ShardError::Config { field: f, reason });
     match spec {
-        RouterSpec::Hash => Ok(()),
+        RouterSpec::Hash {} => Ok(()),
         RouterSpec::Range { upper_bounds } => {
             if upper_bounds.len() + 1 != shards {
                 return bad(
@@ -213,7 +213,7 @@ pub(super) fn build_static(
     shards: &[ShardSpec],
 ) -> Result<Box<dyn ShardRouter>, ShardError> {
     Ok(match spec {
-        RouterSpec::Hash => Box::new(HashRouter::new(shards.len())),
+        RouterSpec::Hash {} => Box::new(HashRouter::new(shards.len())),
         RouterSpec::Range { upper_bounds } => Box::new(RangeRouter::new(upper_bounds.clone())),
         RouterSpec::Consistent { virtual_nodes } => {
             let names: Vec<&str> = shards.iter().map(|s| s.name.as_str()).collect();

@@ -167,7 +167,7 @@ impl ShardPool {
     /// Creates the per-user tables if missing.
     pub async fn ensure_tables(&self) -> Result<(), ShardError> {
         for ddl in SHARDED_TABLES_DDL {
-            with_pool!(self, p => sqlx::query(*ddl).execute(p).await)?;
+            with_pool!(self, p => sqlx::query(*ddl).execute(p).await.map(|_| ()))?;
         }
         Ok(())
     }
@@ -292,7 +292,7 @@ impl ShardPool {
 
     /// Creates the directory table if missing (directory database only).
     pub async fn ensure_directory(&self) -> Result<(), ShardError> {
-        with_pool!(self, p => sqlx::query(DIRECTORY_DDL).execute(p).await)?;
+        with_pool!(self, p => sqlx::query(DIRECTORY_DDL).execute(p).await.map(|_| ()))?;
         Ok(())
     }
 
@@ -312,7 +312,8 @@ impl ShardPool {
             .bind(user_id)
             .bind(shard)
             .execute(p)
-            .await)?;
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 }
