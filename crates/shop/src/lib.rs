@@ -20,6 +20,7 @@ pub mod redis_conn;
 pub mod ryw;
 pub mod schema;
 pub mod sessions;
+pub mod shard;
 
 use std::sync::Arc;
 use std::time::Duration;
