@@ -357,7 +357,8 @@ impl Worker {
                     let kind = FailureKind::Status(status);
                     let retry_wanted = is_retryable(idempotent_method.as_str(), kind)
                         && may_retry_later
-                        && headers_left.is_some();
+                        && headers_left.is_some()
+                        && snap.selector.pickable_len() > tried.len() + 1;
                     if retry_wanted {
                         if shared.budget.try_withdraw(now) {
                             shared.counters.retries_total.fetch_add(1, Relaxed);
@@ -430,10 +431,12 @@ impl Worker {
             self.after_failure(&rt, run);
             drop(guard);
             last_err = ForwardError::Upstream(failure);
+            // Only when another backend is left to try (the tried ones are excluded).
             let retry_wanted = is_retryable(idempotent_method.as_str(), failure)
                 && replay.is_some()
                 && headers_left.is_some()
-                && attempts < max_attempts;
+                && attempts < max_attempts
+                && snap.selector.pickable_len() > tried.len() + 1;
             if retry_wanted {
                 if shared.budget.try_withdraw(now) {
                     shared.counters.retries_total.fetch_add(1, Relaxed);

@@ -48,7 +48,7 @@ pub async fn backend_with_delay(id: &str, delay_ms: u64) -> TestBackend {
 pub struct TestProxy {
     pub handle: ProxyHandle,
     pub stop: CancellationToken,
-    pub task: tokio::task::JoinHandle<Result<(), proxy::ProxyError>>,
+    pub task: Option<tokio::task::JoinHandle<Result<(), proxy::ProxyError>>>,
 }
 
 impl TestProxy {
@@ -89,7 +89,11 @@ pub async fn start(config: Config) -> TestProxy {
     let handle = proxy.handle();
     let stop = CancellationToken::new();
     let task = tokio::spawn(proxy.run(stop.clone()));
-    TestProxy { handle, stop, task }
+    TestProxy {
+        handle,
+        stop,
+        task: Some(task),
+    }
 }
 
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
