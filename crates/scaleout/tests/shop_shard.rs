@@ -116,7 +116,7 @@ fn reshard_killed_midway_and_rerun_loses_and_duplicates_nothing() {
         .collect();
     let moving_rows: u64 = moving.iter().map(|u| data[u].len() as u64).sum();
 
-    // Run 1: SIGKILL once some users have reached the new shard s2.
+    // Run 1: SIGKILL once about a quarter of the moves reached the new shard s2.
     let s2 = &to.shards[2].url;
     let mut child = ChildGuard::spawn(
         "scaleout shop reshard",
@@ -134,7 +134,8 @@ fn reshard_killed_midway_and_rerun_loses_and_duplicates_nothing() {
             child.is_running(),
             "reshard finished before it could be killed mid-way (too few users for this machine?)"
         );
-        if total_rows(counts(s2)) > 0 {
+        // A quarter of the way or so (s2 ends with about half of the moving rows).
+        if total_rows(counts(s2)) >= moving_rows / 8 {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -147,10 +148,6 @@ fn reshard_killed_midway_and_rerun_loses_and_duplicates_nothing() {
     assert!(
         after_kill >= seeded,
         "rows lost by the kill: {after_kill} < {seeded}"
-    );
-    assert!(
-        s2_rows < moving_rows,
-        "the kill came after the end ({s2_rows} of {moving_rows} rows on s2)"
     );
 
     // Run 2: to the end, its report on stdout.
@@ -183,6 +180,11 @@ fn reshard_killed_midway_and_rerun_loses_and_duplicates_nothing() {
     // Exactly once, on the owner, and nothing else anywhere.
     let total: u64 = to.shards.iter().map(|s| total_rows(counts(&s.url))).sum();
     assert_eq!(total, seeded, "rows over all shards after the re-run");
+    let s2_final = total_rows(counts(s2));
+    assert!(
+        s2_rows < s2_final,
+        "the kill came after the end ({s2_rows} of {s2_final} rows on s2)"
+    );
     rt().block_on(async {
         let set = ShardSet::connect(&to, Duration::from_secs(30))
             .await
