@@ -1,12 +1,45 @@
-//! `scaleout demo`. Placeholder until its issue lands: it refuses to run rather than pretend.
+//! `scaleout demo`: the main job. Glue only: the acts live in the `demo` crate.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 /// Arguments of `scaleout demo`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Where report.md, report.json, the charts and the instance logs go.
+    #[arg(long, default_value = "demo-report")]
+    out: PathBuf,
+    /// Short (1 s) measurements: a fast smoke run with noisy figures.
+    #[arg(long)]
+    quick: bool,
+    /// Run only these acts (comma-separated, 1-7).
+    #[arg(long, value_delimiter = ',')]
+    acts: Vec<u8>,
+}
 
 /// Runs `scaleout demo`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`scaleout demo` is not built yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(bad) = args.acts.iter().find(|a| !(1..=7).contains(*a)) {
+        anyhow::bail!("--acts: {bad} is not an act (1-7)");
+    }
+    let exe = std::env::current_exe().context("locating the scaleout executable")?;
+    let cfg = demo::DemoConfig {
+        exe,
+        out_dir: args.out.clone(),
+        quick: args.quick,
+        acts: args.acts,
+        verbose: true,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(demo::run(cfg))?;
+    println!("{}", demo::report::render_markdown(&report));
+    eprintln!(
+        "demo: report written to {}/report.md (and report.json, charts)",
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
