@@ -136,10 +136,10 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &ClientInfo, authority: Op
     };
     headers.insert(X_FORWARDED_FOR.clone(), xff);
     headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
-    if !headers.contains_key(&HOST) {
-        if let Some(auth) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
-            headers.insert(HOST, auth);
-        }
+    if !headers.contains_key(&HOST)
+        && let Some(auth) = authority.and_then(|a| HeaderValue::from_str(a).ok())
+    {
+        headers.insert(HOST, auth);
     }
     if let Some(host) = headers.get(&HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), host);
@@ -156,10 +156,10 @@ pub fn is_valid_request_id(value: &HeaderValue) -> bool {
 /// Keeps a valid incoming `X-Request-Id`, else sets one built from `random` (a UUID v4
 /// layout). Returns the id in effect.
 pub fn ensure_request_id(headers: &mut HeaderMap, random: u128) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID) {
-        if is_valid_request_id(v) {
-            return v.clone();
-        }
+    if let Some(v) = headers.get(&X_REQUEST_ID)
+        && is_valid_request_id(v)
+    {
+        return v.clone();
     }
     let id = request_id_from_random(random);
     headers.insert(X_REQUEST_ID.clone(), id.clone());
@@ -180,10 +180,10 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         let Ok(text) = value.to_str() else { continue };
         for pair in text.split(';') {
             let pair = pair.trim();
-            if let Some((k, v)) = pair.split_once('=') {
-                if k.trim() == name {
-                    return Some(v.trim());
-                }
+            if let Some((k, v)) = pair.split_once('=')
+                && k.trim() == name
+            {
+                return Some(v.trim());
             }
         }
     }

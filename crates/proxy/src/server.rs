@@ -229,10 +229,10 @@ impl AsyncWrite for IdleIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            if *n > 0 {
-                self.last = Instant::now();
-            }
+        if let Poll::Ready(Ok(n)) = &r
+            && *n > 0
+        {
+            self.last = Instant::now();
         }
         r
     }
@@ -243,10 +243,10 @@ impl AsyncWrite for IdleIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = &r {
-            if *n > 0 {
-                self.last = Instant::now();
-            }
+        if let Poll::Ready(Ok(n)) = &r
+            && *n > 0
+        {
+            self.last = Instant::now();
         }
         r
     }

@@ -68,8 +68,10 @@ impl Drop for TestProxy {
 
 /// A config on an ephemeral port with fast health checks, named backends `(name, addr)`.
 pub fn config(backends: &[(&str, SocketAddr)]) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
     c.health.interval_ms = 100;
     c.health.timeout_ms = 100;
     c.slow_start.window_ms = 0;
