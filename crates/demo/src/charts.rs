@@ -31,6 +31,7 @@ pub fn write_all(r: &DemoReport, dir: &Path) -> Result<(), DemoError> {
             ("req/s", &pts),
             ("p99 ms", &p99),
             None,
+            None,
         )?;
     }
     if let Some(a) = &r.act3 {
@@ -54,6 +55,7 @@ pub fn write_all(r: &DemoReport, dir: &Path) -> Result<(), DemoError> {
             ("req/s", &pts),
             ("p99 ms", &p99),
             curve.as_deref(),
+            None,
         )?;
     }
     if let Some(a) = &r.act6 {
@@ -69,6 +71,7 @@ pub fn write_all(r: &DemoReport, dir: &Path) -> Result<(), DemoError> {
             ("req/s", &rps),
             ("failed/s", &errs),
             None,
+            Some(a.killed_at_s),
         )?;
     }
     if let Some(a) = &r.act7 {
@@ -80,6 +83,7 @@ pub fn write_all(r: &DemoReport, dir: &Path) -> Result<(), DemoError> {
             "seconds",
             ("instances", &inst),
             ("p99 ms", &p99),
+            None,
             None,
         )?;
     }
@@ -95,6 +99,7 @@ fn two_series(
     left: (&str, &[(f64, f64)]),
     right: (&str, &[(f64, f64)]),
     curve: Option<&[(f64, f64)]>,
+    marker_x: Option<f64>,
 ) -> Result<(), DemoError> {
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -165,6 +170,16 @@ fn two_series(
         .map_err(err)?
         .label(right.0)
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    if let Some(x) = marker_x {
+        chart
+            .draw_series(LineSeries::new(
+                [(x, 0.0), (x, y_left)],
+                BLACK.mix(0.6).stroke_width(1),
+            ))
+            .map_err(err)?
+            .label("instance killed")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    }
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
