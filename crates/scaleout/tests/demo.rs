@@ -1,0 +1,72 @@
+//! `scaleout demo --quick` end to end: every act's figures land in report.json, the
+//! stateless proof and the failure act show what they must, and the charts are written.
+
+use std::process::Command;
+
+#[test]
+fn quick_demo_reports_every_act() {
+    let dir = testkit::temp_dir("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_scaleout"))
+        .args(["demo", "--quick", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    for act in ["act1", "act2", "act3", "act4", "act5", "act6"] {
+        assert!(!r[act].is_null(), "{act} missing from report.json");
+    }
+    // Act 1: a sweep with throughput at every level and an analysis.
+    let pts = r["act1"]["points"].as_array().unwrap();
+    assert!(pts.len() >= 5);
+    assert!(
+        pts.iter()
+            .all(|p| p["throughput_rps"].as_f64().unwrap() > 0.0)
+    );
+    // Act 3: one run per instance count, each with throughput.
+    assert!(r["act3"]["runs"].as_array().unwrap().len() >= 3);
+    // Act 4: in-memory sessions lose users behind round robin; JWT loses none.
+    let rows = r["act4"]["rows"].as_array().unwrap();
+    let memory = rows
+        .iter()
+        .find(|x| x["sessions"].as_str().unwrap().starts_with("memory"))
+        .unwrap();
+    let jwt = rows
+        .iter()
+        .find(|x| x["sessions"].as_str().unwrap().starts_with("jwt"))
+        .unwrap();
+    assert!(memory["lost_login"].as_u64().unwrap() > 0, "{memory}");
+    assert_eq!(jwt["lost_login"].as_u64(), Some(0), "{jwt}");
+    assert_eq!(jwt["lost_cart"].as_u64(), Some(0), "{jwt}");
+    // Act 5: the cache serves hits and saves database queries.
+    let c = &r["act5"]["rows"];
+    assert!(c[1]["hit_rate"].as_f64().unwrap() > 0.5, "{c}");
+    assert!(
+        c[1]["db_queries_per_request"].as_f64().unwrap()
+            < c[0]["db_queries_per_request"].as_f64().unwrap()
+    );
+    // Act 6: the killed instance is ejected within a few health-check periods and
+    // re-admitted after its restart (deadlines derived from the configured interval).
+    let a6 = &r["act6"];
+    let interval = a6["health_interval_ms"].as_f64().unwrap();
+    assert!(
+        a6["ejected_after_ms"].as_f64().unwrap() < 5.0 * interval,
+        "{a6}"
+    );
+    assert!(a6["readmitted_after_ms"].as_f64().is_some(), "{a6}");
+    assert!(!r["advice"].is_null());
+    for chart in ["act1-knee.svg", "act3-scale-out.svg", "act6-failure.svg"] {
+        let svg = std::fs::read_to_string(dir.join(chart)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("polyline"),
+            "{chart}"
+        );
+    }
+    assert!(
+        std::fs::read_to_string(dir.join("report.md"))
+            .unwrap()
+            .contains("## 6. SIGKILL")
+    );
+}
