@@ -137,6 +137,9 @@ pub struct RunConfig {
     pub timeout: Duration,
     /// Open loop: connection cap for the whole run (the pool grows up to it).
     pub max_connections: usize,
+    /// Open loop: connection slots started at once (the pool's initial size, spread over
+    /// the targets in turn; each connects on its first request).
+    pub min_connections: usize,
     /// The request mix; empty means `GET` of each target URL's path.
     pub requests: Vec<RequestSpec>,
     /// User sessions (sign up, log in, then the mix with the token).
@@ -172,6 +175,7 @@ impl RunConfig {
             threads: 1,
             timeout: Duration::from_secs(5),
             max_connections: 512,
+            min_connections: 1,
             requests: Vec::new(),
             session: None,
             catalog: Catalog::default(),
@@ -243,6 +247,12 @@ impl RunConfig {
         }
         if !(1..=100_000).contains(&self.max_connections) {
             return Err(bad("max-connections", "must be 1..=100000"));
+        }
+        if self.min_connections > self.max_connections {
+            return Err(bad(
+                "connections",
+                "the initial pool exceeds --max-connections",
+            ));
         }
         if let Mode::ClosedLoop { connections, .. } = self.mode {
             if connections < self.threads || connections > 100_000 {

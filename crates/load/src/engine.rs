@@ -74,6 +74,7 @@ pub(crate) struct ThreadPlan {
     pub slice: Duration,
     pub late_threshold: Duration,
     pub max_connections: usize,
+    pub min_connections: usize,
     pub max_queue: usize,
     pub h2c: bool,
     pub seed: u64,
@@ -84,6 +85,7 @@ pub(crate) struct ThreadPlan {
 /// What a thread hands back.
 pub(crate) struct ThreadResult {
     pub kinds: Vec<Acc>,
+    pub targets: Vec<Acc>,
     pub total: Acc,
     pub connections_opened: u64,
 }
@@ -193,6 +195,7 @@ impl Ctx {
         let rec = ThreadRecorder::new(
             plan.index,
             plan.kinds.kinds.len(),
+            plan.targets.len(),
             plan.start,
             plan.slice,
             plan.late_threshold,
@@ -382,7 +385,12 @@ async fn thread_main(plan: ThreadPlan) -> ThreadResult {
         })
     };
     match ctx.plan.mode.clone() {
-        ThreadMode::Open { profile, phase } => dispatch(&ctx, &profile, phase).await,
+        ThreadMode::Open { profile, phase } => {
+            for _ in 0..ctx.plan.min_connections.min(ctx.plan.max_connections) {
+                ctx.spawn_worker();
+            }
+            dispatch(&ctx, &profile, phase).await
+        }
         ThreadMode::Closed { connections } => {
             tokio::select! {
                 _ = sleep_until(ctx.start) => {}
@@ -416,6 +424,7 @@ async fn thread_main(plan: ThreadPlan) -> ThreadResult {
     rec.finish();
     ThreadResult {
         kinds: rec.kinds.clone(),
+        targets: rec.targets.clone(),
         total: rec.total.clone(),
         connections_opened: rec.connections_opened,
     }
@@ -489,6 +498,7 @@ async fn worker(ctx: Rc<Ctx>, target: usize) {
                 let from = if ctx.closed_loop { now } else { job.intended };
                 ctx.rec.borrow_mut().done(
                     job.kind as usize,
+                    target,
                     ctx.std(from),
                     ctx.std(now),
                     Outcome::Connect,
@@ -516,7 +526,7 @@ async fn serve_h1(ctx: &Rc<Ctx>, target: usize, stream: TcpStream, first: Job) {
         .await;
     match hs {
         Ok((tx, conn)) => drive(conn, request_loop(ctx, target, Sender::H1(tx), first)).await,
-        Err(_) => fail_first(ctx, &first),
+        Err(_) => fail_first(ctx, target, &first),
     }
 }
 
@@ -526,14 +536,15 @@ async fn serve_h2(ctx: &Rc<Ctx>, target: usize, stream: TcpStream, first: Job) {
         .await;
     match hs {
         Ok((tx, conn)) => drive(conn, request_loop(ctx, target, Sender::H2(tx), first)).await,
-        Err(_) => fail_first(ctx, &first),
+        Err(_) => fail_first(ctx, target, &first),
     }
 }
 
-fn fail_first(ctx: &Ctx, job: &Job) {
+fn fail_first(ctx: &Ctx, target: usize, job: &Job) {
     let now = Instant::now();
     ctx.rec.borrow_mut().done(
         job.kind as usize,
+        target,
         ctx.std(job.intended),
         ctx.std(now),
         Outcome::Other,
@@ -592,15 +603,18 @@ async fn request_loop(ctx: &Rc<Ctx>, target: usize, mut tx: Sender, first: Job) 
             },
         };
         if !ready {
-            fail_first(ctx, &job);
+            fail_first(ctx, target, &job);
             return;
         }
         let req = ctx.build(target, &job);
         let want_body = ctx.plan.kinds.kinds[job.kind as usize].role == Role::Login;
         let sent_at = Instant::now();
-        ctx.rec
-            .borrow_mut()
-            .sent(job.kind as usize, ctx.std(job.intended), ctx.std(sent_at));
+        ctx.rec.borrow_mut().sent(
+            job.kind as usize,
+            target,
+            ctx.std(job.intended),
+            ctx.std(sent_at),
+        );
         let from = if ctx.closed_loop {
             sent_at
         } else {
@@ -628,9 +642,13 @@ async fn request_loop(ctx: &Rc<Ctx>, target: usize, mut tx: Sender, first: Job) 
             Ok(Err(_)) => (Outcome::Other, false, None, None),
             Ok(Ok((s, b))) => (Outcome::Status(s), true, Some(s), b),
         };
-        ctx.rec
-            .borrow_mut()
-            .done(job.kind as usize, ctx.std(from), ctx.std(now), outcome);
+        ctx.rec.borrow_mut().done(
+            job.kind as usize,
+            target,
+            ctx.std(from),
+            ctx.std(now),
+            outcome,
+        );
         ctx.finish_user(&job, status, body);
         if !keep {
             return;

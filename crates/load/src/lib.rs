@@ -118,6 +118,7 @@ pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Report,
             slice: config.slice,
             late_threshold: config.late_threshold,
             max_connections: per_thread_conns,
+            min_connections: config.min_connections.div_ceil(threads),
             max_queue: config.max_queue,
             h2c: config.h2c,
             seed: config.seed,
@@ -154,9 +155,13 @@ pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Report,
     let wall = start.elapsed();
     let mut kinds_acc: Vec<Acc> = (0..names.len()).map(|_| Acc::new(3)).collect();
     let mut total = Acc::new(3);
+    let mut targets_acc: Vec<Acc> = (0..parsed.len()).map(|_| Acc::new(3)).collect();
     let mut opened = 0;
     for r in &results {
         total.merge(&r.total);
+        for (t, a) in targets_acc.iter_mut().zip(&r.targets) {
+            t.merge(a);
+        }
         for (k, a) in kinds_acc.iter_mut().zip(&r.kinds) {
             k.merge(a);
         }
@@ -164,6 +169,11 @@ pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Report,
     }
     let mut report = build_report(&config, &parsed, &total, &kinds_acc, &names, agg.slices());
     report.connections_opened = opened;
+    report.per_target = targets_acc
+        .iter()
+        .zip(&parsed)
+        .map(|(a, t)| a.kind_report(&t.url))
+        .collect();
     report.wall_s = wall.as_secs_f64();
     Ok(report)
 }
@@ -285,6 +295,7 @@ fn build_report(
             .zip(names)
             .map(|(a, n)| a.kind_report(n))
             .collect(),
+        per_target: Vec::new(),
         slice_ms: config.slice.as_millis() as u64,
         slices,
         thresholds: Vec::new(),

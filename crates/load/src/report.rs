@@ -132,6 +132,8 @@ pub struct Report {
     pub error_rate: f64,
     /// Per request kind.
     pub per_kind: Vec<KindReport>,
+    /// Per target URL (`name` is the URL), in the order given.
+    pub per_target: Vec<KindReport>,
     /// Length of a time slice, ms.
     pub slice_ms: u64,
     /// Per time slice, in order.
@@ -226,6 +228,15 @@ impl Report {
         );
         if self.per_kind.len() > 1 {
             for k in &self.per_kind {
+                let _ = writeln!(
+                    s,
+                    "  {:<24} sent {:>8}  p50 {:>8.3}  p99 {:>8.3}  max {:>8.3}  errors {}",
+                    k.name, k.sent, k.p50_ms, k.p99_ms, k.max_ms, k.errors.total
+                );
+            }
+        }
+        if self.per_target.len() > 1 {
+            for k in &self.per_target {
                 let _ = writeln!(
                     s,
                     "  {:<24} sent {:>8}  p50 {:>8.3}  p99 {:>8.3}  max {:>8.3}  errors {}",

@@ -162,6 +162,8 @@ pub(crate) struct ThreadRecorder {
     late_after: Duration,
     /// Per kind (index = kind id).
     pub kinds: Vec<Acc>,
+    /// Per target (index = target id).
+    pub targets: Vec<Acc>,
     /// All kinds together.
     pub total: Acc,
     cur_slice: u64,
@@ -175,6 +177,7 @@ impl ThreadRecorder {
     pub fn new(
         thread: usize,
         kinds: usize,
+        targets: usize,
         start: Instant,
         slice: Duration,
         late_after: Duration,
@@ -186,6 +189,7 @@ impl ThreadRecorder {
             slice,
             late_after,
             kinds: (0..kinds.max(1)).map(|_| Acc::new(3)).collect(),
+            targets: (0..targets.max(1)).map(|_| Acc::new(3)).collect(),
             total: Acc::new(3),
             cur_slice: 0,
             slice_acc: Acc::new(2),
@@ -224,13 +228,14 @@ impl ThreadRecorder {
     }
 
     /// A request left at `sent_at`, due at `intended`.
-    pub fn sent(&mut self, kind: usize, intended: Instant, sent_at: Instant) {
+    pub fn sent(&mut self, kind: usize, target: usize, intended: Instant, sent_at: Instant) {
         self.roll(sent_at);
         let late = sent_at.saturating_duration_since(intended) > self.late_after;
         for c in [
             &mut self.total.counts,
             &mut self.slice_acc.counts,
             &mut self.kinds[kind].counts,
+            &mut self.targets[target].counts,
         ] {
             c.sent += 1;
             if late {
@@ -240,8 +245,17 @@ impl ThreadRecorder {
     }
 
     /// A request ended at `now`; latency is `now - from` when it got a response.
-    pub fn done(&mut self, kind: usize, from: Instant, now: Instant, outcome: Outcome) {
+    pub fn done(
+        &mut self,
+        kind: usize,
+        target: usize,
+        from: Instant,
+        now: Instant,
+        outcome: Outcome,
+    ) {
         self.roll(now);
+        let t = &mut self.targets[target];
+        t.counts.outcome(outcome);
         let k = &mut self.kinds[kind];
         k.counts.outcome(outcome);
         self.total.counts.outcome(outcome);
@@ -250,6 +264,7 @@ impl ThreadRecorder {
             let us = now.saturating_duration_since(from).as_micros() as u64;
             let us = us.max(1);
             k.hist.saturating_record(us);
+            t.hist.saturating_record(us);
             self.total.hist.saturating_record(us);
             self.slice_acc.hist.saturating_record(us);
         }
@@ -400,6 +415,7 @@ mod tests {
         let mut a = ThreadRecorder::new(
             0,
             1,
+            1,
             t0,
             Duration::from_secs(1),
             Duration::from_millis(10),
@@ -408,15 +424,28 @@ mod tests {
         let mut b = ThreadRecorder::new(
             1,
             1,
+            1,
             t0,
             Duration::from_secs(1),
             Duration::from_millis(10),
             agg.clone(),
         );
-        a.sent(0, t0, t0);
-        a.done(0, t0, t0 + Duration::from_millis(5), Outcome::Status(200));
-        b.sent(0, t0, t0 + Duration::from_millis(50));
-        b.done(0, t0, t0 + Duration::from_millis(300), Outcome::Status(503));
+        a.sent(0, 0, t0, t0);
+        a.done(
+            0,
+            0,
+            t0,
+            t0 + Duration::from_millis(5),
+            Outcome::Status(200),
+        );
+        b.sent(0, 0, t0, t0 + Duration::from_millis(50));
+        b.done(
+            0,
+            0,
+            t0,
+            t0 + Duration::from_millis(300),
+            Outcome::Status(503),
+        );
         a.roll(t0 + Duration::from_millis(1500));
         assert_eq!(
             agg.snapshot().last_slice,
@@ -446,16 +475,17 @@ mod tests {
         let mut r = ThreadRecorder::new(
             0,
             2,
+            1,
             t0,
             Duration::from_secs(1),
             Duration::from_millis(10),
             agg,
         );
         let later = t0 + Duration::from_millis(20);
-        r.done(0, t0, later, Outcome::Connect);
-        r.done(0, t0, later, Outcome::Timeout);
-        r.done(1, t0, later, Outcome::Status(404));
-        r.done(1, t0, later, Outcome::Other);
+        r.done(0, 0, t0, later, Outcome::Connect);
+        r.done(0, 0, t0, later, Outcome::Timeout);
+        r.done(1, 0, t0, later, Outcome::Status(404));
+        r.done(1, 0, t0, later, Outcome::Other);
         let e = &r.total.counts.errors;
         assert_eq!(
             (e.connect, e.timeout, e.status_4xx, e.other, e.total),

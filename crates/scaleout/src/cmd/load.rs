@@ -24,9 +24,10 @@ pub struct Args {
     /// hides server stalls; use for saturation throughput only.
     #[arg(long = "closed-loop")]
     pub closed_loop: bool,
-    /// Closed loop: number of connections.
-    #[arg(short = 'c', long, default_value_t = 64)]
-    pub connections: usize,
+    /// Closed loop: number of connections (default 64). Open loop: the pool's initial
+    /// size (default 1; it grows up to --max-connections when the rate needs it).
+    #[arg(short = 'c', long)]
+    pub connections: Option<usize>,
     /// Generator threads (each with its own single-threaded runtime).
     #[arg(short = 't', long, default_value_t = 1)]
     pub threads: usize,
@@ -129,7 +130,7 @@ fn build_config(a: &Args) -> anyhow::Result<load::RunConfig> {
         if a.rate.is_some() {
             bail!("--rate and --closed-loop exclude each other (closed loop has no target rate)");
         }
-        load::RunConfig::closed_loop(&first, a.connections, duration)
+        load::RunConfig::closed_loop(&first, a.connections.unwrap_or(64), duration)
     } else if let Some(r) = a.rate {
         load::RunConfig::open_loop(&first, r, duration).context("--rate")?
     } else if a.scenario.is_some() || a.find_max {
@@ -142,6 +143,9 @@ fn build_config(a: &Args) -> anyhow::Result<load::RunConfig> {
     cfg.threads = a.threads;
     cfg.timeout = dur("timeout", &a.timeout)?;
     cfg.max_connections = a.max_connections;
+    if !a.closed_loop {
+        cfg.min_connections = a.connections.unwrap_or(1);
+    }
     cfg.h2c = a.h2c;
     cfg.allow_remote = a.allow_remote;
     cfg.late_threshold = load::parse_duration_with(&a.late_threshold, "ms")
