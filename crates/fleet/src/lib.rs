@@ -7,14 +7,19 @@
 
 pub mod config;
 pub mod cpu;
+pub mod deployment;
+pub mod k8s;
 pub mod plan;
 pub mod process;
 pub mod registry;
+pub mod scaler;
 pub mod supervisor;
 
 pub use config::Config;
+pub use deployment::{DeploymentConfig, ServiceConfig};
 pub use plan::{Action, Desired, Phase};
 pub use registry::{NoBalancer, Registry};
+pub use scaler::{Autoscaler, BalancerSample, MetricsSource, ScalerStatus};
 pub use supervisor::{Fleet, FleetHandle, FleetStatus, InstanceStatus};
 
 /// Everything that can go wrong in the fleet.

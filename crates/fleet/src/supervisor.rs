@@ -65,6 +65,8 @@ pub struct FleetStatus {
     pub stopped_total: u64,
     /// Of those, how many needed SIGKILL.
     pub killed_total: u64,
+    /// The last measured start-up time (spawn until ready), seconds.
+    pub startup_s: Option<f64>,
     /// True once the fleet has shut down (every child stopped).
     pub shut_down: bool,
 }
@@ -191,6 +193,7 @@ struct Instance {
     failures: u32,
     restarts: u32,
     ready_since: Option<Instant>,
+    started_at: Instant,
     last_failure: Option<String>,
     retire: CancellationToken,
 }
@@ -381,6 +384,7 @@ impl<R: Registry> Fleet<R> {
                 failures: 0,
                 restarts: 0,
                 ready_since: None,
+                started_at: Instant::now(),
                 last_failure: None,
                 retire: CancellationToken::new(),
             },
@@ -401,6 +405,7 @@ impl<R: Registry> Fleet<R> {
         inst.phase = Phase::Starting;
         inst.pid = None;
         inst.ready_since = None;
+        inst.started_at = Instant::now();
         inst.retire = CancellationToken::new();
         let run = inst.run;
         let addr = match process::free_addr(self.config.host) {
@@ -494,6 +499,8 @@ impl<R: Registry> Fleet<R> {
                 if inst.phase == Phase::Starting {
                     inst.phase = Phase::Ready;
                     inst.ready_since = Some(now);
+                    self.counters.startup_s =
+                        Some(now.duration_since(inst.started_at).as_secs_f64());
                     tracing::info!(id, addr = ?inst.addr, pid = ?inst.pid, "instance ready");
                 }
             }
