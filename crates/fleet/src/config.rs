@@ -139,15 +139,14 @@ impl Config {
         {
             return Err(bad("command", "the program (first word) is empty"));
         }
+        let passes_addr = |w: &String| w.contains("{port}") || w.contains("{addr}");
         if !self.command.is_empty()
-            && !self
-                .command
-                .iter()
-                .any(|w| w.contains("{port}") || w.contains("{addr}"))
+            && !self.command.iter().any(passes_addr)
+            && !self.env.values().any(passes_addr)
         {
             return Err(bad(
                 "command",
-                "must pass the instance its address ({addr} or {port})",
+                "must pass the instance its address ({addr} or {port}, in an argument or in env)",
             ));
         }
         if !self.host.is_loopback() {
