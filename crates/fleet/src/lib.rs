@@ -19,7 +19,7 @@ pub use config::Config;
 pub use deployment::{DeploymentConfig, ServiceConfig};
 pub use plan::{Action, Desired, Phase};
 pub use registry::{NoBalancer, Registry};
-pub use scaler::{Autoscaler, BalancerSample, MetricsSource, ScalerStatus};
+pub use scaler::{Autoscaler, BackendSample, BalancerSample, MetricsSource, ScalerStatus};
 pub use supervisor::{Fleet, FleetHandle, FleetStatus, InstanceStatus};
 
 /// Everything that can go wrong in the fleet.

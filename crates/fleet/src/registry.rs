@@ -40,3 +40,59 @@ impl Registry for NoBalancer {
         Ok(())
     }
 }
+
+/// The in-process balancer of `scaleout up`.
+impl Registry for proxy::ProxyHandle {
+    fn add(&self, name: &str, addr: SocketAddr, weight: u32) -> Result<(), FleetError> {
+        self.add_backend(proxy::BackendSpec {
+            name: name.to_string(),
+            addr: addr.to_string(),
+            weight,
+        })
+        .map_err(|e| FleetError::Balancer(e.to_string()))
+    }
+    async fn drain(&self, name: &str, grace: Duration) -> Result<(), FleetError> {
+        match self.drain_backend(name, grace).await {
+            Ok(0) => Ok(()),
+            Ok(left) => {
+                tracing::warn!(
+                    name,
+                    left,
+                    "drain grace passed with requests still in flight"
+                );
+                Ok(())
+            }
+            Err(e) => Err(FleetError::Balancer(e.to_string())),
+        }
+    }
+    fn remove(&self, name: &str) -> Result<(), FleetError> {
+        self.remove_backend(name)
+            .map_err(|e| FleetError::Balancer(e.to_string()))
+    }
+}
+
+/// Reads the in-process balancer's counters. Always available while the handle lives.
+impl crate::scaler::MetricsSource for proxy::ProxyHandle {
+    fn sample(&self) -> Option<crate::scaler::BalancerSample> {
+        let m = self.metrics();
+        let backends = self
+            .backends()
+            .into_iter()
+            .map(|b| {
+                (
+                    b.name,
+                    crate::scaler::BackendSample {
+                        requests_total: b.requests_total,
+                        in_flight: b.in_flight as f64,
+                    },
+                )
+            })
+            .collect();
+        Some(crate::scaler::BalancerSample {
+            requests_total: m.requests_total,
+            in_flight: m.in_flight.max(0) as f64,
+            latency: m.latency,
+            backends,
+        })
+    }
+}

@@ -1,7 +1,7 @@
 //! The autoscaler shell: samples the balancer and the instances, builds the policy's
 //! [`autoscale::ScalingInput`], calls the policy every tick and applies its decision.
 //!
-//! The arithmetic on samples is pure ([`interval_stats`], [`quantile_us`], [`build_input`]);
+//! The arithmetic on samples is pure ([`interval_stats`], [`build_input`]);
 //! [`Autoscaler::run`] only reads, calls and applies. It must never scale to zero and never
 //! act on missing data: when the balancer's metrics are unavailable it holds the last
 //! decision.
@@ -18,16 +18,14 @@ use crate::plan::Phase;
 use crate::supervisor::{FleetHandle, FleetStatus};
 
 /// A cumulative snapshot of the balancer's counters (diff two for an interval).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BalancerSample {
     /// Requests received since start.
     pub requests_total: u64,
     /// Requests in flight now.
     pub in_flight: f64,
-    /// Upper bounds of the latency buckets, microseconds (the last may be `u64::MAX`).
-    pub latency_bounds_us: Vec<u64>,
-    /// Cumulative count per bucket (`<= bound`), since start.
-    pub latency_cumulative: Vec<u64>,
+    /// Latency histogram of every response since start.
+    pub latency: proxy::LatencyHistogram,
     /// Per backend (by name): requests since start and in flight now.
     pub backends: BTreeMap<String, BackendSample>,
 }
@@ -47,25 +45,6 @@ pub trait MetricsSource: Send + Sync + 'static {
     fn sample(&self) -> Option<BalancerSample>;
 }
 
-/// The value below which a fraction `q` of the observations in `counts` fall, from
-/// bucket upper bounds (`bounds_us`) and per-bucket (non-cumulative) counts. Returns the
-/// upper bound of the bucket holding the quantile; `None` with no observations.
-pub fn quantile_us(bounds_us: &[u64], counts: &[u64], q: f64) -> Option<u64> {
-    let total: u64 = counts.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
-    let mut seen = 0;
-    for (i, c) in counts.iter().enumerate() {
-        seen += c;
-        if seen >= rank {
-            return bounds_us.get(i).copied();
-        }
-    }
-    bounds_us.last().copied()
-}
-
 /// Fleet-wide RPS, in-flight and p99 over the interval between two snapshots.
 pub fn interval_stats(
     prev: &BalancerSample,
@@ -75,36 +54,11 @@ pub fn interval_stats(
     let secs = elapsed.as_secs_f64();
     let rps =
         (secs > 0.0).then(|| cur.requests_total.saturating_sub(prev.requests_total) as f64 / secs);
-    let p99_ms = if cur.latency_bounds_us == prev.latency_bounds_us
-        && cur.latency_cumulative.len() == prev.latency_cumulative.len()
-    {
-        // Cumulative-over-time, cumulative-over-buckets ("<= bound") counts: diff in time,
-        // then turn into per-bucket counts.
-        let diff: Vec<u64> = cur
-            .latency_cumulative
-            .iter()
-            .zip(&prev.latency_cumulative)
-            .map(|(c, p)| c.saturating_sub(*p))
-            .collect();
-        let per_bucket: Vec<u64> = diff
-            .iter()
-            .enumerate()
-            .map(|(i, c)| c.saturating_sub(if i == 0 { 0 } else { diff[i - 1] }))
-            .collect();
-        quantile_us(&cur.latency_bounds_us, &per_bucket, 0.99).map(|us| {
-            if us == u64::MAX {
-                // Beyond the last finite bound: report that bound, the best we know.
-                cur.latency_bounds_us
-                    .iter()
-                    .rev()
-                    .find(|&&b| b != u64::MAX)
-                    .copied()
-                    .unwrap_or(0) as f64
-                    / 1000.0
-            } else {
-                us as f64 / 1000.0
-            }
-        })
+    let p99_ms = if cur.latency.bounds_us == prev.latency.bounds_us {
+        cur.latency
+            .since(&prev.latency)
+            .quantile_us(0.99)
+            .map(|us| us as f64 / 1000.0)
     } else {
         None
     };
@@ -305,31 +259,26 @@ mod tests {
         BalancerSample {
             requests_total: total,
             in_flight: 3.0,
-            latency_bounds_us: vec![1_000, 10_000, 100_000, u64::MAX],
-            latency_cumulative: cumulative,
+            latency: proxy::LatencyHistogram {
+                bounds_us: vec![1_000, 10_000, 100_000],
+                cumulative,
+                sum_us: 0,
+            },
             backends: BTreeMap::new(),
         }
     }
 
     #[test]
-    fn quantile_picks_the_bucket_holding_the_rank() {
-        let b = [1, 2, 3, 4];
-        assert_eq!(quantile_us(&b, &[0, 0, 0, 0], 0.99), None);
-        assert_eq!(quantile_us(&b, &[100, 0, 0, 0], 0.99), Some(1));
-        assert_eq!(quantile_us(&b, &[98, 1, 1, 0], 0.99), Some(2));
-        assert_eq!(quantile_us(&b, &[90, 5, 4, 1], 0.99), Some(3));
-        assert_eq!(quantile_us(&b, &[90, 5, 3, 2], 0.99), Some(4));
-    }
-
-    #[test]
     fn interval_stats_diff_two_snapshots() {
         let a = snap(1_000, vec![900, 990, 1000, 1000]);
-        // 200 more requests: 100 under 1 ms, 80 under 10 ms, 20 under 100 ms.
+        // 200 more requests: 100 under 1 ms, 70 under 10 ms, 30 under 100 ms.
         let b = snap(1_200, vec![1000, 1170, 1200, 1200]);
         let s = interval_stats(&a, &b, Duration::from_secs(2));
         assert_eq!(s.rps, Some(100.0));
         assert_eq!(s.in_flight, Some(3.0));
-        assert_eq!(s.p99_ms, Some(100.0));
+        // p99 falls in the 10-100 ms bucket (rank 198 of 200).
+        let p99 = s.p99_ms.unwrap();
+        assert!(p99 > 10.0 && p99 <= 100.0, "{p99}");
         // Nothing new: no p99 (not zero).
         let s = interval_stats(&b, &b, Duration::from_secs(1));
         assert_eq!(s.p99_ms, None);
