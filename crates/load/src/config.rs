@@ -254,13 +254,13 @@ impl RunConfig {
                 "the initial pool exceeds --max-connections",
             ));
         }
-        if let Mode::ClosedLoop { connections, .. } = self.mode {
-            if connections < self.threads || connections > 100_000 {
-                return Err(bad(
-                    "connections",
-                    "must be at least the thread count and at most 100000",
-                ));
-            }
+        if let Mode::ClosedLoop { connections, .. } = self.mode
+            && (connections < self.threads || connections > 100_000)
+        {
+            return Err(bad(
+                "connections",
+                "must be at least the thread count and at most 100000",
+            ));
         }
         if self.slice < Duration::from_millis(10) || self.slice > Duration::from_secs(3600) {
             return Err(bad("slice", "must be 10ms..=1h"));
@@ -302,10 +302,10 @@ impl RunConfig {
         if !(self.catalog.zipf_s.is_finite() && self.catalog.zipf_s >= 0.0) {
             return Err(bad("catalog.zipf_s", "must be a non-negative number"));
         }
-        if let Some(r) = self.min_rate_ratio {
-            if !(0.0..=1.0).contains(&r) {
-                return Err(bad("min-rate", "must be within 0..=100%"));
-            }
+        if let Some(r) = self.min_rate_ratio
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(bad("min-rate", "must be within 0..=100%"));
         }
         Ok(())
     }

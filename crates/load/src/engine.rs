@@ -324,12 +324,11 @@ impl Ctx {
         *req.method_mut() = kind.method.clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = st.headers.clone();
-        if kind.auth {
-            if let Some(UserState::Ready { token, .. }) = user.map(|u| &u.state) {
-                if let Ok(v) = HeaderValue::try_from(format!("Bearer {token}")) {
-                    req.headers_mut().insert(AUTHORIZATION, v);
-                }
-            }
+        if kind.auth
+            && let Some(UserState::Ready { token, .. }) = user.map(|u| &u.state)
+            && let Ok(v) = HeaderValue::try_from(format!("Bearer {token}"))
+        {
+            req.headers_mut().insert(AUTHORIZATION, v);
         }
         req
     }
@@ -627,10 +626,10 @@ async fn request_loop(ctx: &Rc<Ctx>, target: usize, mut tx: Sender, first: Job) 
             let mut buf = want_body.then(Vec::new);
             while let Some(frame) = body.frame().await {
                 let frame = frame?;
-                if let (Some(b), Some(d)) = (buf.as_mut(), frame.data_ref()) {
-                    if b.len() < 64 * 1024 {
-                        b.extend_from_slice(d);
-                    }
+                if let (Some(b), Some(d)) = (buf.as_mut(), frame.data_ref())
+                    && b.len() < 64 * 1024
+                {
+                    b.extend_from_slice(d);
                 }
             }
             Ok::<_, hyper::Error>((status, buf))

@@ -200,13 +200,11 @@ async fn resolve(
     if addrs.is_empty() {
         return Err(unreachable("name resolves to no address".into()));
     }
-    if !allow_remote {
-        if let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback()) {
-            return Err(LoadError::RemoteRefused {
-                host: t.host.clone(),
-                addr: a.ip().to_string(),
-            });
-        }
+    if !allow_remote && let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        return Err(LoadError::RemoteRefused {
+            host: t.host.clone(),
+            addr: a.ip().to_string(),
+        });
     }
     let addr = addrs
         .iter()

@@ -46,7 +46,7 @@ impl RateProfile {
         }
         for (i, s) in stages.iter().enumerate() {
             for r in [s.from_rps, s.to_rps] {
-                if !r.is_finite() || r < 0.0 || r > 1e8 {
+                if !r.is_finite() || !(0.0..=1e8).contains(&r) {
                     return Err(format!("stage {i}: rate {r} out of range (0..=100000000)"));
                 }
             }

@@ -169,10 +169,10 @@ pub async fn find_max(
         if fail.is_some() && refined >= cfg.refine_steps {
             break "bisection done".to_string();
         }
-        if let (None, Some(f)) = (best, fail) {
-            if f / cfg.factor < 1.0 {
-                break "even the lowest rate failed".to_string();
-            }
+        if let (None, Some(f)) = (best, fail)
+            && f / cfg.factor < 1.0
+        {
+            break "even the lowest rate failed".to_string();
         }
         let rate = next_rate(best, fail, cfg.start_rps, cfg.factor);
         let mut run_cfg = cfg.base.clone();

@@ -167,6 +167,8 @@ pub(crate) struct ThreadRecorder {
     /// All kinds together.
     pub total: Acc,
     cur_slice: u64,
+    /// End of the current slice (events before it need no slice arithmetic).
+    slice_end: Instant,
     slice_acc: Acc,
     agg: Arc<Aggregator>,
     /// Connections opened by this thread.
@@ -192,6 +194,7 @@ impl ThreadRecorder {
             targets: (0..targets.max(1)).map(|_| Acc::new(3)).collect(),
             total: Acc::new(3),
             cur_slice: 0,
+            slice_end: start + slice,
             slice_acc: Acc::new(2),
             agg,
             connections_opened: 0,
@@ -203,8 +206,18 @@ impl ThreadRecorder {
     }
 
     /// Moves to the slice of `now`, handing finished slices to the aggregator.
+    #[inline]
     pub fn roll(&mut self, now: Instant) {
+        // Fast path: still inside the current slice (no division per request).
+        if now < self.slice_end {
+            return;
+        }
+        self.roll_slow(now);
+    }
+
+    fn roll_slow(&mut self, now: Instant) {
         let idx = self.slice_index(now);
+        self.slice_end = self.start + self.slice * (idx as u32 + 1);
         if idx > self.cur_slice {
             self.agg
                 .flush(self.thread, self.cur_slice, &self.slice_acc, idx);

@@ -31,7 +31,7 @@ pub fn parse_duration_with(text: &str, default_unit: &str) -> Result<Duration, S
             ));
         }
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("{text:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
