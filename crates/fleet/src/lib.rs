@@ -14,6 +14,7 @@ pub mod process;
 pub mod registry;
 pub mod scaler;
 pub mod supervisor;
+pub mod up;
 
 pub use config::Config;
 pub use deployment::{DeploymentConfig, ServiceConfig};

@@ -1,12 +1,80 @@
-//! `scaleout up`. Placeholder until its issue lands: it refuses to run rather than pretend.
+//! `scaleout up`: balancer + fleet + autoscaler from one TOML file, until Ctrl-C/SIGTERM.
+//!
+//! Glue only: read the file (or the defaults), apply the flags, validate once (the field
+//! is named before anything listens), then hand over to `fleet::up::run`.
+//! Signals: SIGINT/SIGTERM stop everything (drain, SIGTERM, SIGKILL after grace);
+//! SIGHUP starts a rolling restart of the instances.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 
 /// Arguments of `scaleout up`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Deployment file with `[balancer]`, `[fleet]`, `[autoscale]`, `[service]` sections
+    /// (every section optional). Without it: the shop on SQLite, 2 instances (1..=4).
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<PathBuf>,
+    /// Public listener of the balancer [default: the file's, else 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Admin API listener [default: the file's, else 127.0.0.1:8081]. A token is
+    /// generated into `<data_dir>/admin-token` when the file sets none.
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Instances to start with (must lie within the autoscaler's min..=max).
+    #[arg(long)]
+    pub instances: Option<u32>,
+    /// Seconds between status lines on stderr (0: none).
+    #[arg(long, default_value_t = 2.0)]
+    pub status_every_s: f64,
+}
 
 /// Runs `scaleout up`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`scaleout up` is not built yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_tracing();
+    let mut cfg = match &args.config {
+        Some(path) => fleet::DeploymentConfig::load(path)?,
+        None => fleet::DeploymentConfig::default(),
+    };
+    if let Some(l) = args.listen {
+        cfg.balancer.listen = l;
+    }
+    if let Some(n) = args.instances {
+        cfg.fleet.instances = n;
+    }
+    let admin = args
+        .admin
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081)));
+    if args.admin.is_some() {
+        cfg.balancer.admin.listen = Some(admin);
+    }
+    if let Some(token_file) = cfg.with_admin(admin)? {
+        eprintln!("scaleout up: admin token in {}", token_file.display());
+    }
+    cfg.validate()?;
+    if !(args.status_every_s.is_finite() && args.status_every_s >= 0.0) {
+        anyhow::bail!("--status-every-s must be a number >= 0");
+    }
+    let opts = fleet::up::UpOptions {
+        exe: std::env::current_exe().context("cannot find this executable")?,
+        status_every: (args.status_every_s > 0.0)
+            .then(|| Duration::from_secs_f64(args.status_every_s)),
+        rolling_restart_on_sighup: true,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        super::lb::cancel_on_signals(shutdown.clone())?;
+        fleet::up::run(cfg, opts, shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }

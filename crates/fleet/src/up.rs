@@ -1,0 +1,238 @@
+//! `scaleout up`: the balancer, the fleet and the autoscaler together until shutdown.
+//!
+//! Start order: bind the balancer (so a taken port fails before any child starts), start
+//! the fleet registering into it, start the autoscaler reading from it. Stop order is the
+//! reverse and matters: the autoscaler first (no more decisions), then the fleet (every
+//! instance drained *through the still-running balancer*, then SIGTERM/SIGKILL), then the
+//! balancer. This module must never leave a child behind when it returns.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::FleetError;
+use crate::deployment::DeploymentConfig;
+use crate::scaler::{Autoscaler, ScalerStatus};
+use crate::supervisor::{Fleet, FleetStatus};
+
+/// How `up` runs, beyond the deployment file.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// The program `{exe}` stands for (normally this executable).
+    pub exe: PathBuf,
+    /// Print a status line to stderr this often (`None`: never).
+    pub status_every: Option<Duration>,
+    /// Start a rolling restart on SIGHUP.
+    pub rolling_restart_on_sighup: bool,
+}
+
+/// What happened during the run, returned at shutdown.
+#[derive(Debug, Clone)]
+pub struct UpSummary {
+    /// The fleet's final status (every child stopped).
+    pub fleet: FleetStatus,
+    /// The autoscaler's final status.
+    pub scaler: ScalerStatus,
+}
+
+/// One status line: instances ready/total, RPS, p99, in-flight, CPU, and the last
+/// decision with its reason.
+pub fn status_line(f: &FleetStatus, s: &ScalerStatus) -> String {
+    let mut line = format!(
+        "[up] instances {}/{} ready (desired {})",
+        f.ready(),
+        f.active(),
+        f.desired
+    );
+    match &s.aggregate {
+        Some(a) => {
+            let num =
+                |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
+            line.push_str(&format!(
+                " | rps {} | p99 {} ms | in-flight {}",
+                num(a.rps, 1),
+                num(a.p99_ms, 1),
+                num(a.in_flight, 0)
+            ));
+        }
+        None => line.push_str(" | metrics -"),
+    }
+    if let Some(c) = s.mean_cpu {
+        line.push_str(&format!(" | cpu {:.0}%", c * 100.0));
+    }
+    if f.crashes_total + f.ready_timeouts_total > 0 {
+        line.push_str(&format!(
+            " | crashes {} not-ready {}",
+            f.crashes_total, f.ready_timeouts_total
+        ));
+    }
+    if let Some(d) = &s.decision {
+        line.push_str(&format!(" | decision {}: {}", d.desired, d.reason));
+    }
+    line
+}
+
+/// Runs the deployment until `shutdown` fires (or the balancer fails), then stops
+/// everything in order. `cfg` must be valid (see [`DeploymentConfig::validate`]).
+pub async fn run(
+    cfg: DeploymentConfig,
+    opts: UpOptions,
+    shutdown: CancellationToken,
+) -> Result<UpSummary, FleetError> {
+    cfg.validate()?;
+    let fleet_cfg = cfg.resolved_fleet();
+    let proxy = proxy::Proxy::bind(cfg.balancer.clone())
+        .await
+        .map_err(|e| FleetError::Balancer(e.to_string()))?;
+    let lb = proxy.handle();
+    let (fleet, handle) = Fleet::new(fleet_cfg.clone(), opts.exe.clone(), lb.clone())?;
+    let (scaler, scaler_status) =
+        Autoscaler::new(cfg.autoscale.clone(), handle.clone(), lb.clone()).map_err(|e| {
+            FleetError::Config {
+                field: "autoscale".into(),
+                reason: e.to_string(),
+            }
+        })?;
+    eprintln!(
+        "scaleout up: balancer on http://{}{}; {} instance(s) of `{}` (policy {}, {}..={})",
+        lb.listen_addr(),
+        lb.admin_addr()
+            .map(|a| format!(", admin on http://{a}"))
+            .unwrap_or_default(),
+        fleet_cfg.instances,
+        fleet_cfg.command_template().join(" "),
+        cfg.autoscale.policy.as_str(),
+        cfg.autoscale.min_instances,
+        cfg.autoscale.max_instances,
+    );
+
+    let proxy_stop = CancellationToken::new();
+    let fleet_stop = CancellationToken::new();
+    let scaler_stop = CancellationToken::new();
+    let mut proxy_task = tokio::spawn(proxy.run(proxy_stop.clone()));
+    let fleet_task = tokio::spawn(fleet.run(fleet_stop.clone()));
+    let scaler_task = tokio::spawn(scaler.run(scaler_stop.clone()));
+    let printer = opts.status_every.map(|every| {
+        tokio::spawn(print_status(
+            every,
+            handle.subscribe(),
+            scaler_status.clone(),
+            scaler_stop.clone(),
+        ))
+    });
+
+    if opts.rolling_restart_on_sighup {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| FleetError::Spawn(format!("SIGHUP handler: {e}")))?;
+        let (handle, stop) = (handle.clone(), scaler_stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    Some(()) = hup.recv() => {
+                        eprintln!("scaleout up: SIGHUP: rolling restart (one at a time, surge of one)");
+                        handle.rolling_restart();
+                    }
+                }
+            }
+        });
+    }
+
+    let mut proxy_result = None;
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        r = &mut proxy_task => {
+            tracing::error!("balancer stopped unexpectedly: {r:?}");
+            proxy_result = Some(r);
+        }
+    }
+    eprintln!("scaleout up: stopping (drain, then SIGTERM, then SIGKILL after grace)");
+    scaler_stop.cancel();
+    let _ = scaler_task.await;
+    if let Some(p) = printer {
+        let _ = p.await;
+    }
+    fleet_stop.cancel();
+    let _ = fleet_task.await;
+    proxy_stop.cancel();
+    let proxy_result = match proxy_result {
+        Some(r) => r,
+        None => proxy_task.await,
+    };
+    let summary = UpSummary {
+        fleet: handle.status(),
+        scaler: scaler_status.borrow().clone(),
+    };
+    eprintln!(
+        "scaleout up: stopped; {} spawned, {} crashed, {} not ready in time, {} killed after grace",
+        summary.fleet.spawned_total,
+        summary.fleet.crashes_total,
+        summary.fleet.ready_timeouts_total,
+        summary.fleet.killed_total
+    );
+    match proxy_result {
+        Ok(Ok(())) => Ok(summary),
+        Ok(Err(e)) => Err(FleetError::Balancer(e.to_string())),
+        Err(e) => Err(FleetError::Balancer(format!("balancer task: {e}"))),
+    }
+}
+
+async fn print_status(
+    every: Duration,
+    fleet: watch::Receiver<FleetStatus>,
+    scaler: watch::Receiver<ScalerStatus>,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let line = status_line(&fleet.borrow(), &scaler.borrow());
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_shows_counts_metrics_and_reason() {
+        let f = FleetStatus {
+            desired: 3,
+            ..FleetStatus::default()
+        };
+        let s = ScalerStatus {
+            aggregate: Some(autoscale::AggregateSample {
+                rps: Some(120.04),
+                in_flight: Some(4.0),
+                p99_ms: Some(12.345),
+            }),
+            mean_cpu: Some(0.5),
+            decision: Some(autoscale::ScalingDecision::hold(
+                3,
+                "in_flight ratio 1.02 within tolerance",
+            )),
+            changes: 1,
+            held: 0,
+        };
+        let line = status_line(&f, &s);
+        assert!(line.contains("instances 0/0 ready (desired 3)"), "{line}");
+        assert!(line.contains("rps 120.0"), "{line}");
+        assert!(line.contains("p99 12.3 ms"), "{line}");
+        assert!(line.contains("cpu 50%"), "{line}");
+        assert!(
+            line.contains("decision 3: in_flight ratio 1.02 within tolerance"),
+            "{line}"
+        );
+        let idle = status_line(&f, &ScalerStatus::default());
+        assert!(idle.contains("metrics -"), "{idle}");
+    }
+}
