@@ -655,3 +655,128 @@ pub fn advise(r: &DemoReport) -> Option<Advice> {
         recommendation: rec,
     })
 }
+
+/// Act 7: a 10x step of open-loop load against a fleet that starts with one instance and
+/// is sized by our default autoscaling policy on requests per second per instance.
+pub async fn act7_spike(ctx: &Ctx) -> Result<Act7, DemoError> {
+    ctx.say("act 7: a 10x spike with the autoscaler on");
+    let target_rps: f64 = 100.0;
+    let (base, spike): (f64, f64) = (40.0, 400.0);
+    let needed = (spike / target_rps).ceil() as u32;
+    let (h, stop, task) = start_balancer(StrategyKind::LeastConnections, |c| {
+        c.health.interval_ms = 500;
+        c.health.path = "/readyz".into();
+    })
+    .await?;
+    let mut command = fleet::config::default_command();
+    command.extend(["--workers".to_string(), "1".to_string()]);
+    let fcfg = fleet::Config {
+        instances: 1,
+        command,
+        data_dir: ctx.work.join("act7"),
+        ..fleet::Config::default()
+    };
+    let (fl, fh) = fleet::Fleet::new(fcfg, ctx.cfg.exe.clone(), h.clone())
+        .map_err(|e| DemoError::Step(format!("fleet: {e}")))?;
+    let fstop = CancellationToken::new();
+    let frun = tokio::spawn(fl.run(fstop.clone()));
+    fh.wait_for(Duration::from_secs(30), |s| s.ready() == 1)
+        .await
+        .map_err(|s| DemoError::Step(format!("fleet: first instance not ready: {s:?}")))?;
+    // Our default policy, with the demo's target: 100 req/s per instance, 1..=4 instances.
+    let acfg: autoscale::Config = toml::from_str(&format!(
+        "policy = \"default\"\nmin_instances = 1\nmax_instances = {needed}\ntarget_rps = {target_rps:.1}\ntick_ms = 250\n"
+    ))
+    .map_err(|e| DemoError::Step(format!("autoscale config: {e}")))?;
+    let (scaler, status) = fleet::Autoscaler::new(acfg, fh.clone(), h.clone())
+        .map_err(|e| DemoError::Step(format!("autoscaler: {e}")))?;
+    let sstop = CancellationToken::new();
+    let stask = tokio::spawn(scaler.run(sstop.clone()));
+
+    let (before, hold, after) = if ctx.cfg.quick {
+        (4, 10, 3)
+    } else {
+        (8, 25, 8)
+    };
+    let profile = load::RateProfile::spike(
+        base,
+        spike,
+        Duration::from_secs(before),
+        Duration::from_secs(hold),
+        Duration::from_secs(after),
+    )
+    .map_err(|e| DemoError::Step(format!("profile: {e}")))?;
+    let mut cfg = load::RunConfig::with_profile(&format!("http://{}/", h.listen_addr()), profile);
+    cfg.requests = product_reads();
+    cfg.min_rate_ratio = None;
+    let total = cfg.duration();
+    let load_task = tokio::spawn(load::run(cfg, CancellationToken::new()));
+    let t0 = Instant::now();
+    let step_at = Duration::from_secs(before);
+    let mut ready_over_time = Vec::new();
+    let mut decisions = Vec::new();
+    let mut last_desired = 1;
+    let mut time_to_capacity = None;
+    while t0.elapsed() < total {
+        let t = t0.elapsed();
+        let ready = fh.status().ready();
+        ready_over_time.push((t.as_secs_f64(), ready as f64));
+        if time_to_capacity.is_none() && t >= step_at && ready as u32 >= needed {
+            time_to_capacity = Some((t - step_at).as_secs_f64());
+        }
+        if let Some(d) = status.borrow().decision.clone()
+            && d.desired != last_desired
+        {
+            decisions.push(format!(
+                "t={:.1}s desired {} -> {}: {}",
+                t.as_secs_f64(),
+                last_desired,
+                d.desired,
+                d.reason
+            ));
+            last_desired = d.desired;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let rep = load_task
+        .await
+        .map_err(|e| DemoError::Step(format!("load task: {e}")))??;
+    ctx.say(&format!(
+        "  {base} -> {spike} req/s: {needed} instances ready after {}; {} of {} requests failed",
+        time_to_capacity
+            .map(|t| format!("{t:.1} s"))
+            .unwrap_or_else(|| "never".into()),
+        rep.errors.total,
+        rep.sent
+    ));
+    sstop.cancel();
+    let _ = stask.await;
+    fstop.cancel();
+    let _ = frun.await;
+    stop.cancel();
+    let _ = task.await;
+    // One row per load slice, with the instances ready during that second.
+    let timeline = rep
+        .slices
+        .iter()
+        .filter(|s| s.t_s < total.as_secs_f64())
+        .map(|s| {
+            let ready = ready_over_time
+                .iter()
+                .filter(|(t, _)| *t >= s.t_s && *t < s.t_s + 1.0)
+                .map(|(_, r)| *r)
+                .fold(0.0, f64::max);
+            (s.t_s, ready, s.rps, s.p99_ms)
+        })
+        .collect();
+    Ok(Act7 {
+        step_at_s: step_at.as_secs_f64(),
+        base_rps: base,
+        spike_rps: spike,
+        needed_instances: needed,
+        time_to_capacity_s: time_to_capacity,
+        failed: rep.errors.total,
+        timeline,
+        decisions,
+    })
+}

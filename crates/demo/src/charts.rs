@@ -71,7 +71,7 @@ pub fn write_all(r: &DemoReport, dir: &Path) -> Result<(), DemoError> {
             ("req/s", &rps),
             ("failed/s", &errs),
             None,
-            Some(a.killed_at_s),
+            Some((a.killed_at_s, "instance killed")),
         )?;
     }
     if let Some(a) = &r.act7 {
@@ -84,7 +84,7 @@ pub fn write_all(r: &DemoReport, dir: &Path) -> Result<(), DemoError> {
             ("instances", &inst),
             ("p99 ms", &p99),
             None,
-            None,
+            Some((a.step_at_s, "10x step")),
         )?;
     }
     Ok(())
@@ -99,7 +99,7 @@ fn two_series(
     left: (&str, &[(f64, f64)]),
     right: (&str, &[(f64, f64)]),
     curve: Option<&[(f64, f64)]>,
-    marker_x: Option<f64>,
+    marker: Option<(f64, &str)>,
 ) -> Result<(), DemoError> {
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -170,14 +170,14 @@ fn two_series(
         .map_err(err)?
         .label(right.0)
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-    if let Some(x) = marker_x {
+    if let Some((x, label)) = marker {
         chart
             .draw_series(LineSeries::new(
                 [(x, 0.0), (x, y_left)],
                 BLACK.mix(0.6).stroke_width(1),
             ))
             .map_err(err)?
-            .label("instance killed")
+            .label(label)
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
     }
     chart

@@ -113,6 +113,9 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport, DemoError> {
     if cfg.runs(6) {
         r.act6 = Some(acts::act6_failure(&ctx).await?);
     }
+    if cfg.runs(7) {
+        r.act7 = Some(acts::act7_spike(&ctx).await?);
+    }
     r.advice = acts::advise(&r);
     r.elapsed_s = started.elapsed().as_secs_f64();
     report::write(&r, &cfg.out_dir)?;

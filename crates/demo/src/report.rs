@@ -157,6 +157,8 @@ pub struct Act6 {
 /// Act 7: spike.
 #[derive(Debug, Clone, Serialize)]
 pub struct Act7 {
+    /// When the step happened, s from the start of the load.
+    pub step_at_s: f64,
     /// Offered rate before the step, req/s.
     pub base_rps: f64,
     /// Offered rate after the step, req/s.

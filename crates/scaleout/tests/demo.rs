@@ -15,7 +15,7 @@ fn quick_demo_reports_every_act() {
     assert!(out.status.success(), "{stderr}");
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
-    for act in ["act1", "act2", "act3", "act4", "act5", "act6"] {
+    for act in ["act1", "act2", "act3", "act4", "act5", "act6", "act7"] {
         assert!(!r[act].is_null(), "{act} missing from report.json");
     }
     // Act 1: a sweep with throughput at every level and an analysis.
@@ -56,8 +56,27 @@ fn quick_demo_reports_every_act() {
         "{a6}"
     );
     assert!(a6["readmitted_after_ms"].as_f64().is_some(), "{a6}");
+    // Act 7: the autoscaler reaches the capacity the spike needs within the run, and says why.
+    let a7 = &r["act7"];
+    assert!(a7["time_to_capacity_s"].as_f64().is_some(), "{a7}");
+    let max_ready = a7["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[1].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(
+        max_ready >= a7["needed_instances"].as_f64().unwrap(),
+        "{a7}"
+    );
+    assert!(!a7["decisions"].as_array().unwrap().is_empty(), "{a7}");
     assert!(!r["advice"].is_null());
-    for chart in ["act1-knee.svg", "act3-scale-out.svg", "act6-failure.svg"] {
+    for chart in [
+        "act1-knee.svg",
+        "act3-scale-out.svg",
+        "act6-failure.svg",
+        "act7-spike.svg",
+    ] {
         let svg = std::fs::read_to_string(dir.join(chart)).unwrap();
         assert!(
             svg.starts_with("<svg") && svg.contains("polyline"),
