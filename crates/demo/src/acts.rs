@@ -304,14 +304,17 @@ pub async fn act2_scale_up(ctx: &Ctx) -> Result<Act2, DemoError> {
     Ok(Act2 { runs, speedup })
 }
 
-/// Act 3: 1, 2, 4 single-worker instances (pinned round the cores) behind the balancer; USL fit.
+/// Act 3: 1..=4 single-worker instances (pinned round the cores) behind the balancer, a USL
+/// fit on them, and (full mode) 6 and 8 instances to check the fit's predictions.
 pub async fn act3_scale_out(ctx: &Ctx) -> Result<Act3, DemoError> {
     ctx.say("act 3: scale out behind the balancer");
     let cores = procs::cores();
+    // The fit uses up to 4 instances; in full mode 6 and 8 are measured too, to check
+    // the fit's prediction beyond its range.
     let counts: &[usize] = if ctx.cfg.quick {
         &[1, 2, 3]
     } else {
-        &[1, 2, 3, 4]
+        &[1, 2, 3, 4, 6, 8]
     };
     let mut runs = Vec::new();
     for &n in counts {
@@ -354,7 +357,8 @@ pub async fn act3_scale_out(ctx: &Ctx) -> Result<Act3, DemoError> {
         stop.cancel();
         let _ = task.await;
     }
-    let pts: Vec<advisor::usl::Point> = runs
+    let fitted: Vec<&Run> = runs.iter().filter(|r| r.n <= 4).collect();
+    let pts: Vec<advisor::usl::Point> = fitted
         .iter()
         .map(|r| advisor::usl::Point {
             n: r.n as f64,
@@ -362,7 +366,34 @@ pub async fn act3_scale_out(ctx: &Ctx) -> Result<Act3, DemoError> {
         })
         .collect();
     let usl = advisor::usl::fit(&pts).map_err(|e| e.to_string());
-    Ok(Act3 { runs, usl, cores })
+    let predictions = match &usl {
+        Ok(f) => runs
+            .iter()
+            .filter(|r| r.n > 4)
+            .map(|r| {
+                let p = f.predict(r.n as f64).x;
+                Prediction {
+                    instances: r.n,
+                    predicted_rps: p,
+                    measured_rps: r.throughput_rps,
+                    error_pct: 100.0 * (p - r.throughput_rps) / r.throughput_rps.max(1e-9),
+                }
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    for p in &predictions {
+        ctx.say(&format!(
+            "  USL fit on 1..4 predicts {:.0} req/s at {} instances; measured {:.0} ({:+.1}%)",
+            p.predicted_rps, p.instances, p.measured_rps, p.error_pct
+        ));
+    }
+    Ok(Act3 {
+        runs,
+        usl,
+        predictions,
+        cores,
+    })
 }
 
 /// A scripted user: sign up, log in, add to cart, then read the cart `reads` times
@@ -778,5 +809,119 @@ pub async fn act7_spike(ctx: &Ctx) -> Result<Act7, DemoError> {
         failed: rep.errors.total,
         timeline,
         decisions,
+    })
+}
+
+/// Act 8 (with PostgreSQL): product reads on a pool-limited primary alone vs with read
+/// replicas, and read-your-writes: every user reads their cart right after writing it.
+pub async fn act8_replicas(
+    ctx: &Ctx,
+    primary: &str,
+    replicas: &[String],
+) -> Result<Act8, DemoError> {
+    ctx.say("act 8: read replicas and read-your-writes");
+    let mut rows = Vec::new();
+    let with_replicas: Vec<String> = replicas
+        .iter()
+        .flat_map(|r| ["--replica".to_string(), r.clone()])
+        .collect();
+    let mut last = None;
+    for (label, extra) in [
+        ("primary only", Vec::new()),
+        ("primary + replicas", with_replicas),
+    ] {
+        let mut flags: Vec<String> = vec![
+            "--pool-size".into(),
+            "2".into(),
+            "--cache".into(),
+            "none".into(),
+        ];
+        flags.extend(extra);
+        let spec = ShopSpec {
+            db: primary.to_string(),
+            ..ctx.shop(
+                &format!("pg-{}", rows.len()),
+                "unused",
+                procs::cores(),
+                &[],
+                None,
+            )
+        };
+        let spec = ShopSpec {
+            extra: flags,
+            ..spec
+        };
+        let inst = procs::start_shop(&spec, &ctx.logs).await?;
+        closed(inst.addr, 4, Duration::from_millis(300), product_reads()).await?;
+        let m0 = metrics(inst.addr).await;
+        let rep = closed(inst.addr, 32, ctx.secs(), product_reads()).await?;
+        let m1 = metrics(inst.addr).await;
+        let d = |role: &str| {
+            http::scrape_sum(&m1, &["shop_db_queries_total", role])
+                - http::scrape_sum(&m0, &["shop_db_queries_total", role])
+        };
+        let (p, r) = (d("primary"), d("replica"));
+        ctx.say(&format!(
+            "  {label}: {:.0} req/s, {:.0}% of queries on replicas",
+            rep.achieved_rps,
+            100.0 * r / (p + r).max(1.0)
+        ));
+        rows.push(Act8Row {
+            label: label.to_string(),
+            throughput_rps: rep.achieved_rps,
+            p99_ms: rep.p99_ms,
+            replica_query_share: r / (p + r).max(1.0),
+        });
+        last = Some(inst);
+    }
+    // Read-your-writes through the instance with replicas.
+    let inst = last.expect("two rows ran");
+    let users = if ctx.cfg.quick { 10 } else { 50 };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let m0 = metrics(inst.addr).await;
+    let mut stale = 0;
+    for u in 0..users {
+        let creds = format!(r#"{{"username":"ryw{u}-{stamp}","password":"demo-password-1"}}"#);
+        http::request(inst.addr, "POST", "/signup", &[], Some(&creds)).await?;
+        let r = http::request(inst.addr, "POST", "/login", &[], Some(&creds)).await?;
+        let token = r
+            .json()
+            .and_then(|j| j["token"].as_str().map(str::to_string))
+            .ok_or_else(|| DemoError::Step(format!("login: HTTP {} {}", r.status, r.body)))?;
+        let auth = format!("Bearer {token}");
+        let q = 1 + u % 5;
+        let body = format!(r#"{{"product_id":{},"quantity":{q}}}"#, 1 + u % 50);
+        http::request(
+            inst.addr,
+            "POST",
+            "/cart",
+            &[("Authorization", &auth)],
+            Some(&body),
+        )
+        .await?;
+        let c = http::request(inst.addr, "GET", "/cart", &[("Authorization", &auth)], None).await?;
+        let seen = c.json().and_then(|j| {
+            j["items"]
+                .as_array()
+                .and_then(|a| a.first().and_then(|i| i["quantity"].as_u64()))
+        });
+        if seen != Some(q as u64) {
+            stale += 1;
+        }
+    }
+    let m1 = metrics(inst.addr).await;
+    let fallbacks = http::scrape_sum(&m1, &["shop_ryw_primary_fallbacks_total"])
+        - http::scrape_sum(&m0, &["shop_ryw_primary_fallbacks_total"]);
+    ctx.say(&format!("  read-your-writes: {stale} stale reads of {users}; {fallbacks:.0} reads sent to the primary to stay fresh"));
+    let ratio = rows[1].throughput_rps / rows[0].throughput_rps.max(1e-9);
+    Ok(Act8 {
+        rows,
+        throughput_ratio: ratio,
+        ryw_users: users,
+        ryw_stale: stale,
+        ryw_primary_fallbacks: fallbacks as u64,
     })
 }

@@ -28,10 +28,14 @@ pub struct DemoConfig {
     pub out_dir: PathBuf,
     /// Short measurements (about 1 s each) for tests; the figures are noisier.
     pub quick: bool,
-    /// Which acts to run (1..=7); empty means all.
+    /// Which acts to run (1..=8); empty means all (act 8 only with `postgres`).
     pub acts: Vec<u8>,
     /// Print progress lines to stderr.
     pub verbose: bool,
+    /// PostgreSQL primary URL for the replica act (act 8), when available.
+    pub postgres: Option<String>,
+    /// Streaming replica URLs for act 8.
+    pub replicas: Vec<String>,
 }
 
 impl DemoConfig {
@@ -115,6 +119,11 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport, DemoError> {
     }
     if cfg.runs(7) {
         r.act7 = Some(acts::act7_spike(&ctx).await?);
+    }
+    if let Some(primary) = &cfg.postgres
+        && cfg.runs(8)
+    {
+        r.act8 = Some(acts::act8_replicas(&ctx, primary, &cfg.replicas).await?);
     }
     r.advice = acts::advise(&r);
     r.elapsed_s = started.elapsed().as_secs_f64();

@@ -79,10 +79,25 @@ pub struct Act2 {
 pub struct Act3 {
     /// One per instance count.
     pub runs: Vec<Run>,
-    /// USL fit over instance counts, or why not.
+    /// USL fit over 1..=4 instances, or why not.
     pub usl: Result<advisor::usl::UslFit, String>,
+    /// The fit's predictions for the counts measured beyond its range.
+    pub predictions: Vec<Prediction>,
     /// Cores on this machine.
     pub cores: usize,
+}
+
+/// A USL prediction checked against a measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    /// Instance count.
+    pub instances: usize,
+    /// What the fit on 1..=4 instances predicted, req/s.
+    pub predicted_rps: f64,
+    /// What was measured, req/s.
+    pub measured_rps: f64,
+    /// (predicted − measured) / measured, %.
+    pub error_pct: f64,
 }
 
 /// Act 4: one session store.
@@ -175,6 +190,34 @@ pub struct Act7 {
     pub decisions: Vec<String>,
 }
 
+/// Act 8: one database setting.
+#[derive(Debug, Clone, Serialize)]
+pub struct Act8Row {
+    /// `primary only` or `primary + replicas`.
+    pub label: String,
+    /// Achieved throughput, req/s.
+    pub throughput_rps: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+    /// Share of database queries served by replicas.
+    pub replica_query_share: f64,
+}
+
+/// Act 8: read replicas and read-your-writes (PostgreSQL only).
+#[derive(Debug, Clone, Serialize)]
+pub struct Act8 {
+    /// Without, then with replicas.
+    pub rows: Vec<Act8Row>,
+    /// Throughput with / without.
+    pub throughput_ratio: f64,
+    /// Users who wrote then read at once.
+    pub ryw_users: usize,
+    /// Of them, reads that missed their own write.
+    pub ryw_stale: usize,
+    /// Reads the shop sent to the primary because the replica had not caught up.
+    pub ryw_primary_fallbacks: u64,
+}
+
 /// The closing advice.
 #[derive(Debug, Clone, Serialize)]
 pub struct Advice {
@@ -209,6 +252,8 @@ pub struct DemoReport {
     pub act6: Option<Act6>,
     /// See each act.
     pub act7: Option<Act7>,
+    /// See each act.
+    pub act8: Option<Act8>,
     /// What to do next.
     pub advice: Option<crate::report::Advice>,
 }
@@ -297,6 +342,13 @@ pub fn render_markdown(r: &DemoReport) -> String {
                 let _ = writeln!(s, "- USL: {e}");
             }
         }
+        for p in &a.predictions {
+            let _ = writeln!(
+                s,
+                "- the fit on 1..4 instances predicts {:.0} req/s at {} instances; measured {:.0} ({:+.1}%)",
+                p.predicted_rps, p.instances, p.measured_rps, p.error_pct
+            );
+        }
         let _ = writeln!(s, "\n![act 3](act3-scale-out.svg)\n");
     }
     if let Some(a) = &r.act4 {
@@ -360,6 +412,24 @@ pub fn render_markdown(r: &DemoReport) -> String {
         for d in &a.decisions {
             let _ = writeln!(s, "  - {d}");
         }
+    }
+    if let Some(a) = &r.act8 {
+        let _ = writeln!(s, "## 8. Read replicas and read-your-writes (PostgreSQL)\n");
+        for row in &a.rows {
+            let _ = writeln!(
+                s,
+                "- {}: {:.0} req/s, p99 {:.2} ms, {:.0}% of queries on replicas",
+                row.label,
+                row.throughput_rps,
+                row.p99_ms,
+                row.replica_query_share * 100.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            "- throughput with / without replicas: {:.2}x\n- read-your-writes: {} stale reads of {} (the shop sent {} reads to the primary because a replica had not replayed the user's write yet)\n",
+            a.throughput_ratio, a.ryw_stale, a.ryw_users, a.ryw_primary_fallbacks
+        );
     }
     if let Some(adv) = &r.advice {
         let rec = &adv.recommendation;

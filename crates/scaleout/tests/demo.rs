@@ -89,3 +89,110 @@ fn quick_demo_reports_every_act() {
             .contains("## 6. SIGKILL")
     );
 }
+
+/// Act 8 against the real primary and its streaming replicas (started by scripts/services):
+/// reads move to the replicas and no user misses their own write.
+#[test]
+fn demo_replica_act_against_real_postgres() {
+    let primary = std::env::var("SCALEOUT_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let replica = std::env::var("SCALEOUT_TEST_PG_REPLICA")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/postgres".into());
+    let db = format!("scaleout_demo_test_{}", std::process::id());
+    let created = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-qc",
+            &format!("CREATE DATABASE {db}"),
+            "postgres",
+        ])
+        .status()
+        .expect(
+            "psql must be installed: run scripts/test, which starts PostgreSQL and its replica",
+        );
+    assert!(
+        created.success(),
+        "could not create {db} on the primary: is PostgreSQL running on 5432? (scripts/services up)"
+    );
+    let with_db = |url: &str| format!("{}/{db}", url.rsplit_once('/').unwrap().0);
+    // The new database reaches the replica through WAL; wait (bounded) until it accepts connections there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let replica_port = replica
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    while !Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &replica_port,
+            "-U",
+            "postgres",
+            "-qtc",
+            "select 1",
+            &db,
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{db} never appeared on the replica {replica}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let dir = testkit::temp_dir("demo-pg");
+    let out = Command::new(env!("CARGO_BIN_EXE_scaleout"))
+        .args([
+            "demo",
+            "--quick",
+            "--acts",
+            "8",
+            "--db",
+            &with_db(&primary),
+            "--replica",
+            &with_db(&replica),
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let _ = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-qc",
+            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            "postgres",
+        ])
+        .status();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let a8 = &r["act8"];
+    assert_eq!(
+        a8["rows"][0]["replica_query_share"].as_f64(),
+        Some(0.0),
+        "{a8}"
+    );
+    assert!(
+        a8["rows"][1]["replica_query_share"].as_f64().unwrap() > 0.5,
+        "{a8}"
+    );
+    assert_eq!(a8["ryw_stale"].as_u64(), Some(0), "{a8}");
+}
