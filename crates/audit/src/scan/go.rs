@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use tree_sitter::Node;
 
-use super::tree::{ancestor, field, named_children, string_value, text, walk};
+use super::tree::{ancestor, field, named_children, query, string_value, text, walk};
 use super::{FileCtx, Hit, per_user_name, startup_function};
 use crate::Severity;
 
@@ -39,12 +39,13 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
     let mut imports: HashSet<String> = HashSet::new();
     let mut go_called: HashSet<String> = HashSet::new();
     let mut vars: BTreeMap<String, Var> = BTreeMap::new();
-    walk(root, |n| match n.kind() {
-        "import_spec" => {
-            if let Some(p) = field(n, "path").and_then(|p| string_value(p, src)) {
-                imports.insert(p);
-            }
+    let grammar: tree_sitter::Language = tree_sitter_go::LANGUAGE.into();
+    query(&grammar, "(import_spec path: (_) @path)", root, src, |caps| {
+        if let Some(p) = caps.get("path").and_then(|p| string_value(*p, src)) {
+            imports.insert(p);
         }
+    });
+    walk(root, |n| match n.kind() {
         "go_statement" => {
             if let Some(call) = n.named_child(0)
                 && let Some(f) = field(call, "function")

@@ -49,11 +49,6 @@ pub(crate) fn ancestor<'t>(n: Node<'t>, kinds: &[&str]) -> Option<Node<'t>> {
     None
 }
 
-/// True when `n` is `anc` or lies under it.
-pub(crate) fn within(n: Node, anc: Node) -> bool {
-    n.start_byte() >= anc.start_byte() && n.end_byte() <= anc.end_byte()
-}
-
 /// The unquoted value of a string literal node (any of the grammars' string kinds);
 /// `None` when `n` is not a plain string literal.
 pub(crate) fn string_value(n: Node, src: &str) -> Option<String> {
@@ -126,9 +121,4 @@ pub(crate) fn query<'t>(
         }
         f(&caps);
     }
-}
-
-/// The last segment of a dotted/scoped name: `a.b.c` → `c`, `a::b` → `b`.
-pub(crate) fn last_segment(s: &str) -> &str {
-    s.rsplit(['.', ':', '\\']).next().unwrap_or(s)
 }
