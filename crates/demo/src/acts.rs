@@ -286,19 +286,15 @@ pub async fn act2_scale_up(ctx: &Ctx) -> Result<Act2, DemoError> {
             "  {workers} core(s): {:.0} req/s, p99 {:.2} ms",
             rep.achieved_rps, rep.p99_ms
         ));
-        runs.push(Run {
-            label: format!(
+        runs.push(Run::measured(
+            format!(
                 "{workers} worker(s) on {} core(s)",
                 if workers == 1 { 1 } else { cores }
             ),
-            n: workers,
-            throughput_rps: rep.achieved_rps,
-            p50_ms: rep.p50_ms,
-            p99_ms: rep.p99_ms,
-            errors: rep.errors.total,
-            app_cores: app,
-            generator_cores: gen_cores,
-        });
+            workers,
+            &rep,
+            (app, gen_cores),
+        ));
     }
     let speedup = runs[1].throughput_rps / runs[0].throughput_rps.max(1e-9);
     Ok(Act2 { runs, speedup })

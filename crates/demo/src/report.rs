@@ -29,6 +29,27 @@ pub struct Run {
     pub generator_cores: f64,
 }
 
+impl Run {
+    /// A run from a load report and the CPU (instances, generator) measured around it.
+    pub fn measured(
+        label: String,
+        n: usize,
+        rep: &load::Report,
+        (app_cores, generator_cores): (f64, f64),
+    ) -> Run {
+        Run {
+            label,
+            n,
+            throughput_rps: rep.achieved_rps,
+            p50_ms: rep.p50_ms,
+            p99_ms: rep.p99_ms,
+            errors: rep.errors.total,
+            app_cores,
+            generator_cores,
+        }
+    }
+}
+
 /// One level of act 1's sweep.
 #[derive(Debug, Clone, Serialize)]
 pub struct Act1Point {
