@@ -340,16 +340,12 @@ pub async fn act3_scale_out(ctx: &Ctx) -> Result<Act3, DemoError> {
             "  {n} instance(s): {:.0} req/s, p99 {:.2} ms",
             rep.achieved_rps, rep.p99_ms
         ));
-        runs.push(Run {
-            label: format!("{n} instance(s)"),
+        runs.push(Run::measured(
+            format!("{n} instance(s)"),
             n,
-            throughput_rps: rep.achieved_rps,
-            p50_ms: rep.p50_ms,
-            p99_ms: rep.p99_ms,
-            errors: rep.errors.total,
-            app_cores: app,
-            generator_cores: gen_cores,
-        });
+            &rep,
+            (app, gen_cores),
+        ));
         stop.cancel();
         let _ = task.await;
     }
