@@ -11,14 +11,22 @@ fn main() {
 
 fn print_node(n: tree_sitter::Node, src: &str, depth: usize, field: Option<&str>) {
     let text = &src[n.byte_range()];
-    let short: String = text.chars().take(40).collect::<String>().replace('\n', "\\n");
+    let short: String = text
+        .chars()
+        .take(40)
+        .collect::<String>()
+        .replace('\n', "\\n");
     println!(
         "{}{}{} [{}] {:?}",
         "  ".repeat(depth),
         field.map(|f| format!("{f}: ")).unwrap_or_default(),
         n.kind(),
         n.start_position().row + 1,
-        if n.named_child_count() == 0 { short } else { String::new() }
+        if n.named_child_count() == 0 {
+            short
+        } else {
+            String::new()
+        }
     );
     let mut c = n.walk();
     for (i, ch) in n.named_children(&mut c).enumerate() {

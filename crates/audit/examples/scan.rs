@@ -5,17 +5,27 @@
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let path = args.next().expect("usage: scan PATH [--json] [--threads N]");
+    let path = args
+        .next()
+        .expect("usage: scan PATH [--json] [--threads N]");
     let mut json = false;
     let mut threads = 0;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--json" => json = true,
-            "--threads" => threads = args.next().and_then(|n| n.parse().ok()).expect("--threads N"),
+            "--threads" => {
+                threads = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--threads N")
+            }
             other => panic!("unknown flag {other}"),
         }
     }
-    let options = audit::Options { threads, ..audit::Options::default() };
+    let options = audit::Options {
+        threads,
+        ..audit::Options::default()
+    };
     let started = std::time::Instant::now();
     let report = audit::audit_path(std::path::Path::new(&path), &options).expect("audit");
     let elapsed = started.elapsed();
@@ -29,6 +39,10 @@ fn main() {
         report.files_scanned,
         report.lines_scanned,
         elapsed.as_secs_f64(),
-        if threads == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { threads }
+        if threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            threads
+        }
     );
 }

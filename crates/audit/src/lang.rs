@@ -124,7 +124,10 @@ mod tests {
     #[test]
     fn detects_by_name() {
         assert_eq!(Lang::from_path(Path::new("a/b.tsx")), Some(Lang::Tsx));
-        assert_eq!(Lang::from_path(Path::new(".env.example")), Some(Lang::Config));
+        assert_eq!(
+            Lang::from_path(Path::new(".env.example")),
+            Some(Lang::Config)
+        );
         assert_eq!(Lang::from_path(Path::new("jquery.min.js")), None);
         assert_eq!(Lang::from_path(Path::new("README.md")), None);
     }

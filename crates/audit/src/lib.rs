@@ -191,7 +191,9 @@ pub fn audit_path(path: &Path, options: &Options) -> Result<Report, AuditError> 
     };
     let mut report = scan::scan_files(&files, options);
     report.root = path.to_path_buf();
-    report.findings.retain(|f| f.severity >= options.min_severity);
+    report
+        .findings
+        .retain(|f| f.severity >= options.min_severity);
     report
         .findings
         .sort_by(|a, b| (&a.path, a.line, a.rule_id).cmp(&(&b.path, b.line, b.rule_id)));

@@ -13,7 +13,10 @@ impl TempTree {
         let p = std::env::temp_dir().join(format!(
             "scaleout-audit-{tag}-{}-{}",
             std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
         ));
         std::fs::create_dir_all(&p).unwrap();
         TempTree(p)
@@ -35,29 +38,41 @@ impl Drop for TempTree {
     }
 }
 
-const SESSION_JS: &str = "const session = require('express-session');\napp.use(session({ secret: 'x' }));\n";
+const SESSION_JS: &str =
+    "const session = require('express-session');\napp.use(session({ secret: 'x' }));\n";
 const GLOBAL_PY: &str = "store = {}\n\ndef put(k, v):\n    store[k] = v\n";
 
 #[test]
 fn clean_code_is_stateless_and_state_is_counted_by_category() {
     let t = TempTree::new("verdict");
-    t.write("app.py", "CODES = {'a': 1}\n\ndef get(k):\n    return CODES[k]\n");
+    t.write(
+        "app.py",
+        "CODES = {'a': 1}\n\ndef get(k):\n    return CODES[k]\n",
+    );
     let r = audit_path(t.path(), &Options::default()).unwrap();
     assert!(r.findings.is_empty(), "{:?}", r.findings);
     assert!(!r.verdict().stateful);
     assert_eq!(r.verdict().to_string(), "stateless");
     assert_eq!(r.files_scanned, 1);
 
-    t.write("server.js", SESSION_JS).write("store.py", GLOBAL_PY);
+    t.write("server.js", SESSION_JS)
+        .write("store.py", GLOBAL_PY);
     let r = audit_path(t.path(), &Options::default()).unwrap();
     let v = r.verdict();
     assert!(v.stateful);
     assert_eq!(v.counts.get("sessions"), Some(&1));
     assert_eq!(v.counts.get("global-state"), Some(&1));
     assert_eq!(v.to_string(), "stateful (global-state: 1, sessions: 1)");
-    let f = r.findings.iter().find(|f| f.rule_id == "JS-SESSION-MEMORY").unwrap();
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.rule_id == "JS-SESSION-MEMORY")
+        .unwrap();
     assert_eq!((f.path.as_str(), f.line), ("server.js", 2));
-    assert!(f.condition.is_some(), "a missing `store` is a conditional finding");
+    assert!(
+        f.condition.is_some(),
+        "a missing `store` is a conditional finding"
+    );
     assert!(!f.fix.is_empty() && !f.why.is_empty());
 }
 
@@ -78,7 +93,14 @@ fn min_severity_filters_findings() {
     let all = audit_path(t.path(), &Options::default()).unwrap();
     assert_eq!(all.findings.len(), 1);
     assert_eq!(all.findings[0].severity, Severity::Medium);
-    let high = audit_path(t.path(), &Options { min_severity: Severity::High, ..Options::default() }).unwrap();
+    let high = audit_path(
+        t.path(),
+        &Options {
+            min_severity: Severity::High,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     assert!(high.findings.is_empty());
     assert!(!high.has_findings_at(Severity::High));
 }
@@ -97,26 +119,61 @@ fn inline_suppression_needs_a_reason() {
     let r = audit_path(t.path(), &Options::default()).unwrap();
     assert_eq!(r.suppressed.len(), 1);
     assert_eq!(r.suppressed[0].path, "a.py");
-    assert_eq!(r.suppressed[0].reason, "process-local metrics, scraped per instance");
-    assert_eq!(r.findings.len(), 1, "a suppression without a reason suppresses nothing");
+    assert_eq!(
+        r.suppressed[0].reason,
+        "process-local metrics, scraped per instance"
+    );
+    assert_eq!(
+        r.findings.len(),
+        1,
+        "a suppression without a reason suppresses nothing"
+    );
     assert_eq!(r.findings[0].path, "b.py");
-    assert!(r.warnings.iter().any(|w| w.contains("b.py:1") && w.contains("no reason")), "{:?}", r.warnings);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("b.py:1") && w.contains("no reason")),
+        "{:?}",
+        r.warnings
+    );
 }
 
 #[test]
 fn dependency_folders_gitignored_paths_and_tests_are_skipped() {
     let t = TempTree::new("ignore");
-    for dir in ["node_modules/x", "vendor/y", "target/z", ".venv/lib", "venv/lib", "dist", "build"] {
+    for dir in [
+        "node_modules/x",
+        "vendor/y",
+        "target/z",
+        ".venv/lib",
+        "venv/lib",
+        "dist",
+        "build",
+    ] {
         t.write(&format!("{dir}/server.js"), SESSION_JS);
     }
     t.write(".gitignore", "generated/\n");
     t.write("generated/server.js", SESSION_JS);
     t.write("tests/test_store.py", GLOBAL_PY);
-    t.write("src/store_test.go", "package x\nvar m = map[string]int{}\nfunc Put() { m[\"a\"] = 1 }\n");
+    t.write(
+        "src/store_test.go",
+        "package x\nvar m = map[string]int{}\nfunc Put() { m[\"a\"] = 1 }\n",
+    );
     let r = audit_path(t.path(), &Options::default()).unwrap();
     assert!(r.findings.is_empty(), "{:#?}", r.findings);
-    let with_tests = audit_path(t.path(), &Options { include_tests: true, ..Options::default() }).unwrap();
-    let paths: Vec<&str> = with_tests.findings.iter().map(|f| f.path.as_str()).collect();
+    let with_tests = audit_path(
+        t.path(),
+        &Options {
+            include_tests: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let paths: Vec<&str> = with_tests
+        .findings
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect();
     assert_eq!(paths, vec!["src/store_test.go", "tests/test_store.py"]);
 }
 
@@ -147,9 +204,28 @@ fn json_carries_verdict_counts_and_findings() {
 #[test]
 fn parallel_and_serial_scans_agree() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-    let one = audit_path(&fixtures, &Options { threads: 1, ..Options::default() }).unwrap();
-    let four = audit_path(&fixtures, &Options { threads: 4, ..Options::default() }).unwrap();
-    let key = |r: &audit::Report| r.findings.iter().map(|f| (f.path.clone(), f.line, f.rule_id)).collect::<Vec<_>>();
+    let one = audit_path(
+        &fixtures,
+        &Options {
+            threads: 1,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let four = audit_path(
+        &fixtures,
+        &Options {
+            threads: 4,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let key = |r: &audit::Report| {
+        r.findings
+            .iter()
+            .map(|f| (f.path.clone(), f.line, f.rule_id))
+            .collect::<Vec<_>>()
+    };
     assert!(!one.findings.is_empty());
     assert_eq!(key(&one), key(&four));
 }

@@ -23,8 +23,14 @@ fn expected(dir: &Path, rule: &str) -> BTreeSet<(String, usize)> {
                 stack.push(p);
                 continue;
             }
-            let Ok(text) = std::fs::read_to_string(&p) else { continue };
-            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            let rel = p
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             for (i, line) in text.lines().enumerate() {
                 if line.contains(&format!("expect: {rule}")) {
                     out.insert((rel.clone(), i + 1));
@@ -47,7 +53,10 @@ fn every_rule_has_positive_and_negative_fixtures_that_behave() {
         }
         let want = expected(&pos, rule.id);
         if want.is_empty() {
-            failures.push(format!("{}: positive fixture marks no `expect:` line", rule.id));
+            failures.push(format!(
+                "{}: positive fixture marks no `expect:` line",
+                rule.id
+            ));
         }
         let report = audit_path(&pos, &Options::default()).unwrap();
         let got: BTreeSet<(String, usize)> = report
@@ -57,7 +66,10 @@ fn every_rule_has_positive_and_negative_fixtures_that_behave() {
             .map(|f| (f.path.clone(), f.line))
             .collect();
         if got != want {
-            failures.push(format!("{}: positive fired at {got:?}, expected {want:?}", rule.id));
+            failures.push(format!(
+                "{}: positive fired at {got:?}, expected {want:?}",
+                rule.id
+            ));
         }
         let report = audit_path(&neg, &Options::default()).unwrap();
         let fired: Vec<_> = report
@@ -74,13 +86,21 @@ fn every_rule_has_positive_and_negative_fixtures_that_behave() {
             failures.push(format!("{}: negative fixture is empty", rule.id));
         }
     }
-    assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} problems:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn no_fixture_directory_names_an_unknown_rule() {
     for e in std::fs::read_dir(fixtures()).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(audit::rule(&name).is_some(), "fixtures/{name} names no rule");
+        assert!(
+            audit::rule(&name).is_some(),
+            "fixtures/{name} names no rule"
+        );
     }
 }

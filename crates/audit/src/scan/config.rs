@@ -65,14 +65,22 @@ pub(crate) fn entries(rel: &str, src: &str) -> Vec<Entry> {
     let mut stack: Vec<(usize, String)> = Vec::new();
     for (row, raw) in src.lines().enumerate() {
         let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') || line.starts_with("//") {
+        if line.is_empty()
+            || line.starts_with('#')
+            || line.starts_with(';')
+            || line.starts_with("//")
+        {
             continue;
         }
         match format {
             Format::Env => {
                 let line = line.strip_prefix("export ").unwrap_or(line);
                 if let Some((k, v)) = line.split_once('=') {
-                    out.push(Entry { key: k.trim().to_string(), value: strip_comment(v, &[" #"]).to_string(), row });
+                    out.push(Entry {
+                        key: k.trim().to_string(),
+                        value: strip_comment(v, &[" #"]).to_string(),
+                        row,
+                    });
                 }
             }
             Format::Ini | Format::Properties => {
@@ -84,12 +92,18 @@ pub(crate) fn entries(rel: &str, src: &str) -> Vec<Entry> {
                 if let Some((k, v)) = split {
                     let k = k.trim();
                     // php.ini repeats the section in the key (`[Session]` / `session.save_handler`).
-                    let key = if section.is_empty() || k.to_ascii_lowercase().starts_with(&format!("{section}.")) {
+                    let key = if section.is_empty()
+                        || k.to_ascii_lowercase().starts_with(&format!("{section}."))
+                    {
                         k.to_string()
                     } else {
                         format!("{section}.{k}")
                     };
-                    out.push(Entry { key, value: strip_comment(v, &[" ;", " #"]).to_string(), row });
+                    out.push(Entry {
+                        key,
+                        value: strip_comment(v, &[" ;", " #"]).to_string(),
+                        row,
+                    });
                 }
             }
             Format::Yaml => {
@@ -97,7 +111,9 @@ pub(crate) fn entries(rel: &str, src: &str) -> Vec<Entry> {
                     continue;
                 }
                 let indent = raw.len() - raw.trim_start().len();
-                let Some((k, v)) = line.split_once(':') else { continue };
+                let Some((k, v)) = line.split_once(':') else {
+                    continue;
+                };
                 while stack.last().is_some_and(|(i, _)| *i >= indent) {
                     stack.pop();
                 }
@@ -109,7 +125,11 @@ pub(crate) fn entries(rel: &str, src: &str) -> Vec<Entry> {
                 if v.is_empty() {
                     stack.push((indent, k));
                 } else {
-                    out.push(Entry { key, value: v.to_string(), row });
+                    out.push(Entry {
+                        key,
+                        value: v.to_string(),
+                        row,
+                    });
                 }
             }
         }
@@ -118,13 +138,23 @@ pub(crate) fn entries(rel: &str, src: &str) -> Vec<Entry> {
 }
 
 fn hit(rule: &'static str, row: usize, message: String) -> Hit {
-    Hit { rule, row, col: 0, message, severity: None, condition: None }
+    Hit {
+        rule,
+        row,
+        col: 0,
+        message,
+        severity: None,
+        condition: None,
+    }
 }
 
 pub(crate) fn scan(ctx: &FileCtx, hits: &mut Vec<Hit>) {
     let name = ctx.rel.rsplit('/').next().unwrap_or(ctx.rel);
     let lower_name = name.to_ascii_lowercase();
-    if lower_name.contains("test") || lower_name.contains("development") || lower_name.contains(".local") && !lower_name.ends_with(".env.local") {
+    if lower_name.contains("test")
+        || lower_name.contains("development")
+        || lower_name.contains(".local") && !lower_name.ends_with(".env.local")
+    {
         return;
     }
     for e in entries(ctx.rel, ctx.src) {
@@ -132,26 +162,73 @@ pub(crate) fn scan(ctx: &FileCtx, hits: &mut Vec<Hit>) {
         let lkey = key.to_ascii_lowercase();
         let v = e.value.as_str();
         let lv = v.to_ascii_lowercase();
-        if lkey.starts_with("development.") || lkey.starts_with("test.") || lkey.contains(".test.") {
+        if lkey.starts_with("development.") || lkey.starts_with("test.") || lkey.contains(".test.")
+        {
             continue;
         }
         let m = format!("{key} = {v}");
         match (lkey.as_str(), lv.as_str()) {
-            ("session.save_handler", "files") => hits.push(hit("CFG-SESSION-LOCAL", e.row, format!("{m}: PHP sessions on this server's disk"))),
-            ("session_driver", "file") => hits.push(hit("CFG-SESSION-LOCAL", e.row, format!("{m}: Laravel sessions in storage/framework/sessions on this instance"))),
-            ("session_type", "filesystem") => hits.push(hit("CFG-SESSION-LOCAL", e.row, format!("{m}: Flask-Session on this instance's disk"))),
-            ("session.provider", "memory" | "file") => hits.push(hit("CFG-SESSION-LOCAL", e.row, format!("[session] {m}: sessions kept per instance"))),
-            ("spring.session.store-type", "none") => hits.push(hit("CFG-SESSION-LOCAL", e.row, format!("{m}: servlet sessions stay in container memory"))),
-            ("cache_driver" | "cache_store", "file" | "apc") => hits.push(hit("CFG-CACHE-LOCAL", e.row, format!("{m}: cache kept on this instance"))),
-            ("cache_type", "simple" | "simplecache" | "filesystem" | "filesystemcache") => hits.push(hit("CFG-CACHE-LOCAL", e.row, format!("{m}: Flask-Caching cache per instance"))),
-            ("spring.cache.type", "simple" | "caffeine") => hits.push(hit("CFG-CACHE-LOCAL", e.row, format!("{m}: Spring caches per instance"))),
-            ("filesystem_disk" | "filesystem_driver" | "filesystem_default", "local" | "public") => {
-                hits.push(hit("CFG-LOCAL-DISK", e.row, format!("{m}: uploads stored on this instance's disk")))
-            }
+            ("session.save_handler", "files") => hits.push(hit(
+                "CFG-SESSION-LOCAL",
+                e.row,
+                format!("{m}: PHP sessions on this server's disk"),
+            )),
+            ("session_driver", "file") => hits.push(hit(
+                "CFG-SESSION-LOCAL",
+                e.row,
+                format!("{m}: Laravel sessions in storage/framework/sessions on this instance"),
+            )),
+            ("session_type", "filesystem") => hits.push(hit(
+                "CFG-SESSION-LOCAL",
+                e.row,
+                format!("{m}: Flask-Session on this instance's disk"),
+            )),
+            ("session.provider", "memory" | "file") => hits.push(hit(
+                "CFG-SESSION-LOCAL",
+                e.row,
+                format!("[session] {m}: sessions kept per instance"),
+            )),
+            ("spring.session.store-type", "none") => hits.push(hit(
+                "CFG-SESSION-LOCAL",
+                e.row,
+                format!("{m}: servlet sessions stay in container memory"),
+            )),
+            ("cache_driver" | "cache_store", "file" | "apc") => hits.push(hit(
+                "CFG-CACHE-LOCAL",
+                e.row,
+                format!("{m}: cache kept on this instance"),
+            )),
+            ("cache_type", "simple" | "simplecache" | "filesystem" | "filesystemcache") => hits
+                .push(hit(
+                    "CFG-CACHE-LOCAL",
+                    e.row,
+                    format!("{m}: Flask-Caching cache per instance"),
+                )),
+            ("spring.cache.type", "simple" | "caffeine") => hits.push(hit(
+                "CFG-CACHE-LOCAL",
+                e.row,
+                format!("{m}: Spring caches per instance"),
+            )),
+            (
+                "filesystem_disk" | "filesystem_driver" | "filesystem_default",
+                "local" | "public",
+            ) => hits.push(hit(
+                "CFG-LOCAL-DISK",
+                e.row,
+                format!("{m}: uploads stored on this instance's disk"),
+            )),
             _ => {}
         }
-        if lower_name == "cable.yml" && lkey.ends_with("adapter") && lv == "async" && !lkey.starts_with("development") {
-            hits.push(hit("CFG-WS-MEMORY", e.row, format!("{m}: Action Cable broadcasts stay in this process")));
+        if lower_name == "cable.yml"
+            && lkey.ends_with("adapter")
+            && lv == "async"
+            && !lkey.starts_with("development")
+        {
+            hits.push(hit(
+                "CFG-WS-MEMORY",
+                e.row,
+                format!("{m}: Action Cable broadcasts stay in this process"),
+            ));
         }
     }
 }
@@ -168,7 +245,10 @@ mod tests {
         let ini = entries("php.ini", "[Session]\nsession.save_handler = files ; c\n");
         assert_eq!(ini[0].key, "session.save_handler");
         assert_eq!(ini[0].value, "files");
-        let yml = entries("config/cable.yml", "development:\n  adapter: async\nproduction:\n  adapter: redis\n  url: x\n");
+        let yml = entries(
+            "config/cable.yml",
+            "development:\n  adapter: async\nproduction:\n  adapter: redis\n  url: x\n",
+        );
         assert_eq!(yml[0].key, "development.adapter");
         assert_eq!(yml[1].key, "production.adapter");
         assert_eq!(yml[1].value, "redis");

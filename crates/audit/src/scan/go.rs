@@ -40,11 +40,17 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
     let mut go_called: HashSet<String> = HashSet::new();
     let mut vars: BTreeMap<String, Var> = BTreeMap::new();
     let grammar: tree_sitter::Language = tree_sitter_go::LANGUAGE.into();
-    query(&grammar, "(import_spec path: (_) @path)", root, src, |caps| {
-        if let Some(p) = caps.get("path").and_then(|p| string_value(*p, src)) {
-            imports.insert(p);
-        }
-    });
+    query(
+        &grammar,
+        "(import_spec path: (_) @path)",
+        root,
+        src,
+        |caps| {
+            if let Some(p) = caps.get("path").and_then(|p| string_value(*p, src)) {
+                imports.insert(p);
+            }
+        },
+    );
     walk(root, |n| match n.kind() {
         "go_statement" => {
             if let Some(call) = n.named_child(0)
@@ -70,12 +76,13 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         for s in specs {
             let ty = field(s, "type").map(|t| text(t, src)).unwrap_or("");
             let value = field(s, "value").map(|v| text(v, src)).unwrap_or("");
-            let sync_map = ty == "sync.Map" || value.starts_with("sync.Map{") || value.starts_with("&sync.Map{");
+            let sync_map = ty == "sync.Map"
+                || value.starts_with("sync.Map{")
+                || value.starts_with("&sync.Map{");
             let is_map = ty.starts_with("map[")
                 || value.starts_with("map[")
                 || value.starts_with("make(map[")
-                || ty.starts_with("struct")
-                    && ty.contains("map[");
+                || ty.starts_with("struct") && ty.contains("map[");
             if !(is_map || sync_map) {
                 continue;
             }
@@ -83,7 +90,11 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 if c.kind() == "identifier" && field(s, "name").is_some() {
                     vars.insert(
                         text(c, src).to_string(),
-                        Var { node: s, sync_map, writes: Vec::new() },
+                        Var {
+                            node: s,
+                            sync_map,
+                            writes: Vec::new(),
+                        },
                     );
                 }
             }
@@ -114,7 +125,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             }
         }
         "call_expression" => {
-            let Some(func) = field(n, "function") else { return };
+            let Some(func) = field(n, "function") else {
+                return;
+            };
             let ft = text(func, src);
             let last = ft.rsplit('.').next().unwrap_or(ft);
             let args = field(n, "arguments");
@@ -131,7 +144,15 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 && let Some(name) = root_ident(op, src)
                 && let Some(v) = vars.get_mut(name)
                 && v.sync_map
-                && matches!(last, "Store" | "LoadOrStore" | "Delete" | "LoadAndDelete" | "Swap" | "CompareAndSwap")
+                && matches!(
+                    last,
+                    "Store"
+                        | "LoadOrStore"
+                        | "Delete"
+                        | "LoadAndDelete"
+                        | "Swap"
+                        | "CompareAndSwap"
+                )
                 && in_runtime_function(n, src)
             {
                 v.writes.push("Store");
@@ -142,30 +163,47 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                     n,
                     "gorilla/sessions FilesystemStore keeps sessions on this instance's disk",
                 )),
-                "memstore.NewStore" | "memstore.NewMemStore" | "memstore.New" => hits.push(Hit::at(
-                    "GO-SESSION-LOCAL",
-                    n,
-                    "in-memory session store keeps sessions in this process",
-                )),
+                "memstore.NewStore" | "memstore.NewMemStore" | "memstore.New" => {
+                    hits.push(Hit::at(
+                        "GO-SESSION-LOCAL",
+                        n,
+                        "in-memory session store keeps sessions in this process",
+                    ))
+                }
                 "scs.New" if scs => scs_calls.push(n),
                 "time.NewTicker" | "time.Tick" => {
                     let in_go = ancestor(n, &["go_statement"]).is_some()
                         || enclosing_name(n, src).is_some_and(|f| go_called.contains(&f));
                     if in_go {
-                        hits.push(Hit::at("GO-TICKER-JOB", n, format!("{ft} loop in a goroutine runs in every instance")));
+                        hits.push(Hit::at(
+                            "GO-TICKER-JOB",
+                            n,
+                            format!("{ft} loop in a goroutine runs in every instance"),
+                        ));
                     }
                 }
                 "cron.New" | "gocron.NewScheduler" | "gocron.NewScheduler(time.UTC)" => {
-                    hits.push(Hit::at("GO-TICKER-JOB", n, format!("{ft} scheduler runs in every instance")))
+                    hits.push(Hit::at(
+                        "GO-TICKER-JOB",
+                        n,
+                        format!("{ft} scheduler runs in every instance"),
+                    ))
                 }
                 "os.Create" | "os.WriteFile" | "ioutil.WriteFile" | "os.OpenFile" => {
                     let writes = ft != "os.OpenFile"
                         || args.is_some_and(|a| {
                             let t = text(a, src);
-                            t.contains("O_CREATE") || t.contains("O_WRONLY") || t.contains("O_APPEND") || t.contains("O_RDWR")
+                            t.contains("O_CREATE")
+                                || t.contains("O_WRONLY")
+                                || t.contains("O_APPEND")
+                                || t.contains("O_RDWR")
                         });
                     if writes && in_handler(n, src) {
-                        hits.push(Hit::at("GO-LOCAL-WRITE", n, format!("{ft} in an HTTP handler writes to this instance's disk")));
+                        hits.push(Hit::at(
+                            "GO-LOCAL-WRITE",
+                            n,
+                            format!("{ft} in an HTTP handler writes to this instance's disk"),
+                        ));
                     }
                 }
                 "tollbooth.NewLimiter" => hits.push(Hit::at(
@@ -173,8 +211,14 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                     n,
                     "tollbooth limiter keeps its counters in process memory",
                 )),
-                "memory.NewStore" | "memory.NewStoreWithOptions" if imports.iter().any(|i| i.contains("ulule/limiter")) => {
-                    hits.push(Hit::at("GO-RATELIMIT-MEMORY", n, "ulule/limiter memory store counts per instance"))
+                "memory.NewStore" | "memory.NewStoreWithOptions"
+                    if imports.iter().any(|i| i.contains("ulule/limiter")) =>
+                {
+                    hits.push(Hit::at(
+                        "GO-RATELIMIT-MEMORY",
+                        n,
+                        "ulule/limiter memory store counts per instance",
+                    ))
                 }
                 "rate.NewLimiter" => {
                     if stored_in_map(n, src) {
@@ -187,8 +231,15 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 }
                 _ => {}
             }
-            if matches!(last, "SaveUploadedFile" | "SaveFile") && func.kind() == "selector_expression" && in_handler(n, src) {
-                hits.push(Hit::at("GO-LOCAL-WRITE", n, format!("{ft} stores the upload on this instance's disk")));
+            if matches!(last, "SaveUploadedFile" | "SaveFile")
+                && func.kind() == "selector_expression"
+                && in_handler(n, src)
+            {
+                hits.push(Hit::at(
+                    "GO-LOCAL-WRITE",
+                    n,
+                    format!("{ft} stores the upload on this instance's disk"),
+                ));
             }
         }
         _ => {}
@@ -197,8 +248,12 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
     if !scs_store_set {
         for n in scs_calls {
             hits.push(
-                Hit::at("GO-SESSION-LOCAL", n, "scs session manager with its default in-memory store")
-                    .condition("no `.Store` is assigned, so scs uses memstore"),
+                Hit::at(
+                    "GO-SESSION-LOCAL",
+                    n,
+                    "scs session manager with its default in-memory store",
+                )
+                .condition("no `.Store` is assigned, so scs uses memstore"),
             );
         }
     }
@@ -246,7 +301,9 @@ fn enclosing_name(n: Node, src: &str) -> Option<String> {
 
 /// Inside a function that is not `init` or named like start-up code.
 fn in_runtime_function(n: Node, src: &str) -> bool {
-    let Some(_) = ancestor(n, FUNCS) else { return false };
+    let Some(_) = ancestor(n, FUNCS) else {
+        return false;
+    };
     match enclosing_name(n, src) {
         Some(name) => !startup_function(&name),
         None => true,
@@ -281,7 +338,9 @@ fn stored_in_map(n: Node, src: &str) -> bool {
     walk(f, |a| {
         if a.kind() == "assignment_statement"
             && let Some(l) = field(a, "left")
-            && named_children(l).iter().any(|t| t.kind() == "index_expression")
+            && named_children(l)
+                .iter()
+                .any(|t| t.kind() == "index_expression")
         {
             found = true;
         }

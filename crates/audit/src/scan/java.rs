@@ -16,22 +16,63 @@ use super::{FileCtx, Hit, per_user_name, startup_function};
 use crate::Severity;
 
 const SINGLETON_ANNOTATIONS: &[&str] = &[
-    "Service", "Component", "Controller", "RestController", "Repository", "Singleton",
-    "ApplicationScoped", "Configuration",
+    "Service",
+    "Component",
+    "Controller",
+    "RestController",
+    "Repository",
+    "Singleton",
+    "ApplicationScoped",
+    "Configuration",
 ];
 
 const MUTABLE_COLLECTIONS: &[&str] = &[
-    "HashMap", "ConcurrentHashMap", "LinkedHashMap", "TreeMap", "ArrayList", "LinkedList",
-    "HashSet", "LinkedHashSet", "TreeSet", "ConcurrentLinkedQueue", "ConcurrentLinkedDeque",
-    "ArrayDeque", "CopyOnWriteArrayList", "CopyOnWriteArraySet", "ConcurrentSkipListMap",
-    "ConcurrentSkipListSet", "LinkedBlockingQueue", "ArrayBlockingQueue", "PriorityQueue",
-    "Hashtable", "Vector", "Stack", "WeakHashMap",
+    "HashMap",
+    "ConcurrentHashMap",
+    "LinkedHashMap",
+    "TreeMap",
+    "ArrayList",
+    "LinkedList",
+    "HashSet",
+    "LinkedHashSet",
+    "TreeSet",
+    "ConcurrentLinkedQueue",
+    "ConcurrentLinkedDeque",
+    "ArrayDeque",
+    "CopyOnWriteArrayList",
+    "CopyOnWriteArraySet",
+    "ConcurrentSkipListMap",
+    "ConcurrentSkipListSet",
+    "LinkedBlockingQueue",
+    "ArrayBlockingQueue",
+    "PriorityQueue",
+    "Hashtable",
+    "Vector",
+    "Stack",
+    "WeakHashMap",
 ];
 
 const WRITE_METHODS: &[&str] = &[
-    "put", "putAll", "putIfAbsent", "compute", "computeIfAbsent", "computeIfPresent", "merge",
-    "remove", "clear", "add", "addAll", "offer", "push", "poll", "pop", "set", "replace",
-    "addFirst", "addLast", "removeIf",
+    "put",
+    "putAll",
+    "putIfAbsent",
+    "compute",
+    "computeIfAbsent",
+    "computeIfPresent",
+    "merge",
+    "remove",
+    "clear",
+    "add",
+    "addAll",
+    "offer",
+    "push",
+    "poll",
+    "pop",
+    "set",
+    "replace",
+    "addFirst",
+    "addLast",
+    "removeIf",
 ];
 
 struct Field<'t> {
@@ -53,7 +94,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             .map(|m| text(m, src))
             .unwrap_or("");
         let is_static = mods.split_whitespace().any(|w| w == "static");
-        let singleton = ancestor(n, &["class_declaration"]).is_some_and(|c| class_annotated(c, src, SINGLETON_ANNOTATIONS));
+        let singleton = ancestor(n, &["class_declaration"])
+            .is_some_and(|c| class_annotated(c, src, SINGLETON_ANNOTATIONS));
         if !is_static && !singleton {
             return;
         }
@@ -67,15 +109,26 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             if mutable_collection(value, src) {
                 fields.insert(
                     text(name, src).to_string(),
-                    Field { node: n, is_static, writes: Vec::new() },
+                    Field {
+                        node: n,
+                        is_static,
+                        writes: Vec::new(),
+                    },
                 );
             }
         }
     });
 
-    let shared_cache_dep = ["redis", "hazelcast", "memcached", "infinispan", "couchbase", "jcache-redis"]
-        .iter()
-        .any(|d| ctx.facts.has_dep(d));
+    let shared_cache_dep = [
+        "redis",
+        "hazelcast",
+        "memcached",
+        "infinispan",
+        "couchbase",
+        "jcache-redis",
+    ]
+    .iter()
+    .any(|d| ctx.facts.has_dep(d));
     let spring_session = ctx.facts.has_dep("spring-session");
     let mut session_reported = false;
 
@@ -104,11 +157,13 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                     n,
                     format!("{obj_text} in-process cache: each instance holds its own copy"),
                 )),
-                ("Executors", "newScheduledThreadPool" | "newSingleThreadScheduledExecutor") => hits.push(Hit::at(
-                    "JAVA-SCHEDULED",
-                    n,
-                    format!("Executors.{name} runs scheduled work in every instance"),
-                )),
+                ("Executors", "newScheduledThreadPool" | "newSingleThreadScheduledExecutor") => {
+                    hits.push(Hit::at(
+                        "JAVA-SCHEDULED",
+                        n,
+                        format!("Executors.{name} runs scheduled work in every instance"),
+                    ))
+                }
                 ("Bucket" | "Bucket4j", "builder") => hits.push(Hit::at(
                     "JAVA-RATELIMIT-MEMORY",
                     n,
@@ -128,25 +183,47 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 }
                 _ => {}
             }
-            if name == "transferTo" && in_upload_method(n, src) && !obj_text.contains("getInputStream") {
-                hits.push(Hit::at("JAVA-LOCAL-WRITE", n, "MultipartFile.transferTo writes the upload to this instance's disk"));
+            if name == "transferTo"
+                && in_upload_method(n, src)
+                && !obj_text.contains("getInputStream")
+            {
+                hits.push(Hit::at(
+                    "JAVA-LOCAL-WRITE",
+                    n,
+                    "MultipartFile.transferTo writes the upload to this instance's disk",
+                ));
             }
             if obj_text == "Files"
-                && matches!(name, "write" | "copy" | "writeString" | "newOutputStream" | "newBufferedWriter")
+                && matches!(
+                    name,
+                    "write" | "copy" | "writeString" | "newOutputStream" | "newBufferedWriter"
+                )
                 && in_upload_method(n, src)
             {
-                hits.push(Hit::at("JAVA-LOCAL-WRITE", n, format!("Files.{name} stores the upload on this instance's disk")));
+                hits.push(Hit::at(
+                    "JAVA-LOCAL-WRITE",
+                    n,
+                    format!("Files.{name} stores the upload on this instance's disk"),
+                ));
             }
         }
         "object_creation_expression" => {
             let ty = field(n, "type").map(|t| text(t, src)).unwrap_or("");
-            let base = ty.split('<').next().unwrap_or(ty).rsplit('.').next().unwrap_or(ty);
+            let base = ty
+                .split('<')
+                .next()
+                .unwrap_or(ty)
+                .rsplit('.')
+                .next()
+                .unwrap_or(ty);
             match base {
-                "FileOutputStream" | "FileWriter" if in_upload_method(n, src) => hits.push(Hit::at(
-                    "JAVA-LOCAL-WRITE",
-                    n,
-                    format!("new {base} stores the upload on this instance's disk"),
-                )),
+                "FileOutputStream" | "FileWriter" if in_upload_method(n, src) => {
+                    hits.push(Hit::at(
+                        "JAVA-LOCAL-WRITE",
+                        n,
+                        format!("new {base} stores the upload on this instance's disk"),
+                    ))
+                }
                 "Timer" if ty == "Timer" || ty == "java.util.Timer" => hits.push(Hit::at(
                     "JAVA-SCHEDULED",
                     n,
@@ -177,7 +254,11 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 && let Some(mods) = n.parent()
                 && !text(mods, src).contains("SchedulerLock")
             {
-                hits.push(Hit::at("JAVA-SCHEDULED", n, "@Scheduled method runs on every instance"));
+                hits.push(Hit::at(
+                    "JAVA-SCHEDULED",
+                    n,
+                    "@Scheduled method runs on every instance",
+                ));
             }
             if name == "EnableCaching" && !shared_cache_dep {
                 hits.push(
@@ -201,7 +282,11 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             f.node,
             format!(
                 "{} collection `{name}` is written at run time ({})",
-                if f.is_static { "static" } else { "singleton-bean" },
+                if f.is_static {
+                    "static"
+                } else {
+                    "singleton-bean"
+                },
                 w.join(", ")
             ),
         );
@@ -213,12 +298,16 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
 }
 
 fn class_annotated(class: Node, src: &str, names: &[&str]) -> bool {
-    let Some(mods) = class.named_children(&mut class.walk()).find(|c| c.kind() == "modifiers") else {
+    let Some(mods) = class
+        .named_children(&mut class.walk())
+        .find(|c| c.kind() == "modifiers")
+    else {
         return false;
     };
     named_children(mods).iter().any(|a| {
         matches!(a.kind(), "marker_annotation" | "annotation")
-            && field(*a, "name").is_some_and(|n| names.contains(&text(n, src).rsplit('.').next().unwrap_or("")))
+            && field(*a, "name")
+                .is_some_and(|n| names.contains(&text(n, src).rsplit('.').next().unwrap_or("")))
     })
 }
 
@@ -245,11 +334,26 @@ fn mutable_collection(value: Node, src: &str) -> bool {
 /// Inside a method (not a constructor, static initialiser, @PostConstruct or start-up
 /// method).
 fn in_runtime_method(n: Node, src: &str) -> bool {
-    let Some(m) = ancestor(n, &["method_declaration", "constructor_declaration", "static_initializer", "lambda_expression"]) else {
+    let Some(m) = ancestor(
+        n,
+        &[
+            "method_declaration",
+            "constructor_declaration",
+            "static_initializer",
+            "lambda_expression",
+        ],
+    ) else {
         return false;
     };
     let m = if m.kind() == "lambda_expression" {
-        match ancestor(m, &["method_declaration", "constructor_declaration", "static_initializer"]) {
+        match ancestor(
+            m,
+            &[
+                "method_declaration",
+                "constructor_declaration",
+                "static_initializer",
+            ],
+        ) {
             Some(x) => x,
             None => return false,
         }
@@ -265,7 +369,10 @@ fn in_runtime_method(n: Node, src: &str) -> bool {
         .find(|c| c.kind() == "modifiers")
         .map(|x| text(x, src))
         .unwrap_or("");
-    !(startup_function(name) || mods.contains("PostConstruct") || name == "afterPropertiesSet" || name == "run" && mods.contains("Override") && text(m, src).contains("String... args"))
+    !(startup_function(name)
+        || mods.contains("PostConstruct")
+        || name == "afterPropertiesSet"
+        || name == "run" && mods.contains("Override") && text(m, src).contains("String... args"))
 }
 
 /// Inside a method that receives an uploaded file (MultipartFile, Part, FilePart).
@@ -279,7 +386,10 @@ fn in_upload_method(n: Node, src: &str) -> bool {
     named_children(params).iter().any(|p| {
         field(*p, "type").is_some_and(|t| {
             let t = text(t, src);
-            t.contains("MultipartFile") || t == "Part" || t == "FilePart" || t.contains("MultipartHttpServletRequest")
+            t.contains("MultipartFile")
+                || t == "Part"
+                || t == "FilePart"
+                || t.contains("MultipartHttpServletRequest")
         })
     })
 }

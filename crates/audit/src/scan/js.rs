@@ -26,12 +26,46 @@ const FUNCTIONS: &[&str] = &[
 
 /// Modules whose presence marks a file as server-side code.
 const SERVER_MODULES: &[&str] = &[
-    "express", "koa", "fastify", "@hapi/hapi", "hapi", "http", "https", "node:http",
-    "restify", "socket.io", "ws", "mongoose", "sequelize", "pg", "mysql", "mysql2", "redis",
-    "ioredis", "knex", "@prisma/client", "typeorm", "express-session", "body-parser",
-    "node-cron", "cron", "node-schedule", "multer", "next", "@nestjs/common", "@nestjs/core",
-    "@nestjs/schedule", "fs", "node:fs", "fs/promises", "node:fs/promises", "cluster",
-    "mongodb", "sqlite3", "better-sqlite3", "express-rate-limit",
+    "express",
+    "koa",
+    "fastify",
+    "@hapi/hapi",
+    "hapi",
+    "http",
+    "https",
+    "node:http",
+    "restify",
+    "socket.io",
+    "ws",
+    "mongoose",
+    "sequelize",
+    "pg",
+    "mysql",
+    "mysql2",
+    "redis",
+    "ioredis",
+    "knex",
+    "@prisma/client",
+    "typeorm",
+    "express-session",
+    "body-parser",
+    "node-cron",
+    "cron",
+    "node-schedule",
+    "multer",
+    "next",
+    "@nestjs/common",
+    "@nestjs/core",
+    "@nestjs/schedule",
+    "fs",
+    "node:fs",
+    "fs/promises",
+    "node:fs/promises",
+    "cluster",
+    "mongodb",
+    "sqlite3",
+    "better-sqlite3",
+    "express-rate-limit",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,14 +101,19 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             });
         }
         "variable_declarator" => {
-            let Some(value) = field(n, "value") else { return };
+            let Some(value) = field(n, "value") else {
+                return;
+            };
             let Some(module) = require_of(value, src) else {
                 return;
             };
             let names = imports.entry(module).or_default();
             if let Some(name) = field(n, "name") {
                 walk(name, |c| {
-                    if matches!(c.kind(), "identifier" | "shorthand_property_identifier_pattern") {
+                    if matches!(
+                        c.kind(),
+                        "identifier" | "shorthand_property_identifier_pattern"
+                    ) {
                         names.push(text(c, src).to_string());
                     }
                 });
@@ -83,9 +122,23 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         _ => {}
     });
     let server = imports.keys().any(|m| SERVER_MODULES.contains(&m.as_str()))
-        || walk_any(root, |n| n.kind() == "call_expression" && require_of(n, src).is_some_and(|m| SERVER_MODULES.contains(&m.as_str())));
+        || walk_any(root, |n| {
+            n.kind() == "call_expression"
+                && require_of(n, src).is_some_and(|m| SERVER_MODULES.contains(&m.as_str()))
+        });
     let frontend = ctx.rel.split('/').any(|s| {
-        matches!(s, "public" | "static" | "client" | "frontend" | "components" | "pages" | "assets" | "www" | "browser")
+        matches!(
+            s,
+            "public"
+                | "static"
+                | "client"
+                | "frontend"
+                | "components"
+                | "pages"
+                | "assets"
+                | "www"
+                | "browser"
+        )
     });
     let local = |module: &str| -> Vec<String> { imports.get(module).cloned().unwrap_or_default() };
 
@@ -113,7 +166,11 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             if let Some(kind) = collection_kind(value, src) {
                 colls.insert(
                     text(name, src).to_string(),
-                    Coll { decl: d, kind, writes: Vec::new() },
+                    Coll {
+                        decl: d,
+                        kind,
+                        writes: Vec::new(),
+                    },
                 );
             }
         }
@@ -142,7 +199,18 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                     && obj.kind() == "identifier"
                     && let Some(c) = colls.get_mut(text(obj, src))
                     && in_runtime_function(n, src)
-                    && matches!(last, "set" | "add" | "delete" | "clear" | "push" | "unshift" | "splice" | "shift" | "pop")
+                    && matches!(
+                        last,
+                        "set"
+                            | "add"
+                            | "delete"
+                            | "clear"
+                            | "push"
+                            | "unshift"
+                            | "splice"
+                            | "shift"
+                            | "pop"
+                    )
                 {
                     c.writes.push(last.to_string());
                 }
@@ -150,12 +218,22 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 if session_names.iter().any(|s| s == callee_text) {
                     session_call(n, first_obj, src, hits);
                 }
-                if n.kind() == "new_expression" && (callee_text.ends_with("MemoryStore")) && !session_names.is_empty() {
-                    hits.push(Hit::at("JS-SESSION-MEMORY", n, "express-session MemoryStore created explicitly"));
+                if n.kind() == "new_expression"
+                    && (callee_text.ends_with("MemoryStore"))
+                    && !session_names.is_empty()
+                {
+                    hits.push(Hit::at(
+                        "JS-SESSION-MEMORY",
+                        n,
+                        "express-session MemoryStore created explicitly",
+                    ));
                 }
                 // express-rate-limit
-                if rate_names.iter().any(|s| s == callee_text || s == last) && !rate_names.is_empty() {
-                    let has_store = first_obj.is_some_and(|o| object_key(o, "store", src).is_some());
+                if rate_names.iter().any(|s| s == callee_text || s == last)
+                    && !rate_names.is_empty()
+                {
+                    let has_store =
+                        first_obj.is_some_and(|o| object_key(o, "store", src).is_some());
                     if !has_store {
                         hits.push(
                             Hit::at("JS-RATELIMIT-MEMORY", n, "express-rate-limit without a `store`: counts are kept in this process")
@@ -165,19 +243,35 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 }
                 // multer
                 if !multer_names.is_empty() {
-                    if last == "diskStorage" && multer_names.iter().any(|m| callee_text.starts_with(m.as_str())) {
-                        hits.push(Hit::at("JS-UPLOAD-DISK", n, "multer.diskStorage writes uploads to this instance's disk"));
+                    if last == "diskStorage"
+                        && multer_names
+                            .iter()
+                            .any(|m| callee_text.starts_with(m.as_str()))
+                    {
+                        hits.push(Hit::at(
+                            "JS-UPLOAD-DISK",
+                            n,
+                            "multer.diskStorage writes uploads to this instance's disk",
+                        ));
                     } else if multer_names.iter().any(|m| m == callee_text)
                         && first_obj.is_some_and(|o| object_key(o, "dest", src).is_some())
                     {
-                        hits.push(Hit::at("JS-UPLOAD-DISK", n, "multer({ dest }) writes uploads to this instance's disk"));
+                        hits.push(Hit::at(
+                            "JS-UPLOAD-DISK",
+                            n,
+                            "multer({ dest }) writes uploads to this instance's disk",
+                        ));
                     }
                 }
                 // Timers and cron jobs in server code.
                 let timer = match callee_text {
                     "setInterval" | "global.setInterval" => Some("setInterval job"),
-                    _ if last == "schedule" && (imports.contains_key("node-cron")) => Some("node-cron job"),
-                    _ if last == "scheduleJob" && imports.contains_key("node-schedule") => Some("node-schedule job"),
+                    _ if last == "schedule" && (imports.contains_key("node-cron")) => {
+                        Some("node-cron job")
+                    }
+                    _ if last == "scheduleJob" && imports.contains_key("node-schedule") => {
+                        Some("node-schedule job")
+                    }
                     _ if n.kind() == "new_expression" && last == "CronJob" => Some("CronJob"),
                     _ => None,
                 };
@@ -185,28 +279,57 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                     && server
                     && !frontend
                 {
-                    hits.push(Hit::at("JS-TIMER-JOB", n, format!("{what} runs in every instance of the web process")));
+                    hits.push(Hit::at(
+                        "JS-TIMER-JOB",
+                        n,
+                        format!("{what} runs in every instance of the web process"),
+                    ));
                 }
                 // Local writes in request handlers.
                 if matches!(
                     last,
-                    "writeFile" | "writeFileSync" | "createWriteStream" | "appendFile" | "appendFileSync" | "rename" | "renameSync" | "copyFile" | "copyFileSync"
-                ) && (callee_text.starts_with("fs") || callee_text.starts_with("fsp") || callee_text == last)
+                    "writeFile"
+                        | "writeFileSync"
+                        | "createWriteStream"
+                        | "appendFile"
+                        | "appendFileSync"
+                        | "rename"
+                        | "renameSync"
+                        | "copyFile"
+                        | "copyFileSync"
+                ) && (callee_text.starts_with("fs")
+                    || callee_text.starts_with("fsp")
+                    || callee_text == last)
                     && in_request_handler(n, src)
                 {
-                    hits.push(Hit::at("JS-LOCAL-WRITE", n, format!("{callee_text} in a request handler writes to this instance's disk")));
+                    hits.push(Hit::at(
+                        "JS-LOCAL-WRITE",
+                        n,
+                        format!(
+                            "{callee_text} in a request handler writes to this instance's disk"
+                        ),
+                    ));
                 }
                 if last == "mv" && callee_text.starts_with("req.files") {
-                    hits.push(Hit::at("JS-LOCAL-WRITE", n, "express-fileupload .mv() moves the upload onto this instance's disk"));
+                    hits.push(Hit::at(
+                        "JS-LOCAL-WRITE",
+                        n,
+                        "express-fileupload .mv() moves the upload onto this instance's disk",
+                    ));
                 }
                 // socket.io servers and adapters.
                 if last == "adapter" && callee.kind() == "member_expression" {
                     has_adapter = true;
                 }
                 if uses_socketio
-                    && ((n.kind() == "new_expression" && socketio.iter().any(|s| s == callee_text || s == last) && last == "Server")
-                        || (n.kind() == "call_expression" && socketio.iter().any(|s| s == callee_text))
-                        || (n.kind() == "call_expression" && callee.kind() == "call_expression" && require_of(callee, src).as_deref() == Some("socket.io")))
+                    && ((n.kind() == "new_expression"
+                        && socketio.iter().any(|s| s == callee_text || s == last)
+                        && last == "Server")
+                        || (n.kind() == "call_expression"
+                            && socketio.iter().any(|s| s == callee_text))
+                        || (n.kind() == "call_expression"
+                            && callee.kind() == "call_expression"
+                            && require_of(callee, src).as_deref() == Some("socket.io")))
                 {
                     socket_servers.push(n);
                 }
@@ -237,11 +360,16 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         }
     });
 
-    if !has_adapter && !ctx.facts.has_dep("redis-adapter") && !ctx.facts.has_dep("socket.io-redis") {
+    if !has_adapter && !ctx.facts.has_dep("redis-adapter") && !ctx.facts.has_dep("socket.io-redis")
+    {
         for s in socket_servers {
             hits.push(
-                Hit::at("JS-WS-MEMORY", s, "socket.io server with the default in-memory adapter")
-                    .condition("no `io.adapter(...)` call and no Redis adapter dependency"),
+                Hit::at(
+                    "JS-WS-MEMORY",
+                    s,
+                    "socket.io server with the default in-memory adapter",
+                )
+                .condition("no `io.adapter(...)` call and no Redis adapter dependency"),
             );
         }
     }
@@ -252,7 +380,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         }
         let queue = c.kind == CollKind::Array
             && c.writes.iter().any(|w| w == "push" || w == "unshift")
-            && c.writes.iter().any(|w| w == "shift" || w == "pop" || w == "splice");
+            && c.writes
+                .iter()
+                .any(|w| w == "shift" || w == "pop" || w == "splice");
         if queue {
             hits.push(Hit::at(
                 "JS-QUEUE-ARRAY",
@@ -271,7 +401,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         let mut hit = Hit::at(
             "JS-GLOBAL-MUTABLE",
             c.decl,
-            format!("module-scope {kind} `{name}` is written from functions ({})", dedup(&c.writes)),
+            format!(
+                "module-scope {kind} `{name}` is written from functions ({})",
+                dedup(&c.writes)
+            ),
         );
         if per_user_name(&name) {
             hit = hit.severity(Severity::High);
@@ -299,7 +432,11 @@ fn walk_any(root: Node, mut f: impl FnMut(Node) -> bool) -> bool {
 
 /// `require('m')` → `m` (also `require('m').x`).
 fn require_of(n: Node, src: &str) -> Option<String> {
-    let n = if n.kind() == "member_expression" { field(n, "object")? } else { n };
+    let n = if n.kind() == "member_expression" {
+        field(n, "object")?
+    } else {
+        n
+    };
     if n.kind() != "call_expression" {
         return None;
     }
@@ -356,8 +493,12 @@ fn object_key<'t>(obj: Node<'t>, key: &str, src: &str) -> Option<Node<'t>> {
 fn session_call(n: Node, first: Option<Node>, src: &str, hits: &mut Vec<Hit>) {
     let Some(obj) = first else {
         hits.push(
-            Hit::at("JS-SESSION-MEMORY", n, "express-session without options uses MemoryStore")
-                .condition("no `store` option is set"),
+            Hit::at(
+                "JS-SESSION-MEMORY",
+                n,
+                "express-session without options uses MemoryStore",
+            )
+            .condition("no `store` option is set"),
         );
         return;
     };
@@ -367,11 +508,19 @@ fn session_call(n: Node, first: Option<Node>, src: &str, hits: &mut Vec<Hit>) {
     }
     match object_key(obj, "store", src) {
         None => hits.push(
-            Hit::at("JS-SESSION-MEMORY", n, "express-session without a `store` keeps sessions in process memory (MemoryStore)")
-                .condition("no `store` option is set, so express-session falls back to MemoryStore"),
+            Hit::at(
+                "JS-SESSION-MEMORY",
+                n,
+                "express-session without a `store` keeps sessions in process memory (MemoryStore)",
+            )
+            .condition("no `store` option is set, so express-session falls back to MemoryStore"),
         ),
         Some(v) if text(v, src).contains("MemoryStore") => {
-            hits.push(Hit::at("JS-SESSION-MEMORY", n, "express-session with MemoryStore"));
+            hits.push(Hit::at(
+                "JS-SESSION-MEMORY",
+                n,
+                "express-session with MemoryStore",
+            ));
         }
         Some(_) => {}
     }
@@ -385,7 +534,8 @@ fn enclosing_function<'t>(n: Node<'t>, src: &str) -> Option<(Node<'t>, String)> 
         .map(|x| text(x, src).to_string())
         .or_else(|| {
             let p = f.parent()?;
-            (p.kind() == "variable_declarator").then(|| field(p, "name").map(|x| text(x, src).to_string()))?
+            (p.kind() == "variable_declarator")
+                .then(|| field(p, "name").map(|x| text(x, src).to_string()))?
         })
         .unwrap_or_default();
     Some((f, name))
@@ -413,7 +563,9 @@ fn in_request_handler(n: Node, src: &str) -> bool {
         if let Some(params) = field(f, "parameters") {
             let mut found = false;
             walk(params, |p| {
-                if p.kind() == "identifier" && matches!(text(p, src), "req" | "request" | "res" | "response") {
+                if p.kind() == "identifier"
+                    && matches!(text(p, src), "req" | "request" | "res" | "response")
+                {
                     found = true;
                 }
             });
@@ -428,8 +580,10 @@ fn in_request_handler(n: Node, src: &str) -> bool {
         {
             let t = text(callee, src);
             let verb = t.rsplit('.').next().unwrap_or("");
-            if matches!(verb, "get" | "post" | "put" | "patch" | "delete" | "all" | "use")
-                && t.contains('.')
+            if matches!(
+                verb,
+                "get" | "post" | "put" | "patch" | "delete" | "all" | "use"
+            ) && t.contains('.')
             {
                 return true;
             }

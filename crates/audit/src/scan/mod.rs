@@ -50,7 +50,11 @@ pub(crate) struct Hit {
 }
 
 impl Hit {
-    pub(crate) fn at(rule: &'static str, node: tree_sitter::Node, message: impl Into<String>) -> Hit {
+    pub(crate) fn at(
+        rule: &'static str,
+        node: tree_sitter::Node,
+        message: impl Into<String>,
+    ) -> Hit {
         let p = node.start_position();
         Hit {
             rule,
@@ -178,8 +182,10 @@ fn scan_one(f: &SourceFile, options: &Options, facts: &Facts, out: &mut FileOutc
             continue;
         }
         let Some(rule) = rules::rule(h.rule) else {
-            out.warnings
-                .push(format!("internal: detector emitted unknown rule {}", h.rule));
+            out.warnings.push(format!(
+                "internal: detector emitted unknown rule {}",
+                h.rule
+            ));
             continue;
         };
         match suppression(&lines, h.row, rule.id) {
@@ -281,9 +287,29 @@ fn suppression(lines: &[&str], row: usize, rule_id: &str) -> Option<Result<Strin
 pub(crate) fn per_user_name(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     [
-        "session", "sess", "user", "cart", "basket", "login", "token", "account", "customer",
-        "visitor", "client", "upload", "order", "profile", "member", "player", "socket",
-        "room", "subscriber", "conn", "auth", "otp", "email",
+        "session",
+        "sess",
+        "user",
+        "cart",
+        "basket",
+        "login",
+        "token",
+        "account",
+        "customer",
+        "visitor",
+        "client",
+        "upload",
+        "order",
+        "profile",
+        "member",
+        "player",
+        "socket",
+        "room",
+        "subscriber",
+        "conn",
+        "auth",
+        "otp",
+        "email",
     ]
     .iter()
     .any(|k| n.contains(k))
@@ -297,8 +323,19 @@ pub(crate) fn startup_function(name: &str) -> bool {
         || n == "main"
         || n == "__init__"
         || [
-            "init", "setup", "set_up", "register", "load", "configure", "bootstrap", "must",
-            "install", "populate", "seed", "add_route", "build",
+            "init",
+            "setup",
+            "set_up",
+            "register",
+            "load",
+            "configure",
+            "bootstrap",
+            "must",
+            "install",
+            "populate",
+            "seed",
+            "add_route",
+            "build",
         ]
         .iter()
         .any(|p| n.starts_with(p))

@@ -14,7 +14,15 @@ use super::tree::{ancestor, field, named_children, string_value, text, walk};
 use super::{FileCtx, Hit, startup_function};
 use crate::Severity;
 
-const WORKERS: &[&str] = &["laravel/octane", "swoole", "spiral/roadrunner", "react/http", "workerman", "amphp/http-server", "runtime/frankenphp"];
+const WORKERS: &[&str] = &[
+    "laravel/octane",
+    "swoole",
+    "spiral/roadrunner",
+    "react/http",
+    "workerman",
+    "amphp/http-server",
+    "runtime/frankenphp",
+];
 
 struct Static<'t> {
     node: Node<'t>,
@@ -38,12 +46,26 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             {
                 locals.push((
                     text(name, src).trim_start_matches('$').to_string(),
-                    Static { node: n, scope: ancestor(n, &["function_definition", "method_declaration", "anonymous_function"]), writes: 0 },
+                    Static {
+                        node: n,
+                        scope: ancestor(
+                            n,
+                            &[
+                                "function_definition",
+                                "method_declaration",
+                                "anonymous_function",
+                            ],
+                        ),
+                        writes: 0,
+                    },
                 ));
             }
         }
         "property_declaration" => {
-            if !named_children(n).iter().any(|c| c.kind() == "static_modifier") {
+            if !named_children(n)
+                .iter()
+                .any(|c| c.kind() == "static_modifier")
+            {
                 return;
             }
             for el in named_children(n) {
@@ -51,27 +73,46 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                     && let (Some(name), Some(v)) = (field(el, "name"), field(el, "default_value"))
                     && v.kind() == "array_creation_expression"
                 {
-                    props.insert(text(name, src).trim_start_matches('$').to_string(), Static { node: n, scope: None, writes: 0 });
+                    props.insert(
+                        text(name, src).trim_start_matches('$').to_string(),
+                        Static {
+                            node: n,
+                            scope: None,
+                            writes: 0,
+                        },
+                    );
                 }
             }
         }
         "function_call_expression" => {
             let fname = field(n, "function").map(|f| text(f, src)).unwrap_or("");
             let fname = fname.trim_start_matches('\\');
-            let args: Vec<Node> = field(n, "arguments").map(named_children).unwrap_or_default();
+            let args: Vec<Node> = field(n, "arguments")
+                .map(named_children)
+                .unwrap_or_default();
             match fname {
                 "session_start" => session_starts.push(n),
                 "session_set_save_handler" => shared_handler = true,
                 "ini_set" => {
-                    let k = args.first().and_then(|a| a.named_child(0)).and_then(|s| string_value(s, src));
-                    let v = args.get(1).and_then(|a| a.named_child(0)).and_then(|s| string_value(s, src));
-                    if k.as_deref() == Some("session.save_handler") && v.as_deref() != Some("files") {
+                    let k = args
+                        .first()
+                        .and_then(|a| a.named_child(0))
+                        .and_then(|s| string_value(s, src));
+                    let v = args
+                        .get(1)
+                        .and_then(|a| a.named_child(0))
+                        .and_then(|s| string_value(s, src));
+                    if k.as_deref() == Some("session.save_handler") && v.as_deref() != Some("files")
+                    {
                         shared_handler = true;
                     }
                 }
-                "apcu_store" | "apcu_add" | "apcu_inc" | "apcu_dec" | "apcu_cas" | "apcu_entry" | "apc_store" | "apc_add" => {
-                    hits.push(Hit::at("PHP-APCU", n, format!("{fname}() writes to this server's shared memory only")))
-                }
+                "apcu_store" | "apcu_add" | "apcu_inc" | "apcu_dec" | "apcu_cas" | "apcu_entry"
+                | "apc_store" | "apc_add" => hits.push(Hit::at(
+                    "PHP-APCU",
+                    n,
+                    format!("{fname}() writes to this server's shared memory only"),
+                )),
                 "move_uploaded_file" => hits.push(Hit::at(
                     "PHP-LOCAL-UPLOAD",
                     n,
@@ -84,7 +125,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             let name = field(n, "name").map(|x| text(x, src)).unwrap_or("");
             let obj = field(n, "object").map(|x| text(x, src)).unwrap_or("");
             let args = field(n, "arguments").map(|a| text(a, src)).unwrap_or("");
-            if matches!(name, "store" | "storeAs") && obj.contains("->file(") && !args.contains("s3") {
+            if matches!(name, "store" | "storeAs")
+                && obj.contains("->file(")
+                && !args.contains("s3")
+            {
                 hits.push(
                     Hit::at("PHP-LOCAL-UPLOAD", n, format!("uploaded file ->{name}() on the default disk"))
                         .condition("no disk argument: the default disk (FILESYSTEM_DISK) is `local` unless configured"),
@@ -102,11 +146,20 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         if left.kind() != "subscript_expression" {
             return;
         }
-        let Some(base) = left.named_child(0) else { return };
+        let Some(base) = left.named_child(0) else {
+            return;
+        };
         match base.kind() {
             "variable_name" => {
                 let name = text(base, src).trim_start_matches('$');
-                let scope = ancestor(n, &["function_definition", "method_declaration", "anonymous_function"]);
+                let scope = ancestor(
+                    n,
+                    &[
+                        "function_definition",
+                        "method_declaration",
+                        "anonymous_function",
+                    ],
+                );
                 for (lname, s) in locals.iter_mut() {
                     if lname == name && s.scope == scope {
                         s.writes += 1;
@@ -114,8 +167,13 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 }
             }
             "scoped_property_access_expression" => {
-                let name = field(base, "name").map(|x| text(x, src).trim_start_matches('$')).unwrap_or("");
-                let method = ancestor(n, &["method_declaration"]).and_then(|m| field(m, "name")).map(|x| text(x, src)).unwrap_or("");
+                let name = field(base, "name")
+                    .map(|x| text(x, src).trim_start_matches('$'))
+                    .unwrap_or("");
+                let method = ancestor(n, &["method_declaration"])
+                    .and_then(|m| field(m, "name"))
+                    .map(|x| text(x, src))
+                    .unwrap_or("");
                 if let Some(p) = props.get_mut(name)
                     && !method.is_empty()
                     && method != "__construct"
@@ -136,7 +194,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             );
         }
     }
-    let statics = locals.into_iter().chain(props).filter(|(_, s)| s.writes > 0);
+    let statics = locals
+        .into_iter()
+        .chain(props)
+        .filter(|(_, s)| s.writes > 0);
     for (name, s) in statics {
         let mut h = Hit::at(
             "PHP-STATIC-ARRAY",

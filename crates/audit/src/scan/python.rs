@@ -30,8 +30,21 @@ struct Coll<'t> {
 }
 
 const WRITE_METHODS: &[&str] = &[
-    "append", "appendleft", "add", "update", "setdefault", "pop", "popleft", "popitem",
-    "clear", "remove", "extend", "insert", "discard", "__setitem__", "set",
+    "append",
+    "appendleft",
+    "add",
+    "update",
+    "setdefault",
+    "pop",
+    "popleft",
+    "popitem",
+    "clear",
+    "remove",
+    "extend",
+    "insert",
+    "discard",
+    "__setitem__",
+    "set",
 ];
 
 pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
@@ -63,7 +76,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         if stmt.kind() != "expression_statement" {
             continue;
         }
-        let Some(a) = stmt.named_child(0) else { continue };
+        let Some(a) = stmt.named_child(0) else {
+            continue;
+        };
         if a.kind() != "assignment" {
             continue;
         }
@@ -78,7 +93,14 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             continue;
         }
         if let Some(kind) = collection_kind(right, src) {
-            colls.insert(name.to_string(), Coll { node: a, kind, writes: Vec::new() });
+            colls.insert(
+                name.to_string(),
+                Coll {
+                    node: a,
+                    kind,
+                    writes: Vec::new(),
+                },
+            );
         }
     }
 
@@ -87,49 +109,51 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
     let mut installed_apps: Option<Node> = None;
     let mut has_ratelimit_setting = false;
     let mut settings_pairs: Vec<(String, String, Node)> = Vec::new();
-    walk(root, |n| {
-        match n.kind() {
-            "assignment" => {
-                let (Some(l), Some(r)) = (field(n, "left"), field(n, "right")) else { return };
-                let key = match l.kind() {
-                    "identifier" => Some(text(l, src).to_string()),
-                    "subscript" => field(l, "subscript").and_then(|s| string_value(s, src)),
-                    "attribute" => field(l, "attribute").map(|a| text(a, src).to_string()),
-                    _ => None,
-                };
-                if let Some(k) = key {
-                    if k == "CACHES" {
-                        has_caches_setting = true;
-                    }
-                    if k == "INSTALLED_APPS" && n.parent().and_then(|p| p.parent()) == Some(root) {
-                        installed_apps = Some(n);
-                    }
-                    if k.starts_with("RATELIMIT_STORAGE") {
-                        has_ratelimit_setting = true;
-                    }
-                    if let Some(v) = string_value(r, src) {
-                        settings_pairs.push((k, v, n));
-                    }
+    walk(root, |n| match n.kind() {
+        "assignment" => {
+            let (Some(l), Some(r)) = (field(n, "left"), field(n, "right")) else {
+                return;
+            };
+            let key = match l.kind() {
+                "identifier" => Some(text(l, src).to_string()),
+                "subscript" => field(l, "subscript").and_then(|s| string_value(s, src)),
+                "attribute" => field(l, "attribute").map(|a| text(a, src).to_string()),
+                _ => None,
+            };
+            if let Some(k) = key {
+                if k == "CACHES" {
+                    has_caches_setting = true;
                 }
-            }
-            "keyword_argument" => {
-                if let (Some(k), Some(v)) = (field(n, "name"), field(n, "value"))
-                    && let Some(v) = string_value(v, src)
-                {
-                    settings_pairs.push((text(k, src).to_string(), v, n));
+                if k == "INSTALLED_APPS" && n.parent().and_then(|p| p.parent()) == Some(root) {
+                    installed_apps = Some(n);
                 }
-            }
-            "pair" => {
-                if let (Some(k), Some(v)) = (field(n, "key"), field(n, "value"))
-                    && let (Some(k), Some(v)) = (string_value(k, src), string_value(v, src))
-                {
+                if k.starts_with("RATELIMIT_STORAGE") {
+                    has_ratelimit_setting = true;
+                }
+                if let Some(v) = string_value(r, src) {
                     settings_pairs.push((k, v, n));
                 }
             }
-            _ => {}
         }
+        "keyword_argument" => {
+            if let (Some(k), Some(v)) = (field(n, "name"), field(n, "value"))
+                && let Some(v) = string_value(v, src)
+            {
+                settings_pairs.push((text(k, src).to_string(), v, n));
+            }
+        }
+        "pair" => {
+            if let (Some(k), Some(v)) = (field(n, "key"), field(n, "value"))
+                && let (Some(k), Some(v)) = (string_value(k, src), string_value(v, src))
+            {
+                settings_pairs.push((k, v, n));
+            }
+        }
+        _ => {}
     });
-    let file_mentions_locmem = settings_pairs.iter().any(|(_, v, _)| v.ends_with("LocMemCache"));
+    let file_mentions_locmem = settings_pairs
+        .iter()
+        .any(|(_, v, _)| v.ends_with("LocMemCache"));
     for (k, v, n) in &settings_pairs {
         match k.as_str() {
             "SESSION_TYPE" if v == "filesystem" => hits.push(Hit::at(
@@ -168,31 +192,49 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             hits.push(Hit::at(
                 "PY-CACHE-LOCAL",
                 *n,
-                format!("Django cache backend {} is per instance", v.rsplit('.').next().unwrap_or(v)),
+                format!(
+                    "Django cache backend {} is per instance",
+                    v.rsplit('.').next().unwrap_or(v)
+                ),
             ));
         }
         if v == "channels.layers.InMemoryChannelLayer" {
-            hits.push(Hit::at("PY-WS-MEMORY", *n, "Channels InMemoryChannelLayer keeps groups in this process"));
+            hits.push(Hit::at(
+                "PY-WS-MEMORY",
+                *n,
+                "Channels InMemoryChannelLayer keeps groups in this process",
+            ));
         }
     }
     let name = ctx.rel.rsplit('/').next().unwrap_or(ctx.rel);
-    let settings_file = name == "settings.py" || ctx.rel.contains("/settings/") || ctx.rel.starts_with("settings/");
+    let settings_file =
+        name == "settings.py" || ctx.rel.contains("/settings/") || ctx.rel.starts_with("settings/");
     if settings_file
         && !has_caches_setting
         && let Some(n) = installed_apps
     {
         hits.push(
-            Hit::at("PY-CACHE-LOCAL", n, "Django settings without CACHES: the default cache is LocMemCache (per process)")
-                .severity(Severity::Low)
-                .condition("CACHES is not set in this settings module; only matters if the cache is used"),
+            Hit::at(
+                "PY-CACHE-LOCAL",
+                n,
+                "Django settings without CACHES: the default cache is LocMemCache (per process)",
+            )
+            .severity(Severity::Low)
+            .condition(
+                "CACHES is not set in this settings module; only matters if the cache is used",
+            ),
         );
     }
 
-    let limiter_imported = imports.iter().any(|m| m.starts_with("flask_limiter") || m.starts_with("slowapi"));
+    let limiter_imported = imports
+        .iter()
+        .any(|m| m.starts_with("flask_limiter") || m.starts_with("slowapi"));
 
     walk(root, |n| match n.kind() {
         "call" => {
-            let Some(func) = field(n, "function") else { return };
+            let Some(func) = field(n, "function") else {
+                return;
+            };
             let ft = text(func, src);
             let last = ft.rsplit('.').next().unwrap_or(ft);
             let args = field(n, "arguments");
@@ -208,27 +250,48 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 c.writes.push(last.to_string());
             }
             // open(..., "w") and FileStorage.save in request handlers.
-            if ft == "open" && let Some(args) = args && open_writes(args, src) && in_request_handler(n, src) {
-                hits.push(Hit::at("PY-LOCAL-WRITE", n, "open(..., write mode) in a request handler writes to this instance's disk"));
+            if ft == "open"
+                && let Some(args) = args
+                && open_writes(args, src)
+                && in_request_handler(n, src)
+            {
+                hits.push(Hit::at(
+                    "PY-LOCAL-WRITE",
+                    n,
+                    "open(..., write mode) in a request handler writes to this instance's disk",
+                ));
             }
             if last == "save"
                 && func.kind() == "attribute"
                 && let Some(obj) = field(func, "object")
                 && upload_object(obj, n, src)
             {
-                hits.push(Hit::at("PY-LOCAL-WRITE", n, "uploaded file saved to this instance's disk"));
+                hits.push(Hit::at(
+                    "PY-LOCAL-WRITE",
+                    n,
+                    "uploaded file saved to this instance's disk",
+                ));
             }
             // Background jobs.
             let job = match last {
                 "Thread" if keyword_is(args, "daemon", "True", src) => Some("daemon thread"),
-                "Timer" if ft.contains("threading") || imports.contains("threading") => Some("threading.Timer"),
+                "Timer" if ft.contains("threading") || imports.contains("threading") => {
+                    Some("threading.Timer")
+                }
                 "scheduler" if ft == "sched.scheduler" => Some("sched.scheduler"),
-                "BackgroundScheduler" | "AsyncIOScheduler" | "GeventScheduler" | "TornadoScheduler" => Some("APScheduler scheduler"),
+                "BackgroundScheduler"
+                | "AsyncIOScheduler"
+                | "GeventScheduler"
+                | "TornadoScheduler" => Some("APScheduler scheduler"),
                 "every" if ft.starts_with("schedule.") => Some("schedule job"),
                 _ => None,
             };
             if let Some(what) = job {
-                hits.push(Hit::at("PY-INPROC-JOB", n, format!("{what} runs in every instance of the web process")));
+                hits.push(Hit::at(
+                    "PY-INPROC-JOB",
+                    n,
+                    format!("{what} runs in every instance of the web process"),
+                ));
             }
             // Flask-Limiter / slowapi.
             if last == "Limiter" && limiter_imported {
@@ -240,8 +303,14 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                     )),
                     Some(_) => {}
                     None if !has_ratelimit_setting => hits.push(
-                        Hit::at("PY-RATELIMIT-MEMORY", n, "Limiter without storage_uri counts in process memory")
-                            .condition("no storage_uri / RATELIMIT_STORAGE_URI is set, so memory:// is used"),
+                        Hit::at(
+                            "PY-RATELIMIT-MEMORY",
+                            n,
+                            "Limiter without storage_uri counts in process memory",
+                        )
+                        .condition(
+                            "no storage_uri / RATELIMIT_STORAGE_URI is set, so memory:// is used",
+                        ),
                     ),
                     None => {}
                 }
@@ -279,15 +348,23 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             });
         }
         "decorated_definition" => {
-            let Some(def) = field(n, "definition") else { return };
+            let Some(def) = field(n, "definition") else {
+                return;
+            };
             if def.kind() != "function_definition" {
                 return;
             }
-            let cached = named_children(n).into_iter().filter(|d| d.kind() == "decorator").any(|d| {
-                let t = text(d, src).trim_start_matches('@');
-                let head = t.split('(').next().unwrap_or(t).trim();
-                matches!(head.rsplit('.').next().unwrap_or(head), "lru_cache" | "cache" | "cached" | "memoize")
-            });
+            let cached = named_children(n)
+                .into_iter()
+                .filter(|d| d.kind() == "decorator")
+                .any(|d| {
+                    let t = text(d, src).trim_start_matches('@');
+                    let head = t.split('(').next().unwrap_or(t).trim();
+                    matches!(
+                        head.rsplit('.').next().unwrap_or(head),
+                        "lru_cache" | "cache" | "cached" | "memoize"
+                    )
+                });
             if !cached {
                 return;
             }
@@ -296,8 +373,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 walk(params, |p| {
                     if p.kind() == "identifier" {
                         let name = text(p, src);
-                        if p.parent().is_some_and(|pp| pp.kind() != "default_parameter" || field(pp, "name") == Some(p))
-                            && (per_user_name(name) || matches!(name, "request" | "req" | "uid"))
+                        if p.parent().is_some_and(|pp| {
+                            pp.kind() != "default_parameter" || field(pp, "name") == Some(p)
+                        }) && (per_user_name(name) || matches!(name, "request" | "req" | "uid"))
                         {
                             per_user.push(name.to_string());
                         }
@@ -309,7 +387,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 hits.push(Hit::at(
                     "PY-LRU-REQUEST",
                     n,
-                    format!("`{fname}` is memoised in process keyed by per-user data ({})", per_user.join(", ")),
+                    format!(
+                        "`{fname}` is memoised in process keyed by per-user data ({})",
+                        per_user.join(", ")
+                    ),
                 ));
             }
         }
@@ -337,9 +418,15 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             "PY-GLOBAL-MUTABLE",
             c.node,
             if queue {
-                format!("module-level {what} `{name}` is used as an in-process queue ({})", ws.join(", "))
+                format!(
+                    "module-level {what} `{name}` is used as an in-process queue ({})",
+                    ws.join(", ")
+                )
             } else {
-                format!("module-level {what} `{name}` is written from functions ({})", ws.join(", "))
+                format!(
+                    "module-level {what} `{name}` is written from functions ({})",
+                    ws.join(", ")
+                )
             },
         );
         if queue || per_user_name(&name) {
@@ -388,9 +475,7 @@ fn in_runtime_function(n: Node, src: &str, decorators: &HashSet<String>) -> bool
 
 fn keyword_value(args: Option<Node>, key: &str, src: &str) -> Option<String> {
     for a in named_children(args?) {
-        if a.kind() == "keyword_argument"
-            && field(a, "name").is_some_and(|k| text(k, src) == key)
-        {
+        if a.kind() == "keyword_argument" && field(a, "name").is_some_and(|k| text(k, src) == key) {
             let v = field(a, "value")?;
             return Some(string_value(v, src).unwrap_or_else(|| text(v, src).to_string()));
         }
@@ -424,7 +509,9 @@ fn in_request_handler(n: Node, src: &str) -> bool {
             let mut found = false;
             walk(params, |p| {
                 let t = text(p, src);
-                if (p.kind() == "identifier" && t == "request") || (p.kind() == "type" && t.contains("UploadFile")) {
+                if (p.kind() == "identifier" && t == "request")
+                    || (p.kind() == "type" && t.contains("UploadFile"))
+                {
                     found = true;
                 }
             });
@@ -438,9 +525,19 @@ fn in_request_handler(n: Node, src: &str) -> bool {
             for dec in named_children(d) {
                 let t = text(dec, src);
                 if dec.kind() == "decorator"
-                    && [".route(", ".get(", ".post(", ".put(", ".patch(", ".delete(", "api_view", "require_http_methods", "require_POST"]
-                        .iter()
-                        .any(|k| t.contains(k))
+                    && [
+                        ".route(",
+                        ".get(",
+                        ".post(",
+                        ".put(",
+                        ".patch(",
+                        ".delete(",
+                        "api_view",
+                        "require_http_methods",
+                        "require_POST",
+                    ]
+                    .iter()
+                    .any(|k| t.contains(k))
                 {
                     return true;
                 }

@@ -15,9 +15,28 @@ use super::{FileCtx, Hit, per_user_name, startup_function};
 use crate::Severity;
 
 const WRITE_METHODS: &[&str] = &[
-    "push", "<<", "store", "merge!", "delete", "clear", "update", "add", "unshift", "shift",
-    "pop", "concat", "replace", "[]=", "compute_if_absent", "put_if_absent", "delete_if",
-    "reject!", "select!", "keep_if", "append", "prepend",
+    "push",
+    "<<",
+    "store",
+    "merge!",
+    "delete",
+    "clear",
+    "update",
+    "add",
+    "unshift",
+    "shift",
+    "pop",
+    "concat",
+    "replace",
+    "[]=",
+    "compute_if_absent",
+    "put_if_absent",
+    "delete_if",
+    "reject!",
+    "select!",
+    "keep_if",
+    "append",
+    "prepend",
 ];
 
 struct Var<'t> {
@@ -38,7 +57,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         if n.kind() != "assignment" {
             return;
         }
-        let (Some(l), Some(r)) = (field(n, "left"), field(n, "right")) else { return };
+        let (Some(l), Some(r)) = (field(n, "left"), field(n, "right")) else {
+            return;
+        };
         if !matches!(l.kind(), "class_variable" | "constant" | "global_variable") {
             return;
         }
@@ -46,7 +67,13 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             return;
         }
         if mutable_collection(r, src) {
-            vars.insert(text(l, src).to_string(), Var { node: n, writes: Vec::new() });
+            vars.insert(
+                text(l, src).to_string(),
+                Var {
+                    node: n,
+                    writes: Vec::new(),
+                },
+            );
         }
     });
 
@@ -60,22 +87,33 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
 
     walk(root, |n| match n.kind() {
         "assignment" | "operator_assignment" => {
-            let (Some(l), Some(r)) = (field(n, "left"), field(n, "right")) else { return };
+            let (Some(l), Some(r)) = (field(n, "left"), field(n, "right")) else {
+                return;
+            };
             let lt = text(l, src);
             if l.kind() == "element_reference"
                 && let Some(obj) = field(l, "object")
             {
                 record(text(obj, src), "[]=", n, &mut vars);
             }
-            if n.kind() == "operator_assignment" && matches!(l.kind(), "class_variable" | "global_variable") {
+            if n.kind() == "operator_assignment"
+                && matches!(l.kind(), "class_variable" | "global_variable")
+            {
                 if !vars.contains_key(lt) && in_runtime_method(n, src) {
                     // `@@x ||= {}` / `$hits += 1` inside a method: declared and written there.
-                    vars.insert(lt.to_string(), Var { node: n, writes: vec!["op=".into()] });
+                    vars.insert(
+                        lt.to_string(),
+                        Var {
+                            node: n,
+                            writes: vec!["op=".into()],
+                        },
+                    );
                 } else {
                     record(lt, "op=", n, &mut vars);
                 }
             }
-            if n.kind() == "assignment" && l.kind() == "class_variable" && in_runtime_method(n, src) {
+            if n.kind() == "assignment" && l.kind() == "class_variable" && in_runtime_method(n, src)
+            {
                 record(lt, "=", n, &mut vars);
             }
             let rt = text(r, src);
@@ -110,7 +148,11 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             if text(n, src).contains("<<")
                 && let Some(l) = field(n, "left")
             {
-                let base = if l.kind() == "element_reference" { field(l, "object").unwrap_or(l) } else { l };
+                let base = if l.kind() == "element_reference" {
+                    field(l, "object").unwrap_or(l)
+                } else {
+                    l
+                };
                 record(text(base, src), "<<", n, &mut vars);
             }
         }
@@ -121,7 +163,11 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             if let Some(r) = recv
                 && WRITE_METHODS.contains(&method)
             {
-                let base = if r.kind() == "element_reference" { field(r, "object").unwrap_or(r) } else { r };
+                let base = if r.kind() == "element_reference" {
+                    field(r, "object").unwrap_or(r)
+                } else {
+                    r
+                };
                 record(text(base, src), method, n, &mut vars);
             }
             match (recv_text, method) {
@@ -130,29 +176,51 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                     n,
                     "Thread with an endless loop runs background work in every instance",
                 )),
-                ("Rufus::Scheduler", "new" | "singleton" | "s") | ("Concurrent::TimerTask", "new") => hits.push(Hit::at(
+                ("Rufus::Scheduler", "new" | "singleton" | "s")
+                | ("Concurrent::TimerTask", "new") => hits.push(Hit::at(
                     "RB-INPROC-JOB",
                     n,
                     format!("{recv_text}.{method} schedules work in every instance"),
                 )),
-                ("ActiveSupport::Cache::MemoryStore" | "ActiveSupport::Cache::FileStore", "new")
-                    if !ancestor(n, &["assignment"]).is_some_and(|a| text(a, src).contains("Rack::Attack")) =>
+                (
+                    "ActiveSupport::Cache::MemoryStore" | "ActiveSupport::Cache::FileStore",
+                    "new",
+                ) if !ancestor(n, &["assignment"])
+                    .is_some_and(|a| text(a, src).contains("Rack::Attack")) =>
                 {
-                    hits.push(Hit::at("RB-CACHE-LOCAL", n, format!("{recv_text} is a per-instance cache")))
+                    hits.push(Hit::at(
+                        "RB-CACHE-LOCAL",
+                        n,
+                        format!("{recv_text} is a per-instance cache"),
+                    ))
                 }
-                ("File", "write" | "binwrite") | ("IO", "binwrite") | ("FileUtils", "cp" | "mv" | "copy" | "move")
+                ("File", "write" | "binwrite")
+                | ("IO", "binwrite")
+                | ("FileUtils", "cp" | "mv" | "copy" | "move")
                     if controller && in_action_with_params(n, src) =>
                 {
-                    hits.push(Hit::at("RB-LOCAL-STORAGE", n, format!("{recv_text}.{method} in a controller writes to this instance's disk")))
+                    hits.push(Hit::at(
+                        "RB-LOCAL-STORAGE",
+                        n,
+                        format!(
+                            "{recv_text}.{method} in a controller writes to this instance's disk"
+                        ),
+                    ))
                 }
                 ("File", "open")
                     if controller
                         && in_action_with_params(n, src)
                         && field(n, "arguments").is_some_and(|a| {
-                            named_children(a).iter().skip(1).any(|m| string_value(*m, src).is_some_and(|s| s.contains(['w', 'a'])))
+                            named_children(a).iter().skip(1).any(|m| {
+                                string_value(*m, src).is_some_and(|s| s.contains(['w', 'a']))
+                            })
                         }) =>
                 {
-                    hits.push(Hit::at("RB-LOCAL-STORAGE", n, "File.open for writing in a controller writes to this instance's disk"))
+                    hits.push(Hit::at(
+                        "RB-LOCAL-STORAGE",
+                        n,
+                        "File.open for writing in a controller writes to this instance's disk",
+                    ))
                 }
                 _ => {}
             }
@@ -174,7 +242,11 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         } else {
             "constant"
         };
-        let mut h = Hit::at("RB-GLOBAL-MUTABLE", v.node, format!("{kind} `{name}` is mutated at run time ({})", w.join(", ")));
+        let mut h = Hit::at(
+            "RB-GLOBAL-MUTABLE",
+            v.node,
+            format!("{kind} `{name}` is mutated at run time ({})", w.join(", ")),
+        );
         if per_user_name(&name) {
             h = h.severity(Severity::High);
         }
@@ -188,17 +260,26 @@ fn mutable_collection(r: Node, src: &str) -> bool {
         return false;
     }
     matches!(r.kind(), "hash" | "array")
-        || ["Hash.new", "Set.new", "Array.new", "Concurrent::Map.new", "Concurrent::Hash.new", "Concurrent::Array.new", "{}.compare_by_identity"]
-            .iter()
-            .any(|p| t.starts_with(p))
+        || [
+            "Hash.new",
+            "Set.new",
+            "Array.new",
+            "Concurrent::Map.new",
+            "Concurrent::Hash.new",
+            "Concurrent::Array.new",
+            "{}.compare_by_identity",
+        ]
+        .iter()
+        .any(|p| t.starts_with(p))
 }
 
 fn first_symbol(r: Node, src: &str) -> Option<String> {
     match r.kind() {
         "simple_symbol" => Some(text(r, src).to_string()),
-        "right_assignment_list" | "array" | "argument_list" => {
-            named_children(r).into_iter().next().and_then(|c| first_symbol(c, src))
-        }
+        "right_assignment_list" | "array" | "argument_list" => named_children(r)
+            .into_iter()
+            .next()
+            .and_then(|c| first_symbol(c, src)),
         _ => None,
     }
 }
@@ -214,8 +295,11 @@ fn in_runtime_method(n: Node, src: &str) -> bool {
 fn loops_forever(n: Node, src: &str) -> bool {
     let mut found = false;
     walk(n, |c| {
-        if (c.kind() == "call" && field(c, "method").is_some_and(|m| text(m, src) == "loop") && field(c, "receiver").is_none())
-            || (c.kind() == "while" && field(c, "condition").is_some_and(|k| text(k, src) == "true"))
+        if (c.kind() == "call"
+            && field(c, "method").is_some_and(|m| text(m, src) == "loop")
+            && field(c, "receiver").is_none())
+            || (c.kind() == "while"
+                && field(c, "condition").is_some_and(|k| text(k, src) == "true"))
         {
             found = true;
         }

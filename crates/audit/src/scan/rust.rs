@@ -13,12 +13,23 @@ use super::tree::{ancestor, field, named_children, text, walk};
 use super::{FileCtx, Hit, per_user_name};
 use crate::Severity;
 
-const LOCKS: &[&str] = &["Mutex", "RwLock", "RefCell", "DashMap", "DashSet", "ArcSwap", "SkipMap"];
+const LOCKS: &[&str] = &[
+    "Mutex", "RwLock", "RefCell", "DashMap", "DashSet", "ArcSwap", "SkipMap",
+];
 const COLLECTIONS: &[&str] = &[
     "HashMap", "BTreeMap", "Vec", "HashSet", "BTreeSet", "VecDeque", "DashMap", "DashSet",
     "LruCache", "IndexMap", "SkipMap",
 ];
-const WEB_CRATES: &[&str] = &["axum", "actix_web", "warp", "rocket", "poem", "salvo", "tide", "loco_rs"];
+const WEB_CRATES: &[&str] = &[
+    "axum",
+    "actix_web",
+    "warp",
+    "rocket",
+    "poem",
+    "salvo",
+    "tide",
+    "loco_rs",
+];
 
 /// Type and path identifiers under `n`.
 fn idents<'a>(n: Node, src: &'a str) -> HashSet<&'a str> {
@@ -33,7 +44,9 @@ fn idents<'a>(n: Node, src: &'a str) -> HashSet<&'a str> {
 
 fn locked_collection(ids: &HashSet<&str>, extra: &HashSet<String>) -> bool {
     let has_lock = ids.iter().any(|i| LOCKS.contains(i));
-    let has_coll = ids.iter().any(|i| COLLECTIONS.contains(i) || extra.contains(*i));
+    let has_coll = ids
+        .iter()
+        .any(|i| COLLECTIONS.contains(i) || extra.contains(*i));
     (has_lock && has_coll) || ids.contains("DashMap") || ids.contains("DashSet")
 }
 
@@ -44,7 +57,8 @@ fn in_test_module(n: Node, src: &str) -> bool {
             return true;
         }
         if p.kind() == "function_item"
-            && p.prev_named_sibling().is_some_and(|a| a.kind() == "attribute_item" && text(a, src).contains("test"))
+            && p.prev_named_sibling()
+                .is_some_and(|a| a.kind() == "attribute_item" && text(a, src).contains("test"))
         {
             return true;
         }
@@ -63,7 +77,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             uses.push(text(a, src));
         }
     });
-    let web = uses.iter().any(|u| WEB_CRATES.iter().any(|w| u.starts_with(w)))
+    let web = uses
+        .iter()
+        .any(|u| WEB_CRATES.iter().any(|w| u.starts_with(w)))
         || text(root, src).contains("#[actix_web::main]");
     let sessions = uses.iter().any(|u| u.contains("session"));
     let governor = uses.iter().any(|u| u.contains("governor"));
@@ -88,9 +104,20 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 let name = field(n, "name").map(|x| text(x, src)).unwrap_or("?");
                 let Some(ty) = field(n, "type") else { return };
                 let ids = idents(ty, src);
-                let is_mut = named_children(n).iter().any(|c| c.kind() == "mutable_specifier");
-                if locked_collection(&ids, &coll_structs) || (is_mut && ids.iter().any(|i| COLLECTIONS.contains(i))) {
-                    let mut h = Hit::at("RS-STATIC-MAP", n, format!("static `{name}` holds a mutable collection ({})", text(ty, src)));
+                let is_mut = named_children(n)
+                    .iter()
+                    .any(|c| c.kind() == "mutable_specifier");
+                if locked_collection(&ids, &coll_structs)
+                    || (is_mut && ids.iter().any(|i| COLLECTIONS.contains(i)))
+                {
+                    let mut h = Hit::at(
+                        "RS-STATIC-MAP",
+                        n,
+                        format!(
+                            "static `{name}` holds a mutable collection ({})",
+                            text(ty, src)
+                        ),
+                    );
                     if per_user_name(name) {
                         h = h.severity(Severity::High);
                     }
@@ -109,11 +136,17 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                         .find(|t| t.kind() == "token_tree")
                         .and_then(|t| {
                             let v = named_children(t);
-                            let i = v.iter().position(|x| text(*x, src) == "ref" || text(*x, src) == "static")?;
+                            let i = v.iter().position(|x| {
+                                text(*x, src) == "ref" || text(*x, src) == "static"
+                            })?;
                             v.get(i + 1).map(|x| text(*x, src))
                         })
                         .unwrap_or("?");
-                    let mut h = Hit::at("RS-STATIC-MAP", n, format!("{m}! `{name}` holds a mutable collection"));
+                    let mut h = Hit::at(
+                        "RS-STATIC-MAP",
+                        n,
+                        format!("{m}! `{name}` holds a mutable collection"),
+                    );
                     if per_user_name(name) {
                         h = h.severity(Severity::High);
                     }
@@ -132,13 +165,24 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 // Report the outermost lock only.
                 if ancestor(n, &["generic_type"]).is_some_and(|p| {
                     let h = field(p, "type").map(|t| text(t, src)).unwrap_or("");
-                    matches!(h.rsplit("::").next().unwrap_or(h), "Mutex" | "RwLock" | "DashMap")
+                    matches!(
+                        h.rsplit("::").next().unwrap_or(h),
+                        "Mutex" | "RwLock" | "DashMap"
+                    )
                 }) {
                     return;
                 }
                 let ids = idents(n, src);
                 if locked_collection(&ids, &coll_structs) {
-                    let holder = ancestor(n, &["field_declaration", "type_item", "let_declaration", "parameter"]);
+                    let holder = ancestor(
+                        n,
+                        &[
+                            "field_declaration",
+                            "type_item",
+                            "let_declaration",
+                            "parameter",
+                        ],
+                    );
                     let name = holder
                         .and_then(|h| field(h, "name").or_else(|| field(h, "pattern")))
                         .map(|x| text(x, src))
@@ -146,7 +190,15 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                     let mut h = Hit::at(
                         "RS-STATE-MAP",
                         n,
-                        format!("{} in web application state: per-instance store{}", text(n, src), if name.is_empty() { String::new() } else { format!(" `{name}`") }),
+                        format!(
+                            "{} in web application state: per-instance store{}",
+                            text(n, src),
+                            if name.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" `{name}`")
+                            }
+                        ),
                     );
                     if per_user_name(name) || ids.iter().any(|i| per_user_name(i)) {
                         h = h.severity(Severity::High);
@@ -155,7 +207,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 }
             }
             "call_expression" => {
-                let Some(func) = field(n, "function") else { return };
+                let Some(func) = field(n, "function") else {
+                    return;
+                };
                 let ft = text(func, src);
                 let last = ft.rsplit("::").next().unwrap_or(ft);
                 let last = last.rsplit('.').next().unwrap_or(last);
@@ -169,30 +223,86 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                     && let Some(arg) = field(n, "arguments").and_then(|a| a.named_child(0))
                 {
                     let at = text(arg, src);
-                    if ["HashMap::", "BTreeMap::", "HashSet::", "Vec::new", "VecDeque::", "vec!"].iter().any(|p| at.starts_with(p)) {
-                        hits.push(Hit::at("RS-STATE-MAP", n, format!("{ft}({at}) shared as application state: per-instance store")));
+                    if [
+                        "HashMap::",
+                        "BTreeMap::",
+                        "HashSet::",
+                        "Vec::new",
+                        "VecDeque::",
+                        "vec!",
+                    ]
+                    .iter()
+                    .any(|p| at.starts_with(p))
+                    {
+                        hits.push(Hit::at(
+                            "RS-STATE-MAP",
+                            n,
+                            format!("{ft}({at}) shared as application state: per-instance store"),
+                        ));
                     }
                 }
-                if sessions && (ft.ends_with("MemoryStore::default") || ft.ends_with("MemoryStore::new")) {
-                    hits.push(Hit::at("RS-SESSION-MEMORY", n, "session MemoryStore keeps sessions in this process"));
+                if sessions
+                    && (ft.ends_with("MemoryStore::default") || ft.ends_with("MemoryStore::new"))
+                {
+                    hits.push(Hit::at(
+                        "RS-SESSION-MEMORY",
+                        n,
+                        "session MemoryStore keeps sessions in this process",
+                    ));
                 }
                 if (last == "interval" || last == "interval_at") && in_spawn(n, src) {
-                    hits.push(Hit::at("RS-INTERVAL-JOB", n, "interval loop in a spawned task runs in every instance"));
+                    hits.push(Hit::at(
+                        "RS-INTERVAL-JOB",
+                        n,
+                        "interval loop in a spawned task runs in every instance",
+                    ));
                 }
-                if matches!(ft, "File::create" | "fs::write" | "std::fs::write" | "tokio::fs::write" | "fs::File::create" | "tokio::fs::File::create" | "std::fs::File::create" | "fs::copy" | "tokio::fs::copy" | "fs::rename" | "tokio::fs::rename")
-                    && in_upload_fn(n, src)
+                if matches!(
+                    ft,
+                    "File::create"
+                        | "fs::write"
+                        | "std::fs::write"
+                        | "tokio::fs::write"
+                        | "fs::File::create"
+                        | "tokio::fs::File::create"
+                        | "std::fs::File::create"
+                        | "fs::copy"
+                        | "tokio::fs::copy"
+                        | "fs::rename"
+                        | "tokio::fs::rename"
+                ) && in_upload_fn(n, src)
                 {
-                    hits.push(Hit::at("RS-LOCAL-WRITE", n, format!("{ft} in an upload handler writes to this instance's disk")));
+                    hits.push(Hit::at(
+                        "RS-LOCAL-WRITE",
+                        n,
+                        format!("{ft} in an upload handler writes to this instance's disk"),
+                    ));
                 }
-                if governor && matches!(ft, "RateLimiter::keyed" | "RateLimiter::direct" | "RateLimiter::hashmap" | "RateLimiter::dashmap") {
-                    hits.push(Hit::at("RS-RATELIMIT-MEMORY", n, format!("governor {ft}: counts kept in this process")));
+                if governor
+                    && matches!(
+                        ft,
+                        "RateLimiter::keyed"
+                            | "RateLimiter::direct"
+                            | "RateLimiter::hashmap"
+                            | "RateLimiter::dashmap"
+                    )
+                {
+                    hits.push(Hit::at(
+                        "RS-RATELIMIT-MEMORY",
+                        n,
+                        format!("governor {ft}: counts kept in this process"),
+                    ));
                 }
             }
             "struct_expression" | "scoped_identifier" | "identifier" | "type_identifier"
                 if governor && text(n, src) == "GovernorConfigBuilder" =>
             {
                 if ancestor(n, &["use_declaration"]).is_none() {
-                    hits.push(Hit::at("RS-RATELIMIT-MEMORY", n, "tower_governor / actix-governor: counts kept in this process"));
+                    hits.push(Hit::at(
+                        "RS-RATELIMIT-MEMORY",
+                        n,
+                        "tower_governor / actix-governor: counts kept in this process",
+                    ));
                 }
             }
             _ => {}

@@ -93,7 +93,8 @@ pub(crate) fn query<'t>(
     src: &str,
     mut f: impl FnMut(&HashMap<&str, Node<'t>>),
 ) {
-    static CACHE: OnceLock<Mutex<HashMap<(String, &'static str), &'static Query>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<(String, &'static str), &'static Query>>> =
+        OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let key = (lang.name().unwrap_or("?").to_string(), pattern);
     let q: &'static Query = {
