@@ -23,9 +23,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
 use crate::body::{ReqBody, RespBody};
@@ -33,14 +31,14 @@ use crate::config::UpstreamProtocol;
 use crate::error::ForwardError;
 use crate::headers::{self, ClientInfo};
 use crate::shared::{BackendRt, Shared};
-
-type UpstreamClient = Client<HttpConnector, ReqBody>;
+use crate::upstream::{Lease, UpstreamError, UpstreamPool};
 
 /// Keeps a request counted as in flight (proxy-wide and on its backend) until dropped,
 /// which happens when the response body has been sent.
 pub(crate) struct Guards {
     _backend: InFlightGuard,
     _proxy: ProxyInFlight,
+    _lease: Option<Lease>,
 }
 
 /// Counts a client request in `ProxyCounters::in_flight` while alive.
@@ -62,15 +60,17 @@ impl Drop for ProxyInFlight {
 /// What a worker knows about one client connection.
 pub(crate) struct ConnCtx {
     peer: SocketAddr,
+    local: SocketAddr,
     client: ClientInfo,
     /// Requests in flight on this connection (for the idle timeout).
     active: Arc<AtomicUsize>,
 }
 
 impl ConnCtx {
-    pub(crate) fn new(peer: SocketAddr, active: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(peer: SocketAddr, local: SocketAddr, active: Arc<AtomicUsize>) -> Self {
         ConnCtx {
             peer,
+            local,
             client: ClientInfo::new(peer.ip()),
             active,
         }
@@ -88,43 +88,25 @@ impl Drop for ActiveGuard<'_> {
 /// One worker's forwarding state: its own backend connection pools and RNG.
 pub(crate) struct Worker {
     shared: Arc<Shared>,
-    h1: UpstreamClient,
-    h2: Option<UpstreamClient>,
+    /// This worker's backend connections.
+    pub pool: Arc<UpstreamPool>,
     rng: AtomicU64,
     retry_after: HeaderValue,
     /// Upgraded (WebSocket) tunnels, closed at shutdown.
     pub upgrades: TaskTracker,
 }
 
-fn connector(shared: &Shared) -> HttpConnector {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(shared.config.connect_timeout()));
-    http.enforce_http(true);
-    http
-}
-
 impl Worker {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        let idle = Duration::from_millis(shared.config.timeouts.upstream_idle_ms);
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector(&shared));
-        let h2 = (shared.config.upstream_protocol == UpstreamProtocol::H2c).then(|| {
-            Client::builder(TokioExecutor::new())
-                .http2_only(true)
-                .pool_idle_timeout(idle)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .build(connector(&shared))
-        });
+        let pool = Arc::new(UpstreamPool::new(
+            shared.config.upstream_protocol == UpstreamProtocol::H2c,
+            shared.config.connect_timeout(),
+            Duration::from_millis(shared.config.timeouts.upstream_idle_ms),
+        ));
         let retry_after = HeaderValue::from(shared.config.limits.retry_after_s);
         Worker {
             shared,
-            h1,
-            h2,
+            pool,
             rng: AtomicU64::new(rand::random()),
             retry_after,
             upgrades: TaskTracker::new(),
@@ -224,10 +206,17 @@ impl Worker {
         );
         let r = (self.next_random() as u128) << 64 | self.next_random() as u128;
         headers::ensure_request_id(&mut parts.headers, r);
+        if !parts.headers.contains_key(HOST) {
+            // HTTP/1.0 without Host: name the balancer's listener rather than nothing.
+            if let Ok(v) = HeaderValue::from_str(&ctx.local.to_string()) {
+                parts.headers.insert(HOST, v);
+            }
+        }
 
         // The body: replayable when empty or small with a known length.
         let max_body = cfg.limits.max_body_bytes.min(usize::MAX as u64) as usize;
-        let client_failed = Arc::new(AtomicBool::new(false));
+        // Only a streamed body can fail mid-way; allocate its flag only then.
+        let mut client_failed: Option<Arc<AtomicBool>> = None;
         let (replay, mut stream) = if body.is_end_stream() {
             (Some(Bytes::new()), None)
         } else if content_length.is_some_and(|l| l <= cfg.limits.retry_buffer_bytes) {
@@ -238,11 +227,13 @@ impl Worker {
             }
         } else {
             let inner = Limited::new(body, max_body);
+            let flag = Arc::new(AtomicBool::new(false));
+            client_failed = Some(flag.clone());
             (
                 None,
                 Some(ReqBody::Stream {
                     inner,
-                    client_failed: client_failed.clone(),
+                    client_failed: flag,
                 }),
             )
         };
@@ -267,10 +258,6 @@ impl Worker {
         let max_attempts = shared.balance.retry.max_attempts.max(1);
         let limit = cfg.limits.max_in_flight_per_backend as u64;
         let upstream_timeout = Duration::from_millis(cfg.timeouts.upstream_response_ms);
-        let client = match (&self.h2, upgrade) {
-            (Some(h2), false) => h2,
-            _ => &self.h1,
-        };
 
         shared.budget.deposit(start);
         let mut tried: Vec<BackendId> = Vec::new();
@@ -340,12 +327,13 @@ impl Worker {
             *up.headers_mut() = hdrs;
 
             let t0 = Instant::now();
-            let result = tokio::time::timeout(upstream_timeout, client.request(up)).await;
+            let result =
+                tokio::time::timeout(upstream_timeout, self.pool.send(&rt, up, upgrade)).await;
             let now = Instant::now();
             let latency = now.saturating_duration_since(t0);
             let load = guard.load().clone();
             let failure = match result {
-                Ok(Ok(mut resp)) => {
+                Ok(Ok((mut resp, lease))) => {
                     let status = resp.status().as_u16();
                     rt.counters.responses.record(status);
                     rt.counters.latency.record(latency.as_micros() as u64);
@@ -367,7 +355,7 @@ impl Worker {
                             let on_up = None;
                             fallback = Some(self.respond(
                                 resp,
-                                guard,
+                                (guard, lease),
                                 &rt,
                                 repin,
                                 &mut in_flight,
@@ -390,7 +378,7 @@ impl Worker {
                     };
                     return Ok(self.respond(
                         resp,
-                        guard,
+                        (guard, lease),
                         &rt,
                         repin,
                         &mut in_flight,
@@ -398,8 +386,12 @@ impl Worker {
                         on_client,
                     ));
                 }
-                Ok(Err(e)) => {
-                    if client_failed.load(Relaxed) {
+                Ok(Err(UpstreamError::Connect(e))) => {
+                    tracing::debug!(backend = %rt.name, "upstream connect: {e}");
+                    FailureKind::Connect
+                }
+                Ok(Err(UpstreamError::Http(e))) => {
+                    if client_failed.as_ref().is_some_and(|f| f.load(Relaxed)) {
                         // The client's body failed: not the backend's fault.
                         let mut too_large = false;
                         let mut src = std::error::Error::source(&e);
@@ -413,12 +405,8 @@ impl Worker {
                             ForwardError::ClientBody
                         });
                     }
-                    tracing::debug!(backend = %rt.name, "upstream error: {e:#}");
-                    if e.is_connect() {
-                        FailureKind::Connect
-                    } else {
-                        FailureKind::Reset
-                    }
+                    tracing::debug!(backend = %rt.name, "upstream error: {e}");
+                    FailureKind::Reset
                 }
                 Err(_elapsed) => FailureKind::Timeout,
             };
@@ -470,7 +458,7 @@ impl Worker {
     fn respond(
         &self,
         resp: Response<Incoming>,
-        guard: InFlightGuard,
+        (guard, lease): (InFlightGuard, Option<Lease>),
         rt: &BackendRt,
         repin: bool,
         in_flight: &mut Option<ProxyInFlight>,
@@ -485,6 +473,7 @@ impl Worker {
         let guards = Guards {
             _backend: guard,
             _proxy: proxy_guard,
+            _lease: lease,
         };
         if repin {
             parts.headers.append(SET_COOKIE, rt.set_cookie.clone());

@@ -33,6 +33,7 @@ pub mod metrics;
 mod server;
 mod shared;
 pub mod testing_backend;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -83,6 +83,25 @@ pub(crate) async fn run_worker(
     let tracker = TaskTracker::new();
     let idle = Duration::from_millis(cfg.timeouts.client_idle_ms);
     let shed = Arc::new(shed_response(cfg.limits.retry_after_s));
+    // Pool upkeep: drop connections to backends that left and idle ones past their time.
+    let upkeep = {
+        let worker = worker.clone();
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let snap = shared.snapshot.load();
+                let live: Vec<balance::BackendId> =
+                    snap.selector.candidates().iter().map(|c| c.id).collect();
+                worker.pool.upkeep(&live, std::time::Instant::now());
+            }
+        })
+    };
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -120,7 +139,8 @@ pub(crate) async fn run_worker(
             .connections_active
             .fetch_add(1, Ordering::Relaxed);
         let active = Arc::new(AtomicUsize::new(0));
-        let ctx = Arc::new(ConnCtx::new(peer, active.clone()));
+        let local = stream.local_addr().unwrap_or(peer);
+        let ctx = Arc::new(ConnCtx::new(peer, local, active.clone()));
         let io = TokioIo::new(IdleIo::new(stream, idle, active));
         let w = worker.clone();
         let svc = hyper::service::service_fn(move |req| {
@@ -143,6 +163,7 @@ pub(crate) async fn run_worker(
         });
     }
     drop(listener);
+    upkeep.abort();
     let grace = Duration::from_millis(cfg.timeouts.shutdown_grace_ms);
     if tokio::time::timeout(grace, graceful.shutdown())
         .await

@@ -36,6 +36,8 @@ pub(crate) struct BackendRt {
     pub addr: String,
     /// Parsed once, cloned into every upstream URI.
     pub authority: Authority,
+    /// The address when `addr` is an IP literal (no resolution needed per connect).
+    pub socket_addr: Option<std::net::SocketAddr>,
     /// Counters for metrics.
     pub counters: BackendCounters,
     /// `Set-Cookie` pinning a client to this backend (sticky strategy).
@@ -161,6 +163,7 @@ impl Shared {
             name: spec.name.clone(),
             addr: spec.addr.clone(),
             authority,
+            socket_addr: spec.addr.parse().ok(),
             counters: BackendCounters::default(),
             set_cookie,
             health_stop: self.stop.child_token(),
