@@ -72,6 +72,9 @@ pub(crate) fn is_test_path(rel: &str) -> bool {
         || name.ends_with("test.java")
         || name.ends_with("tests.java")
         || name == "conftest.py"
+        || name == "tests.py"
+        || name.starts_with("tests_")
+        || name.ends_with("_tests.py")
         || name.ends_with(".env.testing")
 }
 

@@ -174,7 +174,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 "time.NewTicker" | "time.Tick" => {
                     let in_go = ancestor(n, &["go_statement"]).is_some()
                         || enclosing_name(n, src).is_some_and(|f| go_called.contains(&f));
-                    if in_go {
+                    if in_go && !keepalive(n, src) {
                         hits.push(Hit::at(
                             "GO-TICKER-JOB",
                             n,
@@ -279,6 +279,19 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         }
         hits.push(hit);
     }
+}
+
+/// A ticker in a function that writes to one connection (pings, per-connection pushes):
+/// per-connection keepalive, not shared work.
+fn keepalive(n: Node, src: &str) -> bool {
+    let Some(f) = ancestor(n, &["function_declaration", "method_declaration"]) else {
+        return false;
+    };
+    let t = text(f, src);
+    t.contains("PingMessage")
+        || t.contains("SetWriteDeadline")
+        || t.contains("websocket.Conn")
+        || t.contains(".WriteMessage(")
 }
 
 /// The identifier at the root of `a.b[c].d` chains.

@@ -128,8 +128,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         "jcache-redis",
     ]
     .iter()
-    .any(|d| ctx.facts.has_dep(d));
-    let spring_session = ctx.facts.has_dep("spring-session");
+    .any(|d| ctx.has_dep(d));
+    let spring_session = ctx.has_dep("spring-session");
     let mut session_reported = false;
 
     walk(root, |n| match n.kind() {

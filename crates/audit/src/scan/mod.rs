@@ -24,14 +24,18 @@ use crate::{Finding, Lang, Options, Report, Severity, Suppressed, rules};
 /// (e.g. whether spring-session or a socket.io Redis adapter is a dependency).
 #[derive(Debug, Default)]
 pub(crate) struct Facts {
-    /// Lower-cased contents of every manifest, concatenated.
-    manifests: String,
+    /// `(directory prefix, lower-cased manifest contents)` for every manifest: a file sees
+    /// the manifests of its own directory and its ancestors (so one example app in a
+    /// monorepo does not lend its Redis adapter to another).
+    manifests: Vec<(String, String)>,
 }
 
 impl Facts {
-    /// True when some manifest names `dep` (a dependency or package name, lower case).
-    pub(crate) fn has_dep(&self, dep: &str) -> bool {
-        self.manifests.contains(dep)
+    /// True when a manifest governing `rel` names `dep` (a package name, lower case).
+    pub(crate) fn has_dep(&self, rel: &str, dep: &str) -> bool {
+        self.manifests
+            .iter()
+            .any(|(dir, text)| (dir.is_empty() || rel.starts_with(dir.as_str())) && text.contains(dep))
     }
 }
 
@@ -85,6 +89,13 @@ pub(crate) struct FileCtx<'a> {
     pub facts: &'a Facts,
 }
 
+impl FileCtx<'_> {
+    /// True when a build manifest governing this file names `dep`.
+    pub(crate) fn has_dep(&self, dep: &str) -> bool {
+        self.facts.has_dep(self.rel, dep)
+    }
+}
+
 /// Scans `files` with `options.threads` workers.
 pub(crate) fn scan_files(files: &[SourceFile], options: &Options) -> Report {
     let mut facts = Facts::default();
@@ -93,8 +104,11 @@ pub(crate) fn scan_files(files: &[SourceFile], options: &Options) -> Report {
         if is_manifest(name)
             && let Ok(text) = std::fs::read_to_string(&f.abs)
         {
-            facts.manifests.push_str(&text.to_ascii_lowercase());
-            facts.manifests.push('\n');
+            let dir = match f.rel.rfind('/') {
+                Some(i) => f.rel[..=i].to_string(),
+                None => String::new(),
+            };
+            facts.manifests.push((dir, text.to_ascii_lowercase()));
         }
     }
     let sources: Vec<&SourceFile> = files

@@ -33,7 +33,7 @@ struct Static<'t> {
 
 pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
     let src = ctx.src;
-    let long_running = WORKERS.iter().any(|w| ctx.facts.has_dep(w));
+    let long_running = WORKERS.iter().any(|w| ctx.has_dep(w));
     let mut locals: Vec<(String, Static)> = Vec::new();
     let mut props: BTreeMap<String, Static> = BTreeMap::new();
     let mut shared_handler = false;
@@ -187,7 +187,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
     });
 
     if !shared_handler {
-        for n in session_starts {
+        // One finding per file: several session_start() calls are the same state.
+        for n in session_starts.into_iter().take(1) {
             hits.push(
                 Hit::at("PHP-SESSION-FILES", n, "session_start() with the default files handler keeps sessions on this server's disk")
                     .condition("no session_set_save_handler()/ini_set('session.save_handler') here; php.ini defaults to files"),

@@ -207,8 +207,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         }
     }
     let name = ctx.rel.rsplit('/').next().unwrap_or(ctx.rel);
-    let settings_file =
-        name == "settings.py" || ctx.rel.contains("/settings/") || ctx.rel.starts_with("settings/");
+    // Only a single-module `settings.py`: split settings packages define CACHES per
+    // environment in sibling modules this file cannot see.
+    let settings_file = name == "settings.py";
     if settings_file
         && !has_caches_setting
         && let Some(n) = installed_apps
@@ -573,8 +574,10 @@ fn upload_object(obj: Node, call: Node, src: &str) -> bool {
             && let (Some(l), Some(r)) = (field(a, "left"), field(a, "right"))
             && text(l, src) == t
         {
+            // Direct access only: a form built *from* request.FILES saves through the
+            // storage backend, not to a path chosen here.
             let rt = text(r, src);
-            if rt.contains("request.files") || rt.contains("request.FILES") {
+            if rt.starts_with("request.files") || rt.starts_with("request.FILES") {
                 found = true;
             }
         }
@@ -582,7 +585,7 @@ fn upload_object(obj: Node, call: Node, src: &str) -> bool {
             && field(a, "left").is_some_and(|l| text(l, src) == t)
             && field(a, "right").is_some_and(|r| {
                 let rt = text(r, src);
-                rt.contains("request.files") || rt.contains("request.FILES")
+                rt.starts_with("request.files") || rt.starts_with("request.FILES")
             })
         {
             found = true;

@@ -52,6 +52,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         return;
     }
     let controller = ctx.rel.contains("controllers/");
+    let production = ctx.rel.ends_with("config/environments/production.rb");
+    let mut saw_cache_store = false;
     let mut vars: BTreeMap<String, Var> = BTreeMap::new();
     walk(root, |n| {
         if n.kind() != "assignment" {
@@ -120,6 +122,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             if l.kind() == "call" {
                 let method = field(l, "method").map(|m| text(m, src)).unwrap_or("");
                 let first_symbol = first_symbol(r, src);
+                if method == "cache_store" {
+                    saw_cache_store = true;
+                }
                 match (method, first_symbol.as_deref()) {
                     ("cache_store", Some(s @ (":memory_store" | ":file_store"))) => hits.push(Hit::at(
                         "RB-CACHE-LOCAL",
@@ -227,6 +232,17 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         }
         _ => {}
     });
+
+    if production && !saw_cache_store {
+        hits.push(Hit {
+            rule: "RB-CACHE-LOCAL",
+            row: 0,
+            col: 0,
+            message: "production.rb sets no config.cache_store: Rails falls back to a per-instance :file_store".into(),
+            severity: Some(Severity::Low),
+            condition: Some("config.cache_store is not set for production; only matters if Rails.cache is used".into()),
+        });
+    }
 
     for (name, v) in vars {
         if v.writes.is_empty() {

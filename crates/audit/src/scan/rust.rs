@@ -95,6 +95,20 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         }
     });
 
+    // Type-level state (fields, aliases) already names the store; constructor calls are
+    // only reported when the file has none, so one store is not reported twice.
+    let mut typed_state = false;
+    walk(root, |n| {
+        if n.kind() == "generic_type"
+            && web
+            && ancestor(n, &["field_declaration", "type_item"]).is_some()
+            && locked_collection(&idents(n, src), &coll_structs)
+        {
+            typed_state = true;
+        }
+    });
+    // A module that takes multipart uploads: its file writes store uploads.
+    let upload_module = text(root, src).contains("Multipart");
     walk(root, |n| {
         if in_test_module(n, src) {
             return;
@@ -214,6 +228,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 let last = ft.rsplit("::").next().unwrap_or(ft);
                 let last = last.rsplit('.').next().unwrap_or(last);
                 if web
+                    && !typed_state
                     && (ft.ends_with("Mutex::new") || ft.ends_with("RwLock::new"))
                     && ancestor(n, &["static_item", "macro_invocation"]).is_none()
                     && ancestor(n, &["call_expression"]).is_none_or(|p| {
@@ -270,7 +285,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                         | "tokio::fs::copy"
                         | "fs::rename"
                         | "tokio::fs::rename"
-                ) && in_upload_fn(n, src)
+                ) && (in_upload_fn(n, src) || upload_module && !in_main(n, src))
                 {
                     hits.push(Hit::at(
                         "RS-LOCAL-WRITE",
@@ -325,6 +340,13 @@ fn in_spawn(n: Node, src: &str) -> bool {
         cur = p.parent();
     }
     false
+}
+
+/// Inside `fn main` (start-up code).
+fn in_main(n: Node, src: &str) -> bool {
+    ancestor(n, &["function_item"])
+        .and_then(|f| field(f, "name"))
+        .is_some_and(|x| text(x, src) == "main")
 }
 
 /// Inside a function taking a multipart upload.
