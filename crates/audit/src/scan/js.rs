@@ -75,6 +75,8 @@ enum CollKind {
     Object,
     Array,
     Cache,
+    /// A `let`/`var` number used as a counter.
+    Counter,
 }
 
 struct Coll<'t> {
@@ -163,7 +165,13 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             if name.kind() != "identifier" {
                 continue;
             }
-            if let Some(kind) = collection_kind(value, src) {
+            let is_let = !text(decl, src).starts_with("const");
+            let kind = if value.kind() == "number" && is_let {
+                Some(CollKind::Counter)
+            } else {
+                collection_kind(value, src)
+            };
+            if let Some(kind) = kind {
                 colls.insert(
                     text(name, src).to_string(),
                     Coll {
@@ -180,7 +188,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
     let rate_names = local("express-rate-limit");
     let multer_names = local("multer");
     let socketio = local("socket.io");
-    let uses_socketio = imports.contains_key("socket.io");
+    let uses_socketio = imports.contains_key("socket.io")
+        || walk_any(root, |n| {
+            n.kind() == "call_expression" && require_of(n, src).as_deref() == Some("socket.io")
+        });
     let mut socket_servers: Vec<Node> = Vec::new();
     let mut has_adapter = false;
 
@@ -331,10 +342,39 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                             && callee.kind() == "call_expression"
                             && require_of(callee, src).as_deref() == Some("socket.io")))
                 {
-                    socket_servers.push(n);
+                    // `new Server(http, { adapter: createAdapter() })` sets a shared adapter.
+                    let adapter_option = args.is_some_and(|a| {
+                        named_children(a)
+                            .into_iter()
+                            .any(|o| object_key(o, "adapter", src).is_some())
+                    });
+                    if adapter_option {
+                        has_adapter = true;
+                    } else {
+                        socket_servers.push(n);
+                    }
+                }
+            }
+            "update_expression" => {
+                if let Some(arg) = field(n, "argument")
+                    && arg.kind() == "identifier"
+                    && let Some(c) = colls.get_mut(text(arg, src))
+                    && c.kind == CollKind::Counter
+                    && in_runtime_function(n, src)
+                {
+                    c.writes.push("++".into());
                 }
             }
             "assignment_expression" | "augmented_assignment_expression" => {
+                if n.kind() == "augmented_assignment_expression"
+                    && let Some(left) = field(n, "left")
+                    && left.kind() == "identifier"
+                    && let Some(c) = colls.get_mut(text(left, src))
+                    && c.kind == CollKind::Counter
+                    && in_runtime_function(n, src)
+                {
+                    c.writes.push("+=".into());
+                }
                 if let Some(left) = field(n, "left")
                     && left.kind() == "subscript_expression"
                     && let Some(obj) = field(left, "object")
@@ -397,6 +437,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             CollKind::Object => "object",
             CollKind::Array => "array",
             CollKind::Cache => "cache",
+            CollKind::Counter => "counter",
         };
         let mut hit = Hit::at(
             "JS-GLOBAL-MUTABLE",
