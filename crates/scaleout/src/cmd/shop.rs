@@ -1,12 +1,195 @@
-//! `scaleout shop`. Placeholder until its issue lands: it refuses to run rather than pretend.
+//! `scaleout shop`: one instance of the reference shop service (glue only).
+//!
+//! Flags are parsed into `shop::ShopConfig` over the `[shop]` section of `-c FILE` (flags
+//! win), validated once, then `shop::run` serves until SIGTERM or Ctrl-C, after which
+//! in-flight requests finish and the process exits 0.
 
 use std::process::ExitCode;
 
-/// Arguments of `scaleout shop`.
+use anyhow::Context;
+use shop::{CacheKind, SessionKind, ShopConfig};
+use tokio_util::sync::CancellationToken;
+
+/// Arguments of `scaleout shop`: serve (no subcommand) or a maintenance subcommand.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    /// Maintenance subcommand; without one, serve.
+    #[command(subcommand)]
+    pub action: Option<Action>,
+    /// Serving flags.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Shop maintenance subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Move carts and orders to a new shard map: only users whose shard changes move,
+    /// copied before deleted; safe to re-run after a crash. Prints one JSON line.
+    Reshard(ReshardArgs),
+}
+
+/// Arguments of `scaleout shop reshard`.
+#[derive(Debug, clap::Args)]
+pub struct ReshardArgs {
+    /// Shard map (TOML) the data is laid out by now.
+    #[arg(long)]
+    pub from: std::path::PathBuf,
+    /// Shard map (TOML) to move the data to.
+    #[arg(long)]
+    pub to: std::path::PathBuf,
+    /// Timeout of each database call, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub op_timeout_ms: u64,
+}
+
+/// Serving flags of `scaleout shop`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Config file with a `[shop]` section (same keys as these flags, snake_case).
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<std::path::PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Instance name, sent in the `x-instance-id` header [default: hostname-pid].
+    #[arg(long)]
+    pub instance_id: Option<String>,
+    /// Primary database: `sqlite:PATH` or `postgres://...` [default: sqlite:scaleout-shop.db].
+    #[arg(long)]
+    pub db: Option<String>,
+    /// A PostgreSQL streaming replica for stale-tolerant reads (repeatable).
+    #[arg(long)]
+    pub replica: Vec<String>,
+    /// Redis URL; a comma-separated list of seeds means Redis Cluster.
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Session store: jwt | redis | sql | memory (memory is the anti-pattern) [default: jwt].
+    #[arg(long)]
+    pub sessions: Option<SessionKind>,
+    /// Cache: redis | sql | none [default: redis with --redis, else sql].
+    #[arg(long)]
+    pub cache: Option<CacheKind>,
+    /// Tokio worker threads [default: one per core].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Connections per database pool in this instance [default: 8].
+    #[arg(long)]
+    pub pool_size: Option<u32>,
+    /// Instances that will share the database (start is refused when
+    /// expected-instances x pool-size > max_connections) [default: 1].
+    #[arg(long)]
+    pub expected_instances: Option<u32>,
+    /// HS256 secret for JWT sessions (at least 16 bytes) [default: a dev secret, with a warning].
+    #[arg(long)]
+    pub jwt_secret: Option<String>,
+    /// Read the JWT secret from this file.
+    #[arg(long)]
+    pub jwt_secret_file: Option<String>,
+    /// Products generated into an empty database [default: 1000].
+    #[arg(long)]
+    pub seed_products: Option<u64>,
+    /// Replicas lagging more than this are skipped [default: 1000].
+    #[arg(long)]
+    pub max_replica_lag_ms: Option<u64>,
+    /// Comma-separated usernames that become admins at signup [default: admin].
+    #[arg(long, value_delimiter = ',')]
+    pub admin_users: Option<Vec<String>>,
+    /// Prefix of this shop's Redis and cache keys [default: shop].
+    #[arg(long)]
+    pub key_prefix: Option<String>,
+}
+
+impl ServeArgs {
+    /// The config: file (if any) then flags over it, validated.
+    pub fn into_config(self) -> anyhow::Result<ShopConfig> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                ShopConfig::from_toml(&text)?
+            }
+            None => ShopConfig::default(),
+        };
+        macro_rules! over {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+        }
+        over!(listen, instance_id, db, sessions, workers, pool_size, expected_instances,
+              jwt_secret, seed_products, max_replica_lag_ms, admin_users, key_prefix);
+        if !self.replica.is_empty() {
+            c.replica = self.replica;
+        }
+        if self.redis.is_some() {
+            c.redis = self.redis;
+        }
+        if self.cache.is_some() {
+            c.cache = self.cache;
+        }
+        if self.jwt_secret_file.is_some() {
+            c.jwt_secret_file = self.jwt_secret_file;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
 
 /// Runs `scaleout shop`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`scaleout shop` is not built yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_tracing();
+    match args.action {
+        Some(Action::Reshard(r)) => reshard(r),
+        None => serve(args.serve),
+    }
+}
+
+fn reshard(args: ReshardArgs) -> anyhow::Result<ExitCode> {
+    let from = shop::shard::ShardMap::from_file(&args.from)?;
+    let to = shop::shard::ShardMap::from_file(&args.to)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let cancel = CancellationToken::new();
+    let opts = shop::shard::ReshardOptions {
+        op_timeout: std::time::Duration::from_millis(args.op_timeout_ms),
+        ..Default::default()
+    };
+    let report = rt.block_on(async {
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::warn!("Ctrl-C: stopping between users; re-run to finish");
+                on_signal.cancel();
+            }
+        });
+        shop::shard::reshard(&from, &to, &opts, &cancel).await
+    })?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.into_config()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.workers > 0 {
+        rt.worker_threads(cfg.workers);
+    }
+    let rt = rt.enable_all().build().context("building the tokio runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("install SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutdown signal received; draining");
+            signals.cancel();
+        });
+        shop::run(cfg, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

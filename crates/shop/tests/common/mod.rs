@@ -1,0 +1,98 @@
+//! Helpers shared by the shop's integration tests: a state on a fresh SQLite file (or
+//! the real PostgreSQL / Redis named by SCALEOUT_TEST_* variables), and `oneshot` calls.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use shop::{AppState, ShopConfig};
+use tower::ServiceExt;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+
+pub fn temp_db(tag: &str) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "shop-test-{tag}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    format!("sqlite:{}", dir.join("shop.db").display())
+}
+
+pub fn sqlite_config(tag: &str) -> ShopConfig {
+    ShopConfig {
+        db: temp_db(tag),
+        seed_products: 100,
+        jwt_secret: SECRET.into(),
+        instance_id: format!("test-{tag}"),
+        ..ShopConfig::default()
+    }
+}
+
+pub fn redis_url() -> String {
+    std::env::var("SCALEOUT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn redis_cluster_url() -> String {
+    std::env::var("SCALEOUT_TEST_REDIS_CLUSTER").unwrap_or_else(|_| {
+        "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
+    })
+}
+
+pub fn unique_prefix(tag: &str) -> String {
+    format!("t-{tag}-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub async fn state(cfg: &ShopConfig) -> Arc<AppState> {
+    shop::build_state(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("building the shop state failed (is the server running? scripts/services up): {e}"))
+}
+
+/// One request through the router: (status, headers, body as JSON or Null).
+pub async fn call(
+    st: &Arc<AppState>,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    extra: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    let req = b
+        .body(body.map(|s| Body::from(s.to_string())).unwrap_or(Body::empty()))
+        .unwrap();
+    let resp = shop::app(st.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, headers, json)
+}
+
+/// Signs up and logs in `name`; returns the token.
+pub async fn user(st: &Arc<AppState>, name: &str) -> String {
+    let creds = format!(r#"{{"username":"{name}","password":"pw-{name}-123"}}"#);
+    let (s, _, b) = call(st, "POST", "/signup", None, Some(&creds), &[]).await;
+    assert_eq!(s, StatusCode::CREATED, "signup {name}: {b}");
+    let (s, _, b) = call(st, "POST", "/login", None, Some(&creds), &[]).await;
+    assert_eq!(s, StatusCode::OK, "login {name}: {b}");
+    b["token"].as_str().unwrap().to_string()
+}
+
+/// Counts rows of `sql` (a `SELECT COUNT(*) ...`) on the primary.
+pub async fn count(st: &Arc<AppState>, sql: &'static str) -> i64 {
+    shop::on_pool!(st.db.primary(), p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await.unwrap())
+}
