@@ -95,6 +95,9 @@ pub struct TimeoutConfig {
     /// Reading a client's request head (slowloris defence); the connection is closed when
     /// the head is not complete in time.
     pub header_read_ms: u64,
+    /// Receiving a request body that is buffered (small, known length) before forwarding;
+    /// a client that is slower gets 408.
+    pub body_read_ms: u64,
     /// From sending the request to a backend to its response head.
     pub upstream_response_ms: u64,
     /// A client connection with no request in flight and no bytes read for this long is
@@ -111,6 +114,7 @@ impl Default for TimeoutConfig {
         TimeoutConfig {
             connect_ms: 1_000,
             header_read_ms: 10_000,
+            body_read_ms: 30_000,
             upstream_response_ms: 30_000,
             client_idle_ms: 60_000,
             upstream_idle_ms: 90_000,
@@ -309,6 +313,7 @@ impl Config {
         for (name, v, max) in [
             ("connect_ms", t.connect_ms, 600_000),
             ("header_read_ms", t.header_read_ms, 600_000),
+            ("body_read_ms", t.body_read_ms, 3_600_000),
             ("upstream_response_ms", t.upstream_response_ms, 3_600_000),
             ("client_idle_ms", t.client_idle_ms, 3_600_000),
             ("upstream_idle_ms", t.upstream_idle_ms, 3_600_000),

@@ -58,6 +58,8 @@ pub enum ForwardError {
     ClientBody,
     /// The client's body exceeded `limits.max_body_bytes`.
     BodyTooLarge,
+    /// The client did not send its (buffered) body within `timeouts.body_read_ms`.
+    BodyTimeout,
     /// No backend may take the request (all down with `reject503`, all excluded).
     NoBackend,
     /// Every eligible backend is at `limits.max_in_flight_per_backend`.
@@ -69,7 +71,9 @@ impl ForwardError {
     pub fn side(self) -> Side {
         match self {
             ForwardError::Upstream(_) => Side::Upstream,
-            ForwardError::ClientBody | ForwardError::BodyTooLarge => Side::Downstream,
+            ForwardError::ClientBody | ForwardError::BodyTooLarge | ForwardError::BodyTimeout => {
+                Side::Downstream
+            }
             ForwardError::NoBackend | ForwardError::Shed => Side::Internal,
         }
     }
@@ -86,6 +90,7 @@ impl ForwardError {
             ForwardError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ForwardError::ClientBody => StatusCode::BAD_REQUEST,
             ForwardError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ForwardError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ForwardError::NoBackend | ForwardError::Shed => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -97,6 +102,7 @@ impl ForwardError {
             ForwardError::Upstream(_) => "upstream unavailable\n",
             ForwardError::ClientBody => "request body incomplete\n",
             ForwardError::BodyTooLarge => "request body too large\n",
+            ForwardError::BodyTimeout => "request body too slow\n",
             ForwardError::NoBackend => "no backend available\n",
             ForwardError::Shed => "over capacity, retry later\n",
         }

@@ -220,10 +220,12 @@ impl Worker {
         let (replay, mut stream) = if body.is_end_stream() {
             (Some(Bytes::new()), None)
         } else if content_length.is_some_and(|l| l <= cfg.limits.retry_buffer_bytes) {
-            match Limited::new(body, max_body).collect().await {
-                Ok(c) => (Some(c.to_bytes()), None),
-                Err(e) if e.is::<LengthLimitError>() => return Err(ForwardError::BodyTooLarge),
-                Err(_) => return Err(ForwardError::ClientBody),
+            let read = Duration::from_millis(cfg.timeouts.body_read_ms);
+            match tokio::time::timeout(read, Limited::new(body, max_body).collect()).await {
+                Ok(Ok(c)) => (Some(c.to_bytes()), None),
+                Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(ForwardError::BodyTooLarge),
+                Ok(Err(_)) => return Err(ForwardError::ClientBody),
+                Err(_) => return Err(ForwardError::BodyTimeout),
             }
         } else {
             let inner = Limited::new(body, max_body);

@@ -338,3 +338,26 @@ async fn all_down_reject_or_fail_open() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_gets_408_and_others_are_served() {
+    let b = backend("a").await;
+    let mut cfg = config(&[("a", b.addr)]);
+    cfg.timeouts.body_read_ms = 300;
+    let p = start(cfg).await;
+    let addr = p.addr();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // Declares 100 bytes, sends 10 and stalls.
+        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+            .unwrap();
+        let mut buf = [0u8; 128];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    })
+    .await
+    .unwrap();
+    assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
+    assert_eq!(get(&client(), &p.url("/")).await.status, 200);
+}
