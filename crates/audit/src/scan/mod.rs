@@ -101,12 +101,17 @@ pub(crate) fn scan_files(files: &[SourceFile], options: &Options) -> Report {
     let mut facts = Facts::default();
     for f in files {
         let name = f.rel.rsplit('/').next().unwrap_or(&f.rel);
-        if is_manifest(name)
+        if (is_manifest(name) || f.rel.ends_with("config/application.rb"))
             && let Ok(text) = std::fs::read_to_string(&f.abs)
         {
-            let dir = match f.rel.rfind('/') {
-                Some(i) => f.rel[..=i].to_string(),
-                None => String::new(),
+            let dir = if f.rel.ends_with("config/application.rb") {
+                // Governs the whole Rails app, not just config/.
+                f.rel.trim_end_matches("config/application.rb").to_string()
+            } else {
+                match f.rel.rfind('/') {
+                    Some(i) => f.rel[..=i].to_string(),
+                    None => String::new(),
+                }
             };
             facts.manifests.push((dir, text.to_ascii_lowercase()));
         }

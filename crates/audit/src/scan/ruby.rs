@@ -233,7 +233,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         _ => {}
     });
 
-    if production && !saw_cache_store {
+    // `config/application.rb` is read as a project fact: a cache store set there applies.
+    if production && !saw_cache_store && !ctx.has_dep("config.cache_store") {
         hits.push(Hit {
             rule: "RB-CACHE-LOCAL",
             row: 0,
@@ -304,6 +305,21 @@ fn in_runtime_method(n: Node, src: &str) -> bool {
     let Some(m) = ancestor(n, &["method", "singleton_method"]) else {
         return false;
     };
+    // Class macros (`class_methods do`, `class_eval`, `included do`) run at load time.
+    let mut cur = n.parent();
+    while let Some(p) = cur {
+        if p.kind() == "call"
+            && field(p, "method").is_some_and(|x| {
+                matches!(
+                    text(x, src),
+                    "class_eval" | "module_eval" | "instance_eval" | "included" | "class_methods" | "extended"
+                )
+            })
+        {
+            return false;
+        }
+        cur = p.parent();
+    }
     let name = field(m, "name").map(|x| text(x, src)).unwrap_or("");
     !startup_function(name)
 }
