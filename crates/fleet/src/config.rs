@@ -67,7 +67,8 @@ pub struct Config {
     pub cpus_per_instance: u32,
     /// Explicit core lists per instance slot; overrides `cpus_per_instance` when set.
     pub cpu_sets: Vec<Vec<usize>>,
-    /// Period of the control loop (reconcile) and of the autoscaler's sync.
+    /// Period of the reconcile loop (it also wakes on every instance event, at most every
+    /// 100 ms for back-off deadlines). The autoscaler keeps its own `autoscale.tick_ms`.
     pub sync_period_ms: u64,
     /// Ask the kernel to SIGKILL each instance if the supervisor dies (via
     /// `setpriv --pdeathsig`, when `setpriv` is installed).

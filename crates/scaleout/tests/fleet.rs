@@ -285,3 +285,26 @@ fn rolling_restart_on_sighup_under_load_fails_no_request() {
         .expect("exits on SIGTERM");
     assert!(st.success());
 }
+
+#[test]
+fn taken_port_fails_before_any_instance_starts() {
+    let dir = temp_dir("up-taken");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap();
+    let cfg = write_config(&dir, listen, free_addr(), "");
+    let out = Command::new(exe())
+        .args(["up", "-c", cfg.to_str().unwrap()])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&listen.to_string()),
+        "names the address: {err}"
+    );
+    assert!(
+        !dir.join("data/logs").exists(),
+        "no instance was started: {err}"
+    );
+}
