@@ -314,9 +314,14 @@ fn enclosing_name(n: Node, src: &str) -> Option<String> {
 
 /// Inside a function that is not `init` or named like start-up code.
 fn in_runtime_function(n: Node, src: &str) -> bool {
-    let Some(_) = ancestor(n, FUNCS) else {
+    let Some(f) = ancestor(n, FUNCS) else {
         return false;
     };
+    // A closure passed as an argument (a route handler registered in `setupRouter`) runs
+    // per request whatever its enclosing function is called; only `init` stays start-up.
+    if f.kind() == "func_literal" && f.parent().is_some_and(|p| p.kind() == "argument_list") {
+        return enclosing_name(n, src).is_none_or(|name| name != "init");
+    }
     match enclosing_name(n, src) {
         Some(name) => !startup_function(&name),
         None => true,

@@ -400,8 +400,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         }
     });
 
-    if !has_adapter && !ctx.has_dep("redis-adapter") && !ctx.has_dep("socket.io-redis")
-    {
+    if !has_adapter && !ctx.has_dep("redis-adapter") && !ctx.has_dep("socket.io-redis") {
         for s in socket_servers {
             hits.push(
                 Hit::at(

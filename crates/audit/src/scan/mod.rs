@@ -33,9 +33,9 @@ pub(crate) struct Facts {
 impl Facts {
     /// True when a manifest governing `rel` names `dep` (a package name, lower case).
     pub(crate) fn has_dep(&self, rel: &str, dep: &str) -> bool {
-        self.manifests
-            .iter()
-            .any(|(dir, text)| (dir.is_empty() || rel.starts_with(dir.as_str())) && text.contains(dep))
+        self.manifests.iter().any(|(dir, text)| {
+            (dir.is_empty() || rel.starts_with(dir.as_str())) && text.contains(dep)
+        })
     }
 }
 

@@ -312,7 +312,12 @@ fn in_runtime_method(n: Node, src: &str) -> bool {
             && field(p, "method").is_some_and(|x| {
                 matches!(
                     text(x, src),
-                    "class_eval" | "module_eval" | "instance_eval" | "included" | "class_methods" | "extended"
+                    "class_eval"
+                        | "module_eval"
+                        | "instance_eval"
+                        | "included"
+                        | "class_methods"
+                        | "extended"
                 )
             })
         {
