@@ -205,6 +205,12 @@ impl Db {
     /// A reader for a stale-tolerant read. With `mark` (the user's last-write WAL
     /// position), only a replica that has replayed it may serve; otherwise the primary.
     pub async fn reader(&self, mark: Option<u64>) -> Reader<'_> {
+        let r = self.route(mark).await;
+        self.metrics.read_routed(r.role);
+        r
+    }
+
+    async fn route(&self, mark: Option<u64>) -> Reader<'_> {
         if self.replicas.is_empty() {
             return self.primary_reader();
         }

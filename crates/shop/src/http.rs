@@ -61,6 +61,8 @@ pub struct AppState {
     pub key_prefix: String,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Stops this state's background tasks (the replica poller).
+    pub background: tokio_util::sync::CancellationToken,
 }
 
 /// Unix time in milliseconds (the shell reads the clock; decisions take it as input).

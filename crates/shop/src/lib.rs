@@ -68,7 +68,8 @@ pub fn default_instance_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Connects every store and builds the shared state of one instance.
+/// Connects every store and builds the shared state of one instance; spawns its
+/// background tasks (stopped by `state.background`). Must run inside a tokio runtime.
 pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
     cfg.validate()?;
     let (secret, dev_secret) = jwt_secret(cfg)?;
@@ -106,6 +107,11 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
         MarkStore::Sql { db: db.clone(), ttl_ms: mark_ttl_ms }
     };
     let sessions = SessionStore::new(cfg.sessions, &secret, cfg.session_ttl_s, redis.clone(), &cfg.key_prefix, db.clone())?;
+    let background = CancellationToken::new();
+    tokio::spawn(db.clone().run_replica_poller(
+        Duration::from_millis(cfg.replica_poll_ms),
+        background.clone(),
+    ));
     let instance_id = if cfg.instance_id.is_empty() { default_instance_id() } else { cfg.instance_id.clone() };
     Ok(Arc::new(AppState {
         instance_id,
@@ -118,6 +124,7 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
         admin_users: cfg.admin_users.clone(),
         key_prefix: cfg.key_prefix.clone(),
         max_body_bytes: cfg.max_body_bytes,
+        background,
     }))
 }
 
@@ -135,10 +142,6 @@ pub async fn run(cfg: ShopConfig, shutdown: CancellationToken) -> Result<(), Sho
         cache = ?cfg.cache_kind(),
         "shop serving"
     );
-    let poller = tokio::spawn(state.db.clone().run_replica_poller(
-        Duration::from_millis(cfg.replica_poll_ms),
-        shutdown.clone(),
-    ));
     let serve_token = shutdown.clone();
     let server = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(async move { serve_token.cancelled().await });
@@ -151,7 +154,7 @@ pub async fn run(cfg: ShopConfig, shutdown: CancellationToken) -> Result<(), Sho
         }
     }
     shutdown.cancel();
-    let _ = poller.await;
+    state.background.cancel();
     tracing::info!("shop stopped");
     Ok(())
 }

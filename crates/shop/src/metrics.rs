@@ -41,6 +41,8 @@ pub struct Metrics {
     db_primary: AtomicU64,
     db_replica: AtomicU64,
     ryw_primary_fallbacks: AtomicU64,
+    reads_primary: AtomicU64,
+    reads_replica: AtomicU64,
     stampede_waits: AtomicU64,
 }
 
@@ -91,6 +93,27 @@ impl Metrics {
             DbRole::Primary => self.db_primary.fetch_add(1, Ordering::Relaxed),
             DbRole::Replica => self.db_replica.fetch_add(1, Ordering::Relaxed),
         };
+    }
+
+    /// Records where a routed read (one that may use a replica) was sent.
+    pub fn read_routed(&self, role: DbRole) {
+        match role {
+            DbRole::Primary => self.reads_primary.fetch_add(1, Ordering::Relaxed),
+            DbRole::Replica => self.reads_replica.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Routed reads sent to servers of `role` so far.
+    pub fn reads_routed(&self, role: DbRole) -> u64 {
+        match role {
+            DbRole::Primary => self.reads_primary.load(Ordering::Relaxed),
+            DbRole::Replica => self.reads_replica.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reads sent to the primary for read-your-writes so far.
+    pub fn ryw_fallbacks(&self) -> u64 {
+        self.ryw_primary_fallbacks.load(Ordering::Relaxed)
     }
 
     /// Records a read that wanted a replica but went to the primary for read-your-writes.
@@ -179,6 +202,15 @@ impl Metrics {
             "shop_ryw_primary_fallbacks_total{{instance=\"{inst}\"}} {}",
             self.ryw_primary_fallbacks.load(Ordering::Relaxed)
         );
+        let _ = writeln!(out, "# HELP shop_reads_routed_total Stale-tolerant reads by the server role they were routed to.");
+        let _ = writeln!(out, "# TYPE shop_reads_routed_total counter");
+        for (role, v) in [("primary", &self.reads_primary), ("replica", &self.reads_replica)] {
+            let _ = writeln!(
+                out,
+                "shop_reads_routed_total{{instance=\"{inst}\",role=\"{role}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(out, "# HELP shop_cache_stampede_waits_total Misses that waited for another request's recomputation.");
         let _ = writeln!(out, "# TYPE shop_cache_stampede_waits_total counter");
         let _ = writeln!(

@@ -96,3 +96,51 @@ pub async fn user(st: &Arc<AppState>, name: &str) -> String {
 pub async fn count(st: &Arc<AppState>, sql: &'static str) -> i64 {
     shop::on_pool!(st.db.primary(), p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await.unwrap())
 }
+
+pub fn pg_url() -> String {
+    std::env::var("SCALEOUT_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn pg_replica_url() -> String {
+    std::env::var("SCALEOUT_TEST_PG_REPLICA")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/postgres".into())
+}
+
+/// `url` with its database name replaced by `db`.
+pub fn with_db(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("postgres URL with a database");
+    format!("{base}/{db}")
+}
+
+/// Creates a fresh database on the primary (it replicates to the standby) and waits until
+/// the replica accepts connections to it. Fails loudly when PostgreSQL is missing.
+pub async fn fresh_pg_database(tag: &str) -> (String, String) {
+    use sqlx::Connection;
+    let name = format!("shop_{tag}_{}", uuid::Uuid::new_v4().simple());
+    let mut c = sqlx::PgConnection::connect(&pg_url())
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL primary at {} is required (scripts/services up): {e}", pg_url()));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let primary = with_db(&pg_url(), &name);
+    let replica = with_db(&pg_replica_url(), &name);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match sqlx::PgConnection::connect(&replica).await {
+            Ok(c) => {
+                let _ = c.close().await;
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "replica {replica} never showed database {name} (is the streaming replica on 5433 up?): {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    (primary, replica)
+}
