@@ -272,7 +272,8 @@ impl Worker {
         let mut in_flight = Some(in_flight);
         loop {
             let snap = shared.snapshot.load_full();
-            let now = Instant::now();
+            // One clock read per attempt: the first attempt reuses the request's start.
+            let now = if attempts == 0 { start } else { Instant::now() };
             let pick_req = PickRequest {
                 client_ip: Some(ctx.peer.ip()),
                 hash_key: hash_key.as_deref(),
@@ -328,7 +329,7 @@ impl Worker {
             *up.version_mut() = Version::HTTP_11;
             *up.headers_mut() = hdrs;
 
-            let t0 = Instant::now();
+            let t0 = now;
             let result =
                 tokio::time::timeout(upstream_timeout, self.pool.send(&rt, up, upgrade)).await;
             let now = Instant::now();

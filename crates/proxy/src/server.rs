@@ -179,24 +179,29 @@ pub(crate) async fn run_worker(
 }
 
 /// A client stream that fails with `TimedOut` when no request is in flight on it and
-/// nothing has been read or written for `idle`. (hyper's header read timeout covers a
-/// started request head; this covers idle keep-alive connections.)
+/// nothing has been read or written for a whole `idle` period (so an idle connection is
+/// closed between `idle` and `2 x idle` after its last activity). hyper's header read
+/// timeout covers a started request head; this covers idle keep-alive connections.
+/// Reads and writes only bump a counter (no clock read per I/O); the timer checks it.
 pub(crate) struct IdleIo {
     inner: TcpStream,
     idle: Duration,
-    last: Instant,
+    /// Bumped on every read or write that moved bytes.
+    activity: u64,
+    /// `activity` when the timer last fired.
+    seen: u64,
     sleep: Pin<Box<Sleep>>,
     active: Arc<AtomicUsize>,
 }
 
 impl IdleIo {
     pub(crate) fn new(inner: TcpStream, idle: Duration, active: Arc<AtomicUsize>) -> Self {
-        let now = Instant::now();
         IdleIo {
             inner,
             idle,
-            last: now,
-            sleep: Box::pin(tokio::time::sleep_until(now + idle)),
+            activity: 0,
+            seen: 0,
+            sleep: Box::pin(tokio::time::sleep(idle)),
             active,
         }
     }
@@ -206,16 +211,14 @@ impl IdleIo {
             if self.sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            let now = Instant::now();
-            if self.active.load(Ordering::Relaxed) > 0 {
-                self.last = now;
-            } else if now.saturating_duration_since(self.last) >= self.idle {
+            if self.activity == self.seen && self.active.load(Ordering::Relaxed) == 0 {
                 return Poll::Ready(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "client connection idle",
                 ));
             }
-            let deadline = self.last + self.idle;
+            self.seen = self.activity;
+            let deadline = Instant::now() + self.idle;
             self.sleep.as_mut().reset(deadline);
         }
     }
@@ -231,7 +234,7 @@ impl AsyncRead for IdleIo {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
-                    self.last = Instant::now();
+                    self.activity = self.activity.wrapping_add(1);
                 }
                 Poll::Ready(r)
             }
@@ -253,7 +256,7 @@ impl AsyncWrite for IdleIo {
         if let Poll::Ready(Ok(n)) = &r
             && *n > 0
         {
-            self.last = Instant::now();
+            self.activity = self.activity.wrapping_add(1);
         }
         r
     }
@@ -267,7 +270,7 @@ impl AsyncWrite for IdleIo {
         if let Poll::Ready(Ok(n)) = &r
             && *n > 0
         {
-            self.last = Instant::now();
+            self.activity = self.activity.wrapping_add(1);
         }
         r
     }
