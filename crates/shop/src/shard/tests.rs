@@ -626,3 +626,24 @@ async fn reshard_postgres_two_to_three_with_interruption() {
     assert_placed_exactly_once(&to, &data).await;
     pg_drop(&urls).await;
 }
+
+#[test]
+fn sharded_tables_match_the_shop_schema() {
+    // The shard module carries its own copy of the per-user tables' DDL (so it can create
+    // them on a fresh shard); it must stay identical to crate::schema, the one definition.
+    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    for ddl in store::SHARDED_TABLES_DDL
+        .iter()
+        .filter(|d| d.contains("TABLE"))
+    {
+        for (name, schema) in [
+            ("SQLITE", crate::schema::SQLITE),
+            ("POSTGRES", crate::schema::POSTGRES),
+        ] {
+            assert!(
+                schema.iter().any(|s| norm(s) == norm(ddl)),
+                "schema::{name} has no statement equal to {ddl}"
+            );
+        }
+    }
+}
