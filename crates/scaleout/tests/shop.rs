@@ -18,7 +18,8 @@ fn redis_url() -> String {
 }
 
 fn pg_url() -> String {
-    std::env::var("SCALEOUT_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("SCALEOUT_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A response: status, lower-cased header lines, body.
@@ -30,7 +31,10 @@ struct Resp {
 
 impl Resp {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
@@ -39,9 +43,13 @@ impl Resp {
 
 /// One HTTP/1.1 request over a fresh connection (Connection: close), with headers back.
 fn req(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut r = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if !body.is_empty() {
         r.push_str("Content-Type: application/json\r\n");
     }
@@ -56,13 +64,21 @@ fn req(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bod
     let text = String::from_utf8_lossy(&buf).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     // Chunked bodies: the shop answers with Content-Length, the balancer may not; keep it simple.
-    Resp { status, headers, body: body.to_string() }
+    Resp {
+        status,
+        headers,
+        body: body.to_string(),
+    }
 }
 
 fn bearer(token: &str) -> String {
@@ -74,7 +90,14 @@ fn shop(name: &str, args: &[&str]) -> (ChildGuard, SocketAddr) {
     let addr = free_addr();
     let mut cmd = Command::new(BIN);
     cmd.arg("shop")
-        .args(["--listen", &addr.to_string(), "--instance-id", name, "--jwt-secret", SECRET])
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--instance-id",
+            name,
+            "--jwt-secret",
+            SECRET,
+        ])
         .args(["--seed-products", "200"])
         .args(args)
         .env("RUST_LOG", "warn");
@@ -111,14 +134,20 @@ fn four_processes_on_one_sqlite_file_write_concurrently_without_busy_errors_or_l
             std::thread::spawn(move || shop(&format!("sq{i}"), &["--db", &db, "--pool-size", "4"]))
         })
         .collect();
-    let instances: Vec<(ChildGuard, SocketAddr)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let instances: Vec<(ChildGuard, SocketAddr)> =
+        handles.into_iter().map(|h| h.join().unwrap()).collect();
     let addrs: Vec<SocketAddr> = instances.iter().map(|(_, a)| *a).collect();
 
     // 8 users, each writing through all four instances from two threads at once.
     const USERS: usize = 8;
     const ADDS_PER_THREAD: usize = 25;
     let tokens: Vec<String> = (0..USERS)
-        .map(|u| signup_login(addrs[u % 4], &format!("w{u}")).json()["token"].as_str().unwrap().to_string())
+        .map(|u| {
+            signup_login(addrs[u % 4], &format!("w{u}")).json()["token"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     let mut threads = Vec::new();
     for (u, token) in tokens.iter().enumerate() {
@@ -131,7 +160,13 @@ fn four_processes_on_one_sqlite_file_write_concurrently_without_busy_errors_or_l
                     // Distinct product per add: every add must appear as its own cart row.
                     let pid = 1 + half * ADDS_PER_THREAD + i;
                     let body = format!(r#"{{"product_id":{pid},"quantity":1}}"#);
-                    let r = req(addrs[(u + i + half) % 4], "POST", "/cart", &[("Authorization", &bearer(&token))], &body);
+                    let r = req(
+                        addrs[(u + i + half) % 4],
+                        "POST",
+                        "/cart",
+                        &[("Authorization", &bearer(&token))],
+                        &body,
+                    );
                     if r.status != 200 {
                         fails.push(format!("{} {}", r.status, r.body));
                     }
@@ -140,10 +175,24 @@ fn four_processes_on_one_sqlite_file_write_concurrently_without_busy_errors_or_l
             }));
         }
     }
-    let fails: Vec<String> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
-    assert!(fails.is_empty(), "{} failed cart adds, e.g. {:?}", fails.len(), &fails[..fails.len().min(3)]);
+    let fails: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        fails.is_empty(),
+        "{} failed cart adds, e.g. {:?}",
+        fails.len(),
+        &fails[..fails.len().min(3)]
+    );
     for (u, token) in tokens.iter().enumerate() {
-        let r = req(addrs[(u + 1) % 4], "GET", "/cart", &[("Authorization", &bearer(token))], "");
+        let r = req(
+            addrs[(u + 1) % 4],
+            "GET",
+            "/cart",
+            &[("Authorization", &bearer(token))],
+            "",
+        );
         assert_eq!(r.status, 200);
         let items = r.json()["items"].as_array().unwrap().len();
         assert_eq!(items, 2 * ADDS_PER_THREAD, "user w{u} lost cart items");
@@ -151,7 +200,11 @@ fn four_processes_on_one_sqlite_file_write_concurrently_without_busy_errors_or_l
     // No instance answered a 5xx (metrics count every response by status).
     for a in &addrs {
         let m = req(*a, "GET", "/metrics", &[], "");
-        let five = m.body.lines().filter(|l| l.starts_with("shop_requests_total") && l.contains("status=\"5")).count();
+        let five = m
+            .body
+            .lines()
+            .filter(|l| l.starts_with("shop_requests_total") && l.contains("status=\"5"))
+            .count();
         assert_eq!(five, 0, "5xx on {a}:\n{}", m.body);
     }
     drop(instances);
@@ -159,12 +212,18 @@ fn four_processes_on_one_sqlite_file_write_concurrently_without_busy_errors_or_l
 
 /// Logs in through `front`, adds to the cart, then reads the cart 8 times through
 /// `front`: returns (instance that served login, [(instance, status, cart items)]).
-fn session_round(front: SocketAddr, user: &str, use_cookie: bool) -> (String, Vec<(String, u16, usize)>) {
+fn session_round(
+    front: SocketAddr,
+    user: &str,
+    use_cookie: bool,
+) -> (String, Vec<(String, u16, usize)>) {
     let login = signup_login(front, user);
     let login_instance = login.header("x-instance-id").unwrap().to_string();
     let token = login.json()["token"].as_str().unwrap().to_string();
     let auth = if use_cookie {
-        let cookie = login.header("set-cookie").expect("cookie sessions set a cookie");
+        let cookie = login
+            .header("set-cookie")
+            .expect("cookie sessions set a cookie");
         ("Cookie", cookie.split(';').next().unwrap().to_string())
     } else {
         ("Authorization", bearer(&token))
@@ -172,7 +231,13 @@ fn session_round(front: SocketAddr, user: &str, use_cookie: bool) -> (String, Ve
     // The cart add may itself land on the other instance; retry a few times.
     let mut added = false;
     for _ in 0..4 {
-        let r = req(front, "POST", "/cart", &[(auth.0, &auth.1)], r#"{"product_id":7,"quantity":2}"#);
+        let r = req(
+            front,
+            "POST",
+            "/cart",
+            &[(auth.0, &auth.1)],
+            r#"{"product_id":7,"quantity":2}"#,
+        );
         if r.status == 200 {
             added = true;
             break;
@@ -183,7 +248,11 @@ fn session_round(front: SocketAddr, user: &str, use_cookie: bool) -> (String, Ve
         .map(|_| {
             let r = req(front, "GET", "/cart", &[(auth.0, &auth.1)], "");
             let items = r.json()["items"].as_array().map(|a| a.len()).unwrap_or(0);
-            (r.header("x-instance-id").unwrap_or("?").to_string(), r.status, items)
+            (
+                r.header("x-instance-id").unwrap_or("?").to_string(),
+                r.status,
+                items,
+            )
         })
         .collect();
     (login_instance, reads)
@@ -195,7 +264,14 @@ fn sessions_survive_a_second_instance_except_in_memory() {
         let dir = temp_dir(&format!("shop-sess-{store}"));
         let db = format!("sqlite:{}", dir.join("shop.db").display());
         let prefix = format!("e2e-{store}-{}", std::process::id());
-        let mut args = vec!["--db", db.as_str(), "--sessions", store, "--key-prefix", prefix.as_str()];
+        let mut args = vec![
+            "--db",
+            db.as_str(),
+            "--sessions",
+            store,
+            "--key-prefix",
+            prefix.as_str(),
+        ];
         let redis = redis_url();
         if store == "redis" {
             args.extend(["--redis", redis.as_str()]);
@@ -220,17 +296,28 @@ fn sessions_survive_a_second_instance_except_in_memory() {
         wait_http_ok(lb_addr, "/healthz", Duration::from_secs(30));
         assert!(lb.is_running());
         let (login_at, reads) = session_round(lb_addr, &format!("u{store}"), store != "jwt");
-        let served_by: std::collections::HashSet<&str> = reads.iter().map(|r| r.0.as_str()).collect();
-        assert_eq!(served_by.len(), 2, "{store}: both instances served through the balancer: {reads:?}");
+        let served_by: std::collections::HashSet<&str> =
+            reads.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(
+            served_by.len(),
+            2,
+            "{store}: both instances served through the balancer: {reads:?}"
+        );
         if store == "memory" {
             // The instance that did not log the user in does not know the session.
             let lost: Vec<_> = reads.iter().filter(|r| r.0 != login_at).collect();
             assert!(!lost.is_empty());
-            assert!(lost.iter().all(|r| r.1 == 401), "memory: other instance must not know the session: {reads:?}");
+            assert!(
+                lost.iter().all(|r| r.1 == 401),
+                "memory: other instance must not know the session: {reads:?}"
+            );
             let kept: Vec<_> = reads.iter().filter(|r| r.0 == login_at).collect();
             assert!(kept.iter().all(|r| r.1 == 200 && r.2 == 1), "{reads:?}");
         } else {
-            assert!(reads.iter().all(|r| r.1 == 200 && r.2 == 1), "{store}: login and cart kept on every instance: {reads:?}");
+            assert!(
+                reads.iter().all(|r| r.1 == 200 && r.2 == 1),
+                "{store}: login and cart kept on every instance: {reads:?}"
+            );
         }
     }
 }
@@ -241,22 +328,48 @@ fn a_price_change_on_one_instance_is_fresh_on_the_other() {
     let db = format!("sqlite:{}", dir.join("shop.db").display());
     let prefix = format!("e2e-inval-{}", std::process::id());
     let redis = redis_url();
-    let args = ["--db", db.as_str(), "--redis", redis.as_str(), "--key-prefix", prefix.as_str()];
+    let args = [
+        "--db",
+        db.as_str(),
+        "--redis",
+        redis.as_str(),
+        "--key-prefix",
+        prefix.as_str(),
+    ];
     let (_a, a) = shop("inval-a", &args);
     let (_b, b) = shop("inval-b", &args);
-    let admin = signup_login(a, "admin").json()["token"].as_str().unwrap().to_string();
+    let admin = signup_login(a, "admin").json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let before = req(b, "GET", "/products/11", &[], "").json();
     let again = req(b, "GET", "/products/11", &[], "").json();
     assert_eq!(before, again);
     let metrics = req(b, "GET", "/metrics", &[], "").body;
-    assert!(metrics.lines().any(|l| l.starts_with("shop_cache_hits_total") && !l.ends_with(" 0")), "B hit its cache");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("shop_cache_hits_total") && !l.ends_with(" 0")),
+        "B hit its cache"
+    );
     let price = before["price"].as_i64().unwrap() + 500;
-    let r = req(a, "PUT", "/products/11/price", &[("Authorization", &bearer(&admin))], &format!(r#"{{"price":{price}}}"#));
+    let r = req(
+        a,
+        "PUT",
+        "/products/11/price",
+        &[("Authorization", &bearer(&admin))],
+        &format!(r#"{{"price":{price}}}"#),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     let after = req(b, "GET", "/products/11", &[], "").json();
     assert_eq!(after["price"], price);
     let catalog = req(b, "GET", "/catalog", &[], "").json();
-    if let Some(p) = catalog["products"].as_array().unwrap().iter().find(|p| p["id"] == 11) {
+    if let Some(p) = catalog["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == 11)
+    {
         assert_eq!(p["price"], price);
     }
 }
@@ -265,12 +378,27 @@ fn a_price_change_on_one_instance_is_fresh_on_the_other() {
 fn start_is_refused_with_a_clear_message() {
     let run = |args: &[&str]| {
         let out = Command::new(BIN).arg("shop").args(args).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let pg = pg_url();
-    let (ok, err) = run(&["--db", &pg, "--pool-size", "50", "--expected-instances", "1000", "--listen", &free_addr().to_string()]);
+    let (ok, err) = run(&[
+        "--db",
+        &pg,
+        "--pool-size",
+        "50",
+        "--expected-instances",
+        "1000",
+        "--listen",
+        &free_addr().to_string(),
+    ]);
     assert!(!ok);
-    assert!(err.contains("(1000)") && err.contains("(50)") && err.contains("max_connections"), "{err}");
+    assert!(
+        err.contains("(1000)") && err.contains("(50)") && err.contains("max_connections"),
+        "{err}"
+    );
 
     let dir = temp_dir("shop-badcfg");
     let file = dir.join("bad.toml");
@@ -294,9 +422,19 @@ fn memory_sessions_warn_loudly_and_sigterm_exits_zero() {
     let log = dir.join("stderr.log");
     let addr = free_addr();
     let mut cmd = Command::new(BIN);
-    cmd.args(["shop", "--listen", &addr.to_string(), "--db", &db, "--sessions", "memory", "--seed-products", "50"])
-        .env("RUST_LOG", "info")
-        .stderr(std::fs::File::create(&log).unwrap());
+    cmd.args([
+        "shop",
+        "--listen",
+        &addr.to_string(),
+        "--db",
+        &db,
+        "--sessions",
+        "memory",
+        "--seed-products",
+        "50",
+    ])
+    .env("RUST_LOG", "info")
+    .stderr(std::fs::File::create(&log).unwrap());
     let mut child = ChildGuard::spawn("term", &mut cmd);
     wait_http_ok(addr, "/readyz", Duration::from_secs(60));
     // Requests in flight while the signal arrives still complete.
@@ -316,10 +454,18 @@ fn memory_sessions_warn_loudly_and_sigterm_exits_zero() {
     });
     std::thread::sleep(Duration::from_millis(100));
     child.signal("TERM");
-    let status = child.wait_exit(Duration::from_secs(20)).expect("exited after SIGTERM");
+    let status = child
+        .wait_exit(Duration::from_secs(20))
+        .expect("exited after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     let codes = load.join().unwrap();
-    assert!(codes.iter().all(|c| *c == 200), "every answered request succeeded: {codes:?}");
+    assert!(
+        codes.iter().all(|c| *c == 200),
+        "every answered request succeeded: {codes:?}"
+    );
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("--sessions memory") && text.contains("!!!"), "loud warning missing:\n{text}");
+    assert!(
+        text.contains("--sessions memory") && text.contains("!!!"),
+        "loud warning missing:\n{text}"
+    );
 }

@@ -193,7 +193,12 @@ impl CacheAside {
     }
 
     /// The cached value of `key`, or `load()`'s result (then cached with the class TTL).
-    pub async fn get_or_load<T, F, Fut>(&self, class: CacheClass, key: &str, load: F) -> Result<T, AppError>
+    pub async fn get_or_load<T, F, Fut>(
+        &self,
+        class: CacheClass,
+        key: &str,
+        load: F,
+    ) -> Result<T, AppError>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
@@ -233,11 +238,11 @@ impl CacheAside {
             let polls = WAIT_BUDGET_MS / WAIT_POLL_MS;
             for _ in 0..polls {
                 tokio::time::sleep(Duration::from_millis(WAIT_POLL_MS)).await;
-                if let Ok(Some(v)) = self.raw_get(key).await {
-                    if let Ok(t) = serde_json::from_str(&v) {
-                        self.metrics.stampede_wait();
-                        return Ok(t);
-                    }
+                if let Ok(Some(v)) = self.raw_get(key).await
+                    && let Ok(t) = serde_json::from_str(&v)
+                {
+                    self.metrics.stampede_wait();
+                    return Ok(t);
                 }
             }
         }
@@ -252,10 +257,11 @@ impl CacheAside {
                 Err(e) => tracing::warn!(error = %e, "cache value did not serialise"),
             }
         }
-        if locked && self.stampede_protection {
-            if let Err(e) = self.raw_del(&keys::lock(key)).await {
-                tracing::warn!(error = %e, "cache unlock failed; the lock expires by itself");
-            }
+        if locked
+            && self.stampede_protection
+            && let Err(e) = self.raw_del(&keys::lock(key)).await
+        {
+            tracing::warn!(error = %e, "cache unlock failed; the lock expires by itself");
         }
         result
     }

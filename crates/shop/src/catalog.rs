@@ -101,7 +101,10 @@ impl ProductSampler {
 
     /// The product id for a uniform draw `u` in [0, 1). Pure, for replayable tests.
     pub fn id_for(&self, u: f64) -> i64 {
-        let rank = self.cdf.partition_point(|c| *c <= u).min(self.cdf.len() - 1);
+        let rank = self
+            .cdf
+            .partition_point(|c| *c <= u)
+            .min(self.cdf.len() - 1);
         self.ids_by_rank[rank]
     }
 

@@ -32,7 +32,9 @@ impl std::str::FromStr for SessionKind {
             "redis" => Ok(Self::Redis),
             "sql" => Ok(Self::Sql),
             "memory" => Ok(Self::Memory),
-            o => Err(format!("unknown session store `{o}` (jwt|redis|sql|memory)")),
+            o => Err(format!(
+                "unknown session store `{o}` (jwt|redis|sql|memory)"
+            )),
         }
     }
 }
@@ -223,7 +225,10 @@ impl ShopConfig {
     pub fn validate(&self) -> Result<(), ShopError> {
         let bad = |field: &str, why: String| Err(ShopError::Config(format!("{field}: {why}")));
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return bad("listen", format!("`{}` is not an IP:port address", self.listen));
+            return bad(
+                "listen",
+                format!("`{}` is not an IP:port address", self.listen),
+            );
         }
         let kind = self.db_kind()?;
         for r in &self.replica {
@@ -232,12 +237,19 @@ impl ShopConfig {
             }
         }
         if !self.replica.is_empty() && kind != DbKind::Postgres {
-            return bad("replica", "replicas need a PostgreSQL primary (--db postgres://...)".into());
+            return bad(
+                "replica",
+                "replicas need a PostgreSQL primary (--db postgres://...)".into(),
+            );
         }
-        if let Some(r) = &self.redis {
-            if r.split(',').any(|u| !(u.trim().starts_with("redis://") || u.trim().starts_with("rediss://"))) {
-                return bad("redis", format!("`{r}` is not redis://HOST:PORT (comma list for a cluster)"));
-            }
+        if let Some(r) = &self.redis
+            && r.split(',')
+                .any(|u| !(u.trim().starts_with("redis://") || u.trim().starts_with("rediss://")))
+        {
+            return bad(
+                "redis",
+                format!("`{r}` is not redis://HOST:PORT (comma list for a cluster)"),
+            );
         }
         if self.sessions == SessionKind::Redis && self.redis.is_none() {
             return bad("sessions", "`redis` sessions need --redis".into());
@@ -246,7 +258,10 @@ impl ShopConfig {
             return bad("cache", "`redis` cache needs --redis".into());
         }
         if self.pool_size == 0 || self.pool_size > 1000 {
-            return bad("pool_size", format!("{} is outside 1..=1000", self.pool_size));
+            return bad(
+                "pool_size",
+                format!("{} is outside 1..=1000", self.pool_size),
+            );
         }
         if self.expected_instances == 0 {
             return bad("expected_instances", "must be at least 1".into());
@@ -267,7 +282,10 @@ impl ShopConfig {
             return bad("store_timeout_ms", "must be at least 1".into());
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
-            return bad("key_prefix", "must be non-empty and contain no `{` or `}`".into());
+            return bad(
+                "key_prefix",
+                "must be non-empty and contain no `{` or `}`".into(),
+            );
         }
         let t = self.cache_ttl;
         if t.catalog_s == 0 || t.profile_s == 0 || t.stock_s == 0 {
@@ -316,7 +334,12 @@ mod tests {
             sessions: SessionKind::Redis,
             ..ShopConfig::default()
         };
-        assert!(c.validate().unwrap_err().to_string().starts_with("invalid config: sessions"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid config: sessions")
+        );
         c.sessions = SessionKind::Jwt;
         c.replica = vec!["postgres://x/y".into()];
         assert!(c.validate().unwrap_err().to_string().contains("replica"));

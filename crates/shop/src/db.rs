@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{ConnectOptions, Connection};
 
 use tokio_util::sync::CancellationToken;
@@ -166,7 +168,8 @@ impl Db {
             timeout,
             metrics,
         };
-        db.migrate_and_seed(cfg.seed_products, cfg.catalog_seed).await?;
+        db.migrate_and_seed(cfg.seed_products, cfg.catalog_seed)
+            .await?;
         if !db.replicas.is_empty() {
             db.poll_replicas_once().await;
         }
@@ -282,7 +285,10 @@ impl Db {
         )
         .await;
         if let Ok(Ok(Some(lsn))) = primary_lsn {
-            self.lag.lock().unwrap_or_else(|p| p.into_inner()).observe_primary(now_ms, lsn);
+            self.lag
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe_primary(now_ms, lsn);
         }
         let mut statuses = Vec::with_capacity(self.replicas.len());
         for r in &self.replicas {
@@ -376,7 +382,11 @@ impl Db {
     async fn migrate_and_seed(&self, seed_products: u64, seed: u64) -> Result<(), ShopError> {
         let products = crate::catalog::generate(seed_products, seed);
         let is_pg = self.is_postgres();
-        let ddl = if is_pg { crate::schema::POSTGRES } else { crate::schema::SQLITE };
+        let ddl = if is_pg {
+            crate::schema::POSTGRES
+        } else {
+            crate::schema::SQLITE
+        };
         write_tx!(self, tx => {
             if is_pg {
                 sqlx::query("SELECT pg_advisory_xact_lock(73840011)").execute(&mut *tx).await?;
@@ -408,14 +418,26 @@ impl Db {
 }
 
 /// Opens a PostgreSQL pool after checking the connection math against the server.
-async fn pg_pool(url: &str, server: &str, cfg: &ShopConfig, timeout: Duration) -> Result<PgPool, ShopError> {
+async fn pg_pool(
+    url: &str,
+    server: &str,
+    cfg: &ShopConfig,
+    timeout: Duration,
+) -> Result<PgPool, ShopError> {
     let opts = PgConnectOptions::from_str(url)
-        .map_err(|e| ShopError::Config(format!("{}: {e}", if server == "primary" { "db" } else { "replica" })))?
+        .map_err(|e| {
+            ShopError::Config(format!(
+                "{}: {e}",
+                if server == "primary" { "db" } else { "replica" }
+            ))
+        })?
         .options([("statement_timeout", format!("{}", cfg.store_timeout_ms))]);
     let mut probe = tokio::time::timeout(timeout, opts.connect())
         .await
         .map_err(|_| ShopError::Timeout("postgres connect"))??;
-    let max: String = sqlx::query_scalar("SHOW max_connections").fetch_one(&mut probe).await?;
+    let max: String = sqlx::query_scalar("SHOW max_connections")
+        .fetch_one(&mut probe)
+        .await?;
     probe.close().await?;
     let max_connections: u64 = max
         .parse()

@@ -110,9 +110,7 @@ impl AppError {
             AppError::Store(ShopError::Timeout(_))
             | AppError::Store(ShopError::Redis(_))
             | AppError::Store(ShopError::Db(sqlx::Error::PoolTimedOut))
-            | AppError::Store(ShopError::Db(sqlx::Error::Io(_))) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | AppError::Store(ShopError::Db(sqlx::Error::Io(_))) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -157,6 +155,9 @@ mod tests {
             server: "primary".into(),
         };
         let s = e.to_string();
-        assert!(s.contains("(10)") && s.contains("(20)") && s.contains("(100)"), "{s}");
+        assert!(
+            s.contains("(10)") && s.contains("(20)") && s.contains("(100)"),
+            "{s}"
+        );
     }
 }

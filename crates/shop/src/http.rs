@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -76,7 +78,8 @@ pub fn now_ms() -> u64 {
 /// The router of one instance.
 pub fn app(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
-    let instance = HeaderValue::from_str(&state.instance_id).unwrap_or(HeaderValue::from_static("invalid-instance-id"));
+    let instance = HeaderValue::from_str(&state.instance_id)
+        .unwrap_or(HeaderValue::from_static("invalid-instance-id"));
     Router::new()
         .route("/signup", post(signup))
         .route("/login", post(login))
@@ -113,9 +116,12 @@ async fn record(State(state): State<Arc<AppState>>, req: Request, next: Next) ->
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let resp = next.run(req).await;
-    state
-        .metrics
-        .request(&method, &route, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    state.metrics.request(
+        &method,
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     resp
 }
 
@@ -148,7 +154,10 @@ fn json_rejection(rej: JsonRejection) -> AppError {
 pub struct Auth(pub SessionUser);
 
 fn token_from(headers: &HeaderMap) -> Option<String> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         return v.strip_prefix("Bearer ").map(|t| t.trim().to_string());
     }
     headers
@@ -163,9 +172,15 @@ fn token_from(headers: &HeaderMap) -> Option<String> {
 
 impl FromRequestParts<Arc<AppState>> for Auth {
     type Rejection = AppError;
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, AppError> {
-        let token = token_from(&parts.headers)
-            .ok_or_else(|| AppError::Unauthorized("missing credentials (Authorization: Bearer or session cookie)".into()))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, AppError> {
+        let token = token_from(&parts.headers).ok_or_else(|| {
+            AppError::Unauthorized(
+                "missing credentials (Authorization: Bearer or session cookie)".into(),
+            )
+        })?;
         if token.is_empty() || token.len() > 4096 {
             return Err(AppError::Unauthorized("invalid or expired token".into()));
         }
@@ -192,14 +207,18 @@ struct Credentials {
 
 fn validate_credentials(c: &Credentials) -> Result<(), AppError> {
     let ok_name = (1..=64).contains(&c.username.len())
-        && c.username.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        && c.username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if !ok_name {
         return Err(AppError::Unprocessable(
             "username must be 1-64 characters of letters, digits, `_`, `.` or `-`".into(),
         ));
     }
     if !(6..=128).contains(&c.password.len()) {
-        return Err(AppError::Unprocessable("password must be 6-128 bytes".into()));
+        return Err(AppError::Unprocessable(
+            "password must be 6-128 bytes".into(),
+        ));
     }
     Ok(())
 }
@@ -211,7 +230,10 @@ struct UserOut {
     is_admin: bool,
 }
 
-async fn signup(State(st): State<Arc<AppState>>, JsonBody(c): JsonBody<Credentials>) -> Result<Response, AppError> {
+async fn signup(
+    State(st): State<Arc<AppState>>,
+    JsonBody(c): JsonBody<Credentials>,
+) -> Result<Response, AppError> {
     validate_credentials(&c)?;
     let password = c.password.clone();
     let hash = tokio::task::spawn_blocking(move || hash_password(&password))
@@ -239,7 +261,11 @@ async fn signup(State(st): State<Arc<AppState>>, JsonBody(c): JsonBody<Credentia
         }
         Err(e) => return Err(e.into()),
     };
-    let out = UserOut { id, username: c.username, is_admin };
+    let out = UserOut {
+        id,
+        username: c.username,
+        is_admin,
+    };
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
@@ -251,9 +277,14 @@ struct UserRow {
     is_admin: bool,
 }
 
-async fn login(State(st): State<Arc<AppState>>, JsonBody(c): JsonBody<Credentials>) -> Result<Response, AppError> {
+async fn login(
+    State(st): State<Arc<AppState>>,
+    JsonBody(c): JsonBody<Credentials>,
+) -> Result<Response, AppError> {
     if c.username.len() > 64 || c.password.len() > 128 {
-        return Err(AppError::Unauthorized("invalid username or password".into()));
+        return Err(AppError::Unauthorized(
+            "invalid username or password".into(),
+        ));
     }
     st.metrics.db_query(DbRole::Primary);
     let row: Option<UserRow> = on_pool!(st.db.primary(), p => {
@@ -263,18 +294,27 @@ async fn login(State(st): State<Arc<AppState>>, JsonBody(c): JsonBody<Credential
             .await?
     });
     let Some(row) = row else {
-        return Err(AppError::Unauthorized("invalid username or password".into()));
+        return Err(AppError::Unauthorized(
+            "invalid username or password".into(),
+        ));
     };
     let (password, hash) = (c.password.clone(), row.password_hash.clone());
     let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
         .await
         .map_err(|e| ShopError::Internal(format!("verify task: {e}")))?;
     if !ok {
-        return Err(AppError::Unauthorized("invalid username or password".into()));
+        return Err(AppError::Unauthorized(
+            "invalid username or password".into(),
+        ));
     }
-    let user = SessionUser { user_id: row.id, username: row.username, is_admin: row.is_admin };
+    let user = SessionUser {
+        user_id: row.id,
+        username: row.username,
+        is_admin: row.is_admin,
+    };
     let token = st.sessions.issue(&user, now_ms()).await?;
-    let mut resp = Json(serde_json::json!({ "token": token, "user_id": user.user_id })).into_response();
+    let mut resp =
+        Json(serde_json::json!({ "token": token, "user_id": user.user_id })).into_response();
     if st.sessions.uses_cookie() {
         let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax");
         if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -297,8 +337,12 @@ async fn me(State(st): State<Arc<AppState>>, Auth(u): Auth) -> Result<Json<UserO
                     .fetch_optional(p)
                     .await?
             });
-            row.map(|(id, username, is_admin)| UserOut { id, username, is_admin })
-                .ok_or_else(|| AppError::NotFound("user not found".into()))
+            row.map(|(id, username, is_admin)| UserOut {
+                id,
+                username,
+                is_admin,
+            })
+            .ok_or_else(|| AppError::NotFound("user not found".into()))
         })
         .await?;
     Ok(Json(out))
@@ -337,12 +381,20 @@ async fn stale_ok_reader<'a>(st: &'a AppState, user: Option<i64>) -> Result<Read
     Ok(st.db.reader(mark).await)
 }
 
-async fn catalog(State(st): State<Arc<AppState>>, Query(q): Query<CatalogQuery>) -> Result<Response, AppError> {
+async fn catalog(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<CatalogQuery>,
+) -> Result<Response, AppError> {
     let category = q.category.filter(|c| !c.is_empty());
-    if let Some(c) = &category {
-        if c.len() > 64 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(AppError::BadRequest("category must be letters, digits, `-` or `_`".into()));
-        }
+    if let Some(c) = &category
+        && (c.len() > 64
+            || !c
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        return Err(AppError::BadRequest(
+            "category must be letters, digits, `-` or `_`".into(),
+        ));
     }
     let key = keys::catalog(&st.key_prefix, category.as_deref());
     let products: Vec<ProductOut> = st
@@ -382,22 +434,29 @@ async fn load_product(st: &AppState, id: i64) -> Result<ProductOut, AppError> {
         .await
 }
 
-async fn product(State(st): State<Arc<AppState>>, Path(raw): Path<String>) -> Result<Response, AppError> {
+async fn product(
+    State(st): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+) -> Result<Response, AppError> {
     let id = parse_id(&raw, "product id")?;
     let p = load_product(&st, id).await?;
     let stock: i64 = st
         .cache
-        .get_or_load(CacheClass::Stock, &keys::stock(&st.key_prefix, id), || async {
-            let r = stale_ok_reader(&st, None).await?;
-            st.metrics.db_query(r.role);
-            let s: Option<i64> = on_pool!(&r.pool, pool => {
-                sqlx::query_scalar("SELECT stock FROM products WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await?
-            });
-            s.ok_or_else(|| AppError::NotFound(format!("product {id} not found")))
-        })
+        .get_or_load(
+            CacheClass::Stock,
+            &keys::stock(&st.key_prefix, id),
+            || async {
+                let r = stale_ok_reader(&st, None).await?;
+                st.metrics.db_query(r.role);
+                let s: Option<i64> = on_pool!(&r.pool, pool => {
+                    sqlx::query_scalar("SELECT stock FROM products WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(pool)
+                        .await?
+                });
+                s.ok_or_else(|| AppError::NotFound(format!("product {id} not found")))
+            },
+        )
         .await?;
     Ok(Json(serde_json::json!({
         "id": p.id, "name": p.name, "category": p.category, "price": p.price, "stock": stock
@@ -407,10 +466,10 @@ async fn product(State(st): State<Arc<AppState>>, Path(raw): Path<String>) -> Re
 
 /// After a commit on the primary: remember the user's WAL position for read-your-writes.
 async fn mark_write(st: &AppState, user_id: i64) -> Result<(), AppError> {
-    if st.db.has_replicas() {
-        if let Some(lsn) = st.db.primary_lsn().await? {
-            st.marks.set(user_id, lsn, now_ms()).await?;
-        }
+    if st.db.has_replicas()
+        && let Some(lsn) = st.db.primary_lsn().await?
+    {
+        st.marks.set(user_id, lsn, now_ms()).await?;
     }
     Ok(())
 }
@@ -432,7 +491,9 @@ async fn update_price(
         return Err(AppError::Forbidden("only admins may change prices".into()));
     }
     if body.price <= 0 || body.price > 100_000_000 {
-        return Err(AppError::Unprocessable("price must be 1..=100000000 cents".into()));
+        return Err(AppError::Unprocessable(
+            "price must be 1..=100000000 cents".into(),
+        ));
     }
     st.metrics.db_query(DbRole::Primary);
     let updated: Option<ProductOut> = write_tx!(st.db, tx => {
@@ -469,7 +530,11 @@ struct CartLine {
 
 async fn cart_get(State(st): State<Arc<AppState>>, Auth(u): Auth) -> Result<Response, AppError> {
     // Carts are per user and change often: not cached; read-your-writes via the mark.
-    let mark = if st.db.has_replicas() { st.marks.get(u.user_id, now_ms()).await? } else { None };
+    let mark = if st.db.has_replicas() {
+        st.marks.get(u.user_id, now_ms()).await?
+    } else {
+        None
+    };
     let r = st.db.reader(mark).await;
     st.metrics.db_query(r.role);
     let items: Vec<CartLine> = on_pool!(&r.pool, p => {
@@ -499,10 +564,15 @@ async fn cart_add(
     JsonBody(body): JsonBody<CartIn>,
 ) -> Result<Response, AppError> {
     if body.quantity <= 0 || body.quantity > MAX_QUANTITY {
-        return Err(AppError::Unprocessable(format!("quantity must be 1..={MAX_QUANTITY}")));
+        return Err(AppError::Unprocessable(format!(
+            "quantity must be 1..={MAX_QUANTITY}"
+        )));
     }
     if body.product_id <= 0 {
-        return Err(AppError::NotFound(format!("product {} not found", body.product_id)));
+        return Err(AppError::NotFound(format!(
+            "product {} not found",
+            body.product_id
+        )));
     }
     st.metrics.db_query(DbRole::Primary);
     let quantity: Option<i64> = write_tx!(st.db, tx => {
@@ -529,10 +599,16 @@ async fn cart_add(
         }
     });
     let Some(quantity) = quantity else {
-        return Err(AppError::NotFound(format!("product {} not found", body.product_id)));
+        return Err(AppError::NotFound(format!(
+            "product {} not found",
+            body.product_id
+        )));
     };
     mark_write(&st, u.user_id).await?;
-    Ok(Json(serde_json::json!({ "product_id": body.product_id, "quantity": quantity })).into_response())
+    Ok(
+        Json(serde_json::json!({ "product_id": body.product_id, "quantity": quantity }))
+            .into_response(),
+    )
 }
 
 async fn cart_remove(
@@ -551,7 +627,9 @@ async fn cart_remove(
             .rows_affected()
     });
     if n == 0 {
-        return Err(AppError::NotFound(format!("product {product_id} is not in the cart")));
+        return Err(AppError::NotFound(format!(
+            "product {product_id} is not in the cart"
+        )));
     }
     mark_write(&st, u.user_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -590,7 +668,11 @@ enum Checkout {
     OutOfStock(i64),
 }
 
-async fn checkout(State(st): State<Arc<AppState>>, Auth(u): Auth, headers: HeaderMap) -> Result<Response, AppError> {
+async fn checkout(
+    State(st): State<Arc<AppState>>,
+    Auth(u): Auth,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -599,14 +681,18 @@ async fn checkout(State(st): State<Arc<AppState>>, Auth(u): Auth, headers: Heade
         .ok_or_else(|| AppError::BadRequest("Idempotency-Key header is required".into()))?
         .to_string();
     if key.len() > 128 {
-        return Err(AppError::BadRequest("Idempotency-Key is longer than 128 characters".into()));
+        return Err(AppError::BadRequest(
+            "Idempotency-Key is longer than 128 characters".into(),
+        ));
     }
     let attempt = checkout_tx(&st, u.user_id, &key).await;
     let outcome = match attempt {
         Ok(o) => o,
         // Two concurrent checkouts with one key on PostgreSQL: the loser hits the unique
         // constraint; its transaction rolled back, and the winner's order is the answer.
-        Err(AppError::Store(ShopError::Db(sqlx::Error::Database(e)))) if e.is_unique_violation() => {
+        Err(AppError::Store(ShopError::Db(sqlx::Error::Database(e))))
+            if e.is_unique_violation() =>
+        {
             match find_order(&st, u.user_id, &key).await? {
                 Some(o) => Checkout::Replayed(o),
                 None => return Err(AppError::Conflict("concurrent checkout; retry".into())),
@@ -617,13 +703,19 @@ async fn checkout(State(st): State<Arc<AppState>>, Auth(u): Auth, headers: Heade
     match outcome {
         Checkout::Created(o) => {
             mark_write(&st, u.user_id).await?;
-            let stock_keys: Vec<String> = o.items.iter().map(|l| keys::stock(&st.key_prefix, l.product_id)).collect();
+            let stock_keys: Vec<String> = o
+                .items
+                .iter()
+                .map(|l| keys::stock(&st.key_prefix, l.product_id))
+                .collect();
             st.cache.invalidate(&stock_keys).await;
             Ok((StatusCode::CREATED, Json(o)).into_response())
         }
         Checkout::Replayed(o) => Ok((StatusCode::OK, Json(o)).into_response()),
         Checkout::EmptyCart => Err(AppError::Conflict("the cart is empty".into())),
-        Checkout::OutOfStock(id) => Err(AppError::Conflict(format!("product {id} is out of stock"))),
+        Checkout::OutOfStock(id) => {
+            Err(AppError::Conflict(format!("product {id} is out of stock")))
+        }
     }
 }
 
@@ -746,7 +838,11 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     };
     let cache = st.cache.ping().await;
     let ready = db && redis.unwrap_or(true) && cache;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(serde_json::json!({ "ready": ready, "db": db, "redis": redis, "cache": cache })),

@@ -56,7 +56,11 @@ pub fn cluster_slot(key: &str) -> u16 {
     for b in tagged {
         crc ^= (*b as u16) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
         }
     }
     crc % 16384
@@ -73,6 +77,6 @@ mod tests {
         assert_eq!(s, cluster_slot(&ryw_mark("other", 42)));
         assert_eq!(s, cluster_slot(&lock(&profile("shop", 42))));
         // Known value from the Redis docs' CRC16 test vector.
-        assert_eq!(cluster_slot("123456789"), 0x31C3 % 16384);
+        assert_eq!(cluster_slot("123456789"), 0x31C3);
     }
 }

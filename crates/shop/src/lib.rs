@@ -45,13 +45,17 @@ pub fn jwt_secret(cfg: &ShopConfig) -> Result<(Vec<u8>, bool), ShopError> {
             .map_err(|e| ShopError::Config(format!("jwt_secret_file: {path}: {e}")))?;
         let s = s.trim_end();
         if s.len() < 16 {
-            return Err(ShopError::Config("jwt_secret_file: secret shorter than 16 bytes".into()));
+            return Err(ShopError::Config(
+                "jwt_secret_file: secret shorter than 16 bytes".into(),
+            ));
         }
         return Ok((s.as_bytes().to_vec(), false));
     }
     if !cfg.jwt_secret.is_empty() {
         if cfg.jwt_secret.len() < 16 {
-            return Err(ShopError::Config("jwt_secret: shorter than 16 bytes".into()));
+            return Err(ShopError::Config(
+                "jwt_secret: shorter than 16 bytes".into(),
+            ));
         }
         return Ok((cfg.jwt_secret.as_bytes().to_vec(), false));
     }
@@ -74,7 +78,9 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
     cfg.validate()?;
     let (secret, dev_secret) = jwt_secret(cfg)?;
     if cfg.sessions == SessionKind::Jwt && dev_secret {
-        tracing::warn!("using the built-in development JWT secret: anyone can forge tokens; set --jwt-secret or --jwt-secret-file");
+        tracing::warn!(
+            "using the built-in development JWT secret: anyone can forge tokens; set --jwt-secret or --jwt-secret-file"
+        );
     }
     if cfg.sessions == SessionKind::Memory {
         for _ in 0..3 {
@@ -93,7 +99,11 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
         None => None,
     };
     let backend = match cfg.cache_kind() {
-        CacheKind::Redis => CacheBackend::Redis(redis.clone().ok_or_else(|| ShopError::Config("cache: needs --redis".into()))?),
+        CacheKind::Redis => CacheBackend::Redis(
+            redis
+                .clone()
+                .ok_or_else(|| ShopError::Config("cache: needs --redis".into()))?,
+        ),
         CacheKind::Sql => CacheBackend::Sql(db.clone()),
         CacheKind::None => CacheBackend::None,
     };
@@ -102,17 +112,35 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
     let marks = if !db.has_replicas() {
         MarkStore::Off
     } else if let Some(r) = &redis {
-        MarkStore::Redis { conn: r.clone(), prefix: cfg.key_prefix.clone(), ttl_ms: mark_ttl_ms }
+        MarkStore::Redis {
+            conn: r.clone(),
+            prefix: cfg.key_prefix.clone(),
+            ttl_ms: mark_ttl_ms,
+        }
     } else {
-        MarkStore::Sql { db: db.clone(), ttl_ms: mark_ttl_ms }
+        MarkStore::Sql {
+            db: db.clone(),
+            ttl_ms: mark_ttl_ms,
+        }
     };
-    let sessions = SessionStore::new(cfg.sessions, &secret, cfg.session_ttl_s, redis.clone(), &cfg.key_prefix, db.clone())?;
+    let sessions = SessionStore::new(
+        cfg.sessions,
+        &secret,
+        cfg.session_ttl_s,
+        redis.clone(),
+        &cfg.key_prefix,
+        db.clone(),
+    )?;
     let background = CancellationToken::new();
     tokio::spawn(db.clone().run_replica_poller(
         Duration::from_millis(cfg.replica_poll_ms),
         background.clone(),
     ));
-    let instance_id = if cfg.instance_id.is_empty() { default_instance_id() } else { cfg.instance_id.clone() };
+    let instance_id = if cfg.instance_id.is_empty() {
+        default_instance_id()
+    } else {
+        cfg.instance_id.clone()
+    };
     Ok(Arc::new(AppState {
         instance_id,
         db,

@@ -50,7 +50,11 @@ impl MarkStore {
     pub async fn set(&self, user_id: i64, lsn: u64, now_ms: u64) -> Result<(), AppError> {
         match self {
             MarkStore::Off => Ok(()),
-            MarkStore::Redis { conn, prefix, ttl_ms } => {
+            MarkStore::Redis {
+                conn,
+                prefix,
+                ttl_ms,
+            } => {
                 let mut cmd = redis::cmd("EVAL");
                 // EVAL with the script body: works on a cluster without a SCRIPT LOAD per node.
                 cmd.arg(RAISE_MARK_LUA)

@@ -63,7 +63,9 @@ impl Metrics {
     /// Records one served request.
     pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        let s = routes.entry((method.to_string(), route.to_string())).or_default();
+        let s = routes
+            .entry((method.to_string(), route.to_string()))
+            .or_default();
         *s.by_status.entry(status).or_default() += 1;
         if s.buckets.is_empty() {
             s.buckets = vec![0; LATENCY_BUCKETS_S.len()];
@@ -79,12 +81,22 @@ impl Metrics {
 
     /// Records a cache hit for a class (`catalog`, `product`, `stock`, `profile`).
     pub fn cache_hit(&self, class: &'static str) {
-        *self.cache_hits.lock().unwrap_or_else(|p| p.into_inner()).entry(class).or_default() += 1;
+        *self
+            .cache_hits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(class)
+            .or_default() += 1;
     }
 
     /// Records a cache miss for a class.
     pub fn cache_miss(&self, class: &'static str) {
-        *self.cache_misses.lock().unwrap_or_else(|p| p.into_inner()).entry(class).or_default() += 1;
+        *self
+            .cache_misses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(class)
+            .or_default() += 1;
     }
 
     /// Records one database statement on a server of `role`.
@@ -136,8 +148,18 @@ impl Metrics {
 
     /// Cache (hits, misses) over all classes so far.
     pub fn cache_totals(&self) -> (u64, u64) {
-        let h = self.cache_hits.lock().unwrap_or_else(|p| p.into_inner()).values().sum();
-        let m = self.cache_misses.lock().unwrap_or_else(|p| p.into_inner()).values().sum();
+        let h = self
+            .cache_hits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum();
+        let m = self
+            .cache_misses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum();
         (h, m)
     }
 
@@ -160,7 +182,10 @@ impl Metrics {
         let _ = writeln!(out, "# HELP shop_request_duration_seconds Request latency.");
         let _ = writeln!(out, "# TYPE shop_request_duration_seconds histogram");
         for ((method, route), s) in routes.iter() {
-            let labels = format!("instance=\"{inst}\",method=\"{method}\",route=\"{}\"", escape(route));
+            let labels = format!(
+                "instance=\"{inst}\",method=\"{method}\",route=\"{}\"",
+                escape(route)
+            );
             for (i, b) in LATENCY_BUCKETS_S.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -168,14 +193,34 @@ impl Metrics {
                     s.buckets.get(i).copied().unwrap_or(0)
                 );
             }
-            let _ = writeln!(out, "shop_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", s.count);
-            let _ = writeln!(out, "shop_request_duration_seconds_sum{{{labels}}} {}", s.sum_s);
-            let _ = writeln!(out, "shop_request_duration_seconds_count{{{labels}}} {}", s.count);
+            let _ = writeln!(
+                out,
+                "shop_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "shop_request_duration_seconds_sum{{{labels}}} {}",
+                s.sum_s
+            );
+            let _ = writeln!(
+                out,
+                "shop_request_duration_seconds_count{{{labels}}} {}",
+                s.count
+            );
         }
         drop(routes);
         for (name, help, map) in [
-            ("shop_cache_hits_total", "Cache-aside hits by class.", &self.cache_hits),
-            ("shop_cache_misses_total", "Cache-aside misses by class.", &self.cache_misses),
+            (
+                "shop_cache_hits_total",
+                "Cache-aside hits by class.",
+                &self.cache_hits,
+            ),
+            (
+                "shop_cache_misses_total",
+                "Cache-aside misses by class.",
+                &self.cache_misses,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
@@ -183,7 +228,10 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{instance=\"{inst}\",class=\"{class}\"}} {n}");
             }
         }
-        let _ = writeln!(out, "# HELP shop_db_queries_total Database statements by server role.");
+        let _ = writeln!(
+            out,
+            "# HELP shop_db_queries_total Database statements by server role."
+        );
         let _ = writeln!(out, "# TYPE shop_db_queries_total counter");
         let _ = writeln!(
             out,
@@ -195,36 +243,63 @@ impl Metrics {
             "shop_db_queries_total{{instance=\"{inst}\",role=\"replica\"}} {}",
             self.db_replica.load(Ordering::Relaxed)
         );
-        let _ = writeln!(out, "# HELP shop_ryw_primary_fallbacks_total Reads sent to the primary because no replica had replayed the user's last write.");
+        let _ = writeln!(
+            out,
+            "# HELP shop_ryw_primary_fallbacks_total Reads sent to the primary because no replica had replayed the user's last write."
+        );
         let _ = writeln!(out, "# TYPE shop_ryw_primary_fallbacks_total counter");
         let _ = writeln!(
             out,
             "shop_ryw_primary_fallbacks_total{{instance=\"{inst}\"}} {}",
             self.ryw_primary_fallbacks.load(Ordering::Relaxed)
         );
-        let _ = writeln!(out, "# HELP shop_reads_routed_total Stale-tolerant reads by the server role they were routed to.");
+        let _ = writeln!(
+            out,
+            "# HELP shop_reads_routed_total Stale-tolerant reads by the server role they were routed to."
+        );
         let _ = writeln!(out, "# TYPE shop_reads_routed_total counter");
-        for (role, v) in [("primary", &self.reads_primary), ("replica", &self.reads_replica)] {
+        for (role, v) in [
+            ("primary", &self.reads_primary),
+            ("replica", &self.reads_replica),
+        ] {
             let _ = writeln!(
                 out,
                 "shop_reads_routed_total{{instance=\"{inst}\",role=\"{role}\"}} {}",
                 v.load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(out, "# HELP shop_cache_stampede_waits_total Misses that waited for another request's recomputation.");
+        let _ = writeln!(
+            out,
+            "# HELP shop_cache_stampede_waits_total Misses that waited for another request's recomputation."
+        );
         let _ = writeln!(out, "# TYPE shop_cache_stampede_waits_total counter");
         let _ = writeln!(
             out,
             "shop_cache_stampede_waits_total{{instance=\"{inst}\"}} {}",
             self.stampede_waits.load(Ordering::Relaxed)
         );
-        let _ = writeln!(out, "# HELP shop_db_pool_connections Pool connections by state.");
+        let _ = writeln!(
+            out,
+            "# HELP shop_db_pool_connections Pool connections by state."
+        );
         let _ = writeln!(out, "# TYPE shop_db_pool_connections gauge");
         for p in pools {
             let n = escape(&p.name);
-            let _ = writeln!(out, "shop_db_pool_connections{{instance=\"{inst}\",pool=\"{n}\",state=\"max\"}} {}", p.max);
-            let _ = writeln!(out, "shop_db_pool_connections{{instance=\"{inst}\",pool=\"{n}\",state=\"open\"}} {}", p.size);
-            let _ = writeln!(out, "shop_db_pool_connections{{instance=\"{inst}\",pool=\"{n}\",state=\"idle\"}} {}", p.idle);
+            let _ = writeln!(
+                out,
+                "shop_db_pool_connections{{instance=\"{inst}\",pool=\"{n}\",state=\"max\"}} {}",
+                p.max
+            );
+            let _ = writeln!(
+                out,
+                "shop_db_pool_connections{{instance=\"{inst}\",pool=\"{n}\",state=\"open\"}} {}",
+                p.size
+            );
+            let _ = writeln!(
+                out,
+                "shop_db_pool_connections{{instance=\"{inst}\",pool=\"{n}\",state=\"idle\"}} {}",
+                p.idle
+            );
             let _ = writeln!(
                 out,
                 "shop_db_pool_connections{{instance=\"{inst}\",pool=\"{n}\",state=\"in_use\"}} {}",
@@ -236,7 +311,9 @@ impl Metrics {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Reads one sample's value from a Prometheus text page: the first line whose name and
@@ -272,9 +349,18 @@ mod tests {
         m.cache_hit("catalog");
         m.db_query(DbRole::Replica);
         let page = m.render("i1", &[]);
-        assert_eq!(scrape_value(&page, &["shop_cache_hits_total", "catalog"]), Some(2.0));
-        assert_eq!(scrape_value(&page, &["shop_db_queries_total", "replica"]), Some(1.0));
-        assert_eq!(scrape_value(&page, &["shop_db_queries_total", "primary"]), Some(0.0));
+        assert_eq!(
+            scrape_value(&page, &["shop_cache_hits_total", "catalog"]),
+            Some(2.0)
+        );
+        assert_eq!(
+            scrape_value(&page, &["shop_db_queries_total", "replica"]),
+            Some(1.0)
+        );
+        assert_eq!(
+            scrape_value(&page, &["shop_db_queries_total", "primary"]),
+            Some(0.0)
+        );
         assert_eq!(scrape_value(&page, &["_bucket", "le=\"0.005\""]), Some(1.0));
         assert_eq!(scrape_value(&page, &["_bucket", "le=\"+Inf\""]), Some(2.0));
         assert_eq!(scrape_sum(&page, &["shop_requests_total"]), 2.0);

@@ -40,12 +40,17 @@ impl std::fmt::Debug for RedisConn {
 impl RedisConn {
     /// Connects to `url` (a comma-separated list means a cluster), bounded by `timeout`.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, ShopError> {
-        let seeds: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let seeds: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         let inner = if seeds.len() > 1 {
-            let client = redis::cluster::ClusterClient::builder(seeds.iter().map(|s| s.to_string()))
-                .connection_timeout(timeout)
-                .response_timeout(timeout)
-                .build()?;
+            let client =
+                redis::cluster::ClusterClient::builder(seeds.iter().map(|s| s.to_string()))
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .build()?;
             let conn = tokio::time::timeout(timeout, client.get_async_connection())
                 .await
                 .map_err(|_| ShopError::Timeout("redis cluster connect"))??;
@@ -95,13 +100,22 @@ impl RedisConn {
     /// `SET key value NX PX ttl_ms`: true when this call created the key.
     pub async fn set_nx_px(&self, key: &str, value: &str, ttl_ms: u64) -> Result<bool, ShopError> {
         let r: Option<String> = self
-            .query(redis::cmd("SET").arg(key).arg(value).arg("NX").arg("PX").arg(ttl_ms))
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms),
+            )
             .await?;
         Ok(r.is_some())
     }
 
     /// `DEL key` (one key per call, so it works across cluster slots).
     pub async fn del(&self, key: &str) -> Result<(), ShopError> {
-        self.query::<i64>(redis::cmd("DEL").arg(key)).await.map(|_| ())
+        self.query::<i64>(redis::cmd("DEL").arg(key))
+            .await
+            .map(|_| ())
     }
 }

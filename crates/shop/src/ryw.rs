@@ -39,10 +39,10 @@ pub const LAG_SAMPLES_MAX: usize = 1024;
 impl LagTracker {
     /// Records the primary's position at `now_ms`.
     pub fn observe_primary(&mut self, now_ms: u64, lsn: u64) {
-        if let Some(&(_, last)) = self.samples.back() {
-            if lsn <= last {
-                return; // no new WAL: the older sample keeps the earliest time for this lsn
-            }
+        if let Some(&(_, last)) = self.samples.back()
+            && lsn <= last
+        {
+            return; // no new WAL: the older sample keeps the earliest time for this lsn
         }
         self.samples.push_back((now_ms, lsn));
         while self.samples.len() > LAG_SAMPLES_MAX {
@@ -106,10 +106,10 @@ pub fn route_read(
     if let Some(i) = least(&mut (0..statuses.len()).filter(in_bound).filter(caught_up)) {
         return ReadRoute::Replica(i);
     }
-    if mark.is_some() {
-        if let Some(i) = least(&mut (0..statuses.len()).filter(in_bound)) {
-            return ReadRoute::CheckReplica(i);
-        }
+    if mark.is_some()
+        && let Some(i) = least(&mut (0..statuses.len()).filter(in_bound))
+    {
+        return ReadRoute::CheckReplica(i);
     }
     ReadRoute::Primary
 }
@@ -143,15 +143,31 @@ mod tests {
 
     #[test]
     fn routing_respects_marks_lag_and_load() {
-        let ok = |lsn, lag| ReplicaStatus { healthy: true, replay_lsn: lsn, lag_ms: lag };
+        let ok = |lsn, lag| ReplicaStatus {
+            healthy: true,
+            replay_lsn: lsn,
+            lag_ms: lag,
+        };
         let st = [ok(100, 0), ok(200, 0), ok(300, 5000)];
         // No mark: least outstanding within the lag bound; the laggard is skipped.
-        assert_eq!(route_read(&st, &[3, 1, 0], None, 1000), ReadRoute::Replica(1));
-        assert_eq!(route_read(&st, &[0, 1, 0], None, 1000), ReadRoute::Replica(0));
+        assert_eq!(
+            route_read(&st, &[3, 1, 0], None, 1000),
+            ReadRoute::Replica(1)
+        );
+        assert_eq!(
+            route_read(&st, &[0, 1, 0], None, 1000),
+            ReadRoute::Replica(0)
+        );
         // Mark 150: only replica 1 has replayed it (replica 2 has, but lags too much).
-        assert_eq!(route_read(&st, &[0, 9, 0], Some(150), 1000), ReadRoute::Replica(1));
+        assert_eq!(
+            route_read(&st, &[0, 9, 0], Some(150), 1000),
+            ReadRoute::Replica(1)
+        );
         // Mark 250: nobody in bound has it: check the least loaded in-bound replica live.
-        assert_eq!(route_read(&st, &[5, 1, 0], Some(250), 1000), ReadRoute::CheckReplica(1));
+        assert_eq!(
+            route_read(&st, &[5, 1, 0], Some(250), 1000),
+            ReadRoute::CheckReplica(1)
+        );
         // Unhealthy replicas are never chosen.
         let down = [ReplicaStatus::default()];
         assert_eq!(route_read(&down, &[0], None, 1000), ReadRoute::Primary);

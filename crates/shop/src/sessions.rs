@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -59,7 +59,11 @@ pub fn hash_password(password: &str) -> Result<String, ShopError> {
 /// Checks a password against a stored argon2 hash (CPU-heavy: call off the runtime).
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -143,7 +147,8 @@ impl SessionStore {
                 ttl_s,
             },
             SessionKind::Redis => SessionStore::Redis {
-                conn: redis.ok_or_else(|| ShopError::Config("sessions: redis needs --redis".into()))?,
+                conn: redis
+                    .ok_or_else(|| ShopError::Config("sessions: redis needs --redis".into()))?,
                 prefix: prefix.to_string(),
                 ttl_s,
             },
@@ -174,16 +179,26 @@ impl SessionStore {
                 jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, enc)
                     .map_err(|e| AppError::Store(ShopError::Internal(format!("jwt encode: {e}"))))
             }
-            SessionStore::Redis { conn, prefix, ttl_s } => {
+            SessionStore::Redis {
+                conn,
+                prefix,
+                ttl_s,
+            } => {
                 let rand = random_token_part();
-                let data = serde_json::to_string(user).map_err(|e| ShopError::Internal(e.to_string()))?;
-                conn.set_px(&keys::session(prefix, user.user_id, &rand), &data, ttl_s * 1000)
-                    .await?;
+                let data =
+                    serde_json::to_string(user).map_err(|e| ShopError::Internal(e.to_string()))?;
+                conn.set_px(
+                    &keys::session(prefix, user.user_id, &rand),
+                    &data,
+                    ttl_s * 1000,
+                )
+                .await?;
                 Ok(format!("{}.{rand}", user.user_id))
             }
             SessionStore::Sql { db, ttl_s } => {
                 let token = format!("{}.{}", user.user_id, random_token_part());
-                let data = serde_json::to_string(user).map_err(|e| ShopError::Internal(e.to_string()))?;
+                let data =
+                    serde_json::to_string(user).map_err(|e| ShopError::Internal(e.to_string()))?;
                 let expires = (now_ms + ttl_s * 1000) as i64;
                 write_tx!(db, tx => {
                     sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND expires_at < $2")
@@ -207,7 +222,9 @@ impl SessionStore {
                 if m.len() >= MEMORY_SESSIONS_MAX {
                     m.retain(|_, (_, exp)| *exp > now_ms);
                     if m.len() >= MEMORY_SESSIONS_MAX {
-                        return Err(AppError::Store(ShopError::Internal("memory session store full".into())));
+                        return Err(AppError::Store(ShopError::Internal(
+                            "memory session store full".into(),
+                        )));
                     }
                 }
                 m.insert(token.clone(), (user.clone(), now_ms + ttl_s * 1000));
@@ -238,7 +255,9 @@ impl SessionStore {
                 }
             }
             SessionStore::Redis { conn, prefix, .. } => {
-                let Some((uid, rand)) = split_opaque(token) else { return Ok(None) };
+                let Some((uid, rand)) = split_opaque(token) else {
+                    return Ok(None);
+                };
                 let v = conn.get(&keys::session(prefix, uid, rand)).await?;
                 Ok(v.and_then(|s| serde_json::from_str::<SessionUser>(&s).ok())
                     .filter(|u| u.user_id == uid))
@@ -259,7 +278,9 @@ impl SessionStore {
             }
             SessionStore::Memory { map, .. } => {
                 let m = map.lock().unwrap_or_else(|p| p.into_inner());
-                Ok(m.get(token).filter(|(_, exp)| *exp > now_ms).map(|(u, _)| u.clone()))
+                Ok(m.get(token)
+                    .filter(|(_, exp)| *exp > now_ms)
+                    .map(|(u, _)| u.clone()))
             }
         }
     }
@@ -278,7 +299,11 @@ mod tests {
     }
 
     fn alice() -> SessionUser {
-        SessionUser { user_id: 7, username: "alice".into(), is_admin: false }
+        SessionUser {
+            user_id: 7,
+            username: "alice".into(),
+            is_admin: false,
+        }
     }
 
     #[tokio::test]

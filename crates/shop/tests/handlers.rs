@@ -24,9 +24,23 @@ async fn shopping_flow_and_idempotent_checkout() {
     assert!(!products.is_empty() && products.len() <= 50);
     let first = &products[0];
     let cat_name = first["category"].as_str().unwrap();
-    let (s, _, by_cat) = call(&st, "GET", &format!("/catalog?category={cat_name}"), None, None, &[]).await;
+    let (s, _, by_cat) = call(
+        &st,
+        "GET",
+        &format!("/catalog?category={cat_name}"),
+        None,
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
-    assert!(by_cat["products"].as_array().unwrap().iter().all(|p| p["category"] == cat_name));
+    assert!(
+        by_cat["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["category"] == cat_name)
+    );
 
     let pid = first["id"].as_i64().unwrap();
     let price = first["price"].as_i64().unwrap();
@@ -62,10 +76,22 @@ async fn shopping_flow_and_idempotent_checkout() {
     assert_eq!(count(&st, "SELECT COUNT(*) FROM order_items").await, 1);
     assert_eq!(count(&st, "SELECT COUNT(*) FROM cart_items").await, 0);
     // Stock went down by exactly one order's worth.
-    let stock_after: i64 = count(&st, "SELECT stock FROM products WHERE id = (SELECT product_id FROM order_items)").await;
+    let stock_after: i64 = count(
+        &st,
+        "SELECT stock FROM products WHERE id = (SELECT product_id FROM order_items)",
+    )
+    .await;
     assert_eq!(stock_after, stock_before - 4);
     // A new key with an empty cart: 409, nothing written.
-    let (s, _, _) = call(&st, "POST", "/orders", Some(&t), None, &[("idempotency-key", "order-2")]).await;
+    let (s, _, _) = call(
+        &st,
+        "POST",
+        "/orders",
+        Some(&t),
+        None,
+        &[("idempotency-key", "order-2")],
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert_eq!(count(&st, "SELECT COUNT(*) FROM orders").await, 1);
 
@@ -78,7 +104,10 @@ async fn shopping_flow_and_idempotent_checkout() {
 
     // Profile.
     let (s, _, me) = call(&st, "GET", "/me", Some(&t), None, &[]).await;
-    assert_eq!((s, me["username"].as_str()), (StatusCode::OK, Some("alice")));
+    assert_eq!(
+        (s, me["username"].as_str()),
+        (StatusCode::OK, Some("alice"))
+    );
 }
 
 #[tokio::test]
@@ -86,19 +115,65 @@ async fn bad_inputs_get_clear_4xx_and_write_nothing() {
     let st = state(&sqlite_config("bad")).await;
     let t = user(&st, "bob").await;
     let cases: Vec<(&str, Option<&str>, Option<String>, StatusCode)> = vec![
-        ("unknown product", Some(t.as_str()), Some(r#"{"product_id":999999,"quantity":1}"#.into()), StatusCode::NOT_FOUND),
-        ("zero quantity", Some(&t), Some(r#"{"product_id":1,"quantity":0}"#.into()), StatusCode::UNPROCESSABLE_ENTITY),
-        ("negative quantity", Some(&t), Some(r#"{"product_id":1,"quantity":-3}"#.into()), StatusCode::UNPROCESSABLE_ENTITY),
-        ("malformed json", Some(&t), Some(r#"{"product_id":1,"quantity":"#.into()), StatusCode::BAD_REQUEST),
-        ("wrong shape", Some(&t), Some(r#"{"product":1}"#.into()), StatusCode::UNPROCESSABLE_ENTITY),
-        ("oversized body", Some(&t), Some(format!(r#"{{"product_id":1,"quantity":1,"pad":"{}"}}"#, "x".repeat(100_000))), StatusCode::PAYLOAD_TOO_LARGE),
-        ("no token", None, Some(r#"{"product_id":1,"quantity":1}"#.into()), StatusCode::UNAUTHORIZED),
-        ("garbage token", Some("not-a-token"), Some(r#"{"product_id":1,"quantity":1}"#.into()), StatusCode::UNAUTHORIZED),
+        (
+            "unknown product",
+            Some(t.as_str()),
+            Some(r#"{"product_id":999999,"quantity":1}"#.into()),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "zero quantity",
+            Some(&t),
+            Some(r#"{"product_id":1,"quantity":0}"#.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "negative quantity",
+            Some(&t),
+            Some(r#"{"product_id":1,"quantity":-3}"#.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "malformed json",
+            Some(&t),
+            Some(r#"{"product_id":1,"quantity":"#.into()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "wrong shape",
+            Some(&t),
+            Some(r#"{"product":1}"#.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "oversized body",
+            Some(&t),
+            Some(format!(
+                r#"{{"product_id":1,"quantity":1,"pad":"{}"}}"#,
+                "x".repeat(100_000)
+            )),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "no token",
+            None,
+            Some(r#"{"product_id":1,"quantity":1}"#.into()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "garbage token",
+            Some("not-a-token"),
+            Some(r#"{"product_id":1,"quantity":1}"#.into()),
+            StatusCode::UNAUTHORIZED,
+        ),
     ];
     for (what, tok, body, want) in cases {
         let (s, h, b) = call(&st, "POST", "/cart", tok, body.as_deref(), &[]).await;
         assert_eq!(s, want, "{what}: {b}");
-        assert!(b["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: JSON error body, got {b}");
+        assert!(
+            b["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: JSON error body, got {b}"
+        );
         assert!(h.contains_key("x-instance-id"), "{what}");
     }
 
@@ -119,13 +194,38 @@ async fn bad_inputs_get_clear_4xx_and_write_nothing() {
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap();
-    for (what, tok) in [("alg none", none), ("wrong key", wrong_key), ("tampered", tampered), ("expired", expired)] {
-        let (s, _, b) = call(&st, "POST", "/cart", Some(&tok), Some(r#"{"product_id":1,"quantity":1}"#), &[]).await;
+    for (what, tok) in [
+        ("alg none", none),
+        ("wrong key", wrong_key),
+        ("tampered", tampered),
+        ("expired", expired),
+    ] {
+        let (s, _, b) = call(
+            &st,
+            "POST",
+            "/cart",
+            Some(&tok),
+            Some(r#"{"product_id":1,"quantity":1}"#),
+            &[],
+        )
+        .await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{what}: {b}");
-        let (s, _, _) = call(&st, "PUT", "/products/1/price", Some(&tok), Some(r#"{"price":1}"#), &[]).await;
+        let (s, _, _) = call(
+            &st,
+            "PUT",
+            "/products/1/price",
+            Some(&tok),
+            Some(r#"{"price":1}"#),
+            &[],
+        )
+        .await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{what} on price");
     }
-    assert_eq!(count(&st, "SELECT COUNT(*) FROM cart_items").await, 0, "nothing written");
+    assert_eq!(
+        count(&st, "SELECT COUNT(*) FROM cart_items").await,
+        0,
+        "nothing written"
+    );
 
     // Other endpoints.
     let (s, _, _) = call(&st, "GET", "/products/999999", None, None, &[]).await;
@@ -134,11 +234,35 @@ async fn bad_inputs_get_clear_4xx_and_write_nothing() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _, _) = call(&st, "GET", "/nope", None, None, &[]).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _, _) = call(&st, "POST", "/login", None, Some(r#"{"username":"bob","password":"wrong-password"}"#), &[]).await;
+    let (s, _, _) = call(
+        &st,
+        "POST",
+        "/login",
+        None,
+        Some(r#"{"username":"bob","password":"wrong-password"}"#),
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _, _) = call(&st, "POST", "/signup", None, Some(r#"{"username":"bob","password":"pw-bob-123"}"#), &[]).await;
+    let (s, _, _) = call(
+        &st,
+        "POST",
+        "/signup",
+        None,
+        Some(r#"{"username":"bob","password":"pw-bob-123"}"#),
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    let (s, _, _) = call(&st, "POST", "/signup", None, Some(r#"{"username":"bad name!","password":"pw-123456"}"#), &[]).await;
+    let (s, _, _) = call(
+        &st,
+        "POST",
+        "/signup",
+        None,
+        Some(r#"{"username":"bad name!","password":"pw-123456"}"#),
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(count(&st, "SELECT COUNT(*) FROM users").await, 1);
 }
@@ -154,27 +278,78 @@ async fn price_change_is_admin_only_and_invalidates_the_cache() {
     let (_, _, cat) = call(&st, "GET", "/catalog", None, None, &[]).await;
     let (_, _, _) = call(&st, "GET", "/products/5", None, None, &[]).await;
     let page = st.metrics.render("x", &[]);
-    assert!(shop::metrics::scrape_sum(&page, &["shop_cache_hits_total"]) >= 1.0, "{page}");
+    assert!(
+        shop::metrics::scrape_sum(&page, &["shop_cache_hits_total"]) >= 1.0,
+        "{page}"
+    );
 
     let new_price = before["price"].as_i64().unwrap() + 1234;
     let body = format!(r#"{{"price":{new_price}}}"#);
-    let (s, _, _) = call(&st, "PUT", "/products/5/price", Some(&carol), Some(&body), &[]).await;
+    let (s, _, _) = call(
+        &st,
+        "PUT",
+        "/products/5/price",
+        Some(&carol),
+        Some(&body),
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _, _) = call(&st, "PUT", "/products/5/price", Some(&admin), Some(r#"{"price":-1}"#), &[]).await;
+    let (s, _, _) = call(
+        &st,
+        "PUT",
+        "/products/5/price",
+        Some(&admin),
+        Some(r#"{"price":-1}"#),
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _, _) = call(&st, "PUT", "/products/999999/price", Some(&admin), Some(&body), &[]).await;
+    let (s, _, _) = call(
+        &st,
+        "PUT",
+        "/products/999999/price",
+        Some(&admin),
+        Some(&body),
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (_, _, still) = call(&st, "GET", "/products/5", None, None, &[]).await;
-    assert_eq!(still["price"], before["price"], "refused updates changed nothing");
+    assert_eq!(
+        still["price"], before["price"],
+        "refused updates changed nothing"
+    );
 
-    let (s, _, b) = call(&st, "PUT", "/products/5/price", Some(&admin), Some(&body), &[]).await;
+    let (s, _, b) = call(
+        &st,
+        "PUT",
+        "/products/5/price",
+        Some(&admin),
+        Some(&body),
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let (_, _, after) = call(&st, "GET", "/products/5", None, None, &[]).await;
-    assert_eq!(after["price"], new_price, "cache was invalidated after commit");
+    assert_eq!(
+        after["price"], new_price,
+        "cache was invalidated after commit"
+    );
     // The catalog listing that showed product 5 is fresh too.
-    if cat["products"].as_array().unwrap().iter().any(|p| p["id"] == 5) {
+    if cat["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["id"] == 5)
+    {
         let (_, _, cat2) = call(&st, "GET", "/catalog", None, None, &[]).await;
-        let p5 = cat2["products"].as_array().unwrap().iter().find(|p| p["id"] == 5).unwrap();
+        let p5 = cat2["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == 5)
+            .unwrap();
         assert_eq!(p5["price"], new_price);
     }
 }
@@ -183,16 +358,24 @@ async fn price_change_is_admin_only_and_invalidates_the_cache() {
 async fn health_ready_metrics_and_sqlite_pragmas() {
     let st = state(&sqlite_config("ops")).await;
     let (s, h, _) = call(&st, "GET", "/healthz", None, None, &[]).await;
-    assert_eq!((s, h["x-instance-id"].to_str().unwrap()), (StatusCode::OK, "test-ops"));
+    assert_eq!(
+        (s, h["x-instance-id"].to_str().unwrap()),
+        (StatusCode::OK, "test-ops")
+    );
     let (s, _, b) = call(&st, "GET", "/readyz", None, None, &[]).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     call(&st, "GET", "/catalog", None, None, &[]).await;
     let page = shop::app(st.clone());
     drop(page);
     let text = st.metrics.render("x", &st.db.pool_usage());
-    assert!(shop::metrics::scrape_sum(&text, &["shop_requests_total", "route=\"/catalog\""]) >= 1.0, "{text}");
+    assert!(
+        shop::metrics::scrape_sum(&text, &["shop_requests_total", "route=\"/catalog\""]) >= 1.0,
+        "{text}"
+    );
     assert!(text.contains("shop_db_pool_connections"));
-    assert!(shop::metrics::scrape_value(&text, &["shop_db_queries_total", "primary"]).unwrap() >= 1.0);
+    assert!(
+        shop::metrics::scrape_value(&text, &["shop_db_queries_total", "primary"]).unwrap() >= 1.0
+    );
 
     // WAL, synchronous=NORMAL (1), busy timeout and foreign keys on pooled connections.
     shop::on_pool!(st.db.primary(), p => {

@@ -30,7 +30,15 @@ async fn ryw_run(cfg: ShopConfig, writes: i64) {
     let mut stale = 0;
     for i in 1..=writes {
         let pid = (i % 50) + 1;
-        let (s, _, b) = call(&st, "POST", "/cart", Some(&t), Some(&format!(r#"{{"product_id":{pid},"quantity":1}}"#)), &[]).await;
+        let (s, _, b) = call(
+            &st,
+            "POST",
+            "/cart",
+            Some(&t),
+            Some(&format!(r#"{{"product_id":{pid},"quantity":1}}"#)),
+            &[],
+        )
+        .await;
         assert_eq!(s, StatusCode::OK, "write {i}: {b}");
         let want = b["quantity"].as_i64().unwrap();
         let (s, _, cart) = call(&st, "GET", "/cart", Some(&t), None, &[]).await;
@@ -47,7 +55,10 @@ async fn ryw_run(cfg: ShopConfig, writes: i64) {
         }
     }
     let m = &st.metrics;
-    let (replica_reads, primary_reads) = (m.reads_routed(DbRole::Replica), m.reads_routed(DbRole::Primary));
+    let (replica_reads, primary_reads) = (
+        m.reads_routed(DbRole::Replica),
+        m.reads_routed(DbRole::Primary),
+    );
     println!(
         "{writes} writes: stale={stale} reads via replica={replica_reads} via primary={primary_reads} ryw fallbacks={}",
         m.ryw_fallbacks()
@@ -63,7 +74,11 @@ async fn ryw_run(cfg: ShopConfig, writes: i64) {
         let (s, _, _) = call(&st, "GET", "/cart", Some(&t), None, &[]).await;
         assert_eq!(s, StatusCode::OK);
     }
-    assert_eq!(m.reads_routed(DbRole::Replica) - before, 20, "caught-up replica serves every read");
+    assert_eq!(
+        m.reads_routed(DbRole::Replica) - before,
+        20,
+        "caught-up replica serves every read"
+    );
     assert!(m.db_queries(DbRole::Replica) >= 20);
 }
 
@@ -95,12 +110,18 @@ impl Drop for ResumeReplay {
     fn drop(&mut self) {
         let url = self.0.clone();
         let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-                use sqlx::Connection;
-                if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
-                    let _ = sqlx::query("SELECT pg_wal_replay_resume()").execute(&mut c).await;
-                }
-            })
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    use sqlx::Connection;
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+                        let _ = sqlx::query("SELECT pg_wal_replay_resume()")
+                            .execute(&mut c)
+                            .await;
+                    }
+                })
         })
         .join();
     }
@@ -115,22 +136,37 @@ async fn catalog_reads_go_to_the_replica_and_a_lagging_replica_is_skipped() {
     let replica = with_db(&second_replica_url(), primary.rsplit('/').next().unwrap());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while sqlx::PgConnection::connect(&replica).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "second replica {replica} missing (scripts/services up)");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "second replica {replica} missing (scripts/services up)"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let cfg = ShopConfig { max_replica_lag_ms: 300, ..pg_config(&primary, &replica, "lag") };
+    let cfg = ShopConfig {
+        max_replica_lag_ms: 300,
+        ..pg_config(&primary, &replica, "lag")
+    };
     let st = state(&cfg).await;
     let t = user(&st, "lagger").await;
     for _ in 0..10 {
         let (s, _, _) = call(&st, "GET", "/catalog", None, None, &[]).await;
         assert_eq!(s, StatusCode::OK);
     }
-    assert_eq!(st.metrics.reads_routed(DbRole::Replica), 10, "a healthy replica serves catalog reads");
+    assert_eq!(
+        st.metrics.reads_routed(DbRole::Replica),
+        10,
+        "a healthy replica serves catalog reads"
+    );
 
     // Pause replay on the standby, keep writing on the primary: its lag grows past 300 ms.
-    let mut admin = sqlx::PgConnection::connect(&with_db(&second_replica_url(), "postgres")).await.unwrap();
+    let mut admin = sqlx::PgConnection::connect(&with_db(&second_replica_url(), "postgres"))
+        .await
+        .unwrap();
     let _resume = ResumeReplay(with_db(&second_replica_url(), "postgres"));
-    sqlx::query("SELECT pg_wal_replay_pause()").execute(&mut admin).await.unwrap();
+    sqlx::query("SELECT pg_wal_replay_pause()")
+        .execute(&mut admin)
+        .await
+        .unwrap();
     for i in 0..10 {
         let body = format!(r#"{{"product_id":{},"quantity":1}}"#, i + 1);
         let (s, _, _) = call(&st, "POST", "/cart", Some(&t), Some(&body), &[]).await;
@@ -144,10 +180,17 @@ async fn catalog_reads_go_to_the_replica_and_a_lagging_replica_is_skipped() {
         let (s, _, _) = call(&st, "GET", "/catalog", None, None, &[]).await;
         assert_eq!(s, StatusCode::OK);
     }
-    assert_eq!(st.metrics.reads_routed(DbRole::Replica), before, "a lagging replica is skipped");
+    assert_eq!(
+        st.metrics.reads_routed(DbRole::Replica),
+        before,
+        "a lagging replica is skipped"
+    );
 
     // Resume: it catches up and serves again.
-    sqlx::query("SELECT pg_wal_replay_resume()").execute(&mut admin).await.unwrap();
+    sqlx::query("SELECT pg_wal_replay_resume()")
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let (s, _, _) = call(&st, "GET", "/catalog", None, None, &[]).await;
@@ -155,7 +198,10 @@ async fn catalog_reads_go_to_the_replica_and_a_lagging_replica_is_skipped() {
         if st.metrics.reads_routed(DbRole::Replica) > before {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "replica never served again after resume");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica never served again after resume"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -172,7 +218,10 @@ async fn refuses_to_start_when_connection_math_exceeds_max_connections() {
     match shop::build_state(&cfg).await {
         Err(e @ ShopError::TooManyConnections { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("(1000)") && msg.contains("(50)") && msg.contains("max_connections"), "{msg}");
+            assert!(
+                msg.contains("(1000)") && msg.contains("(50)") && msg.contains("max_connections"),
+                "{msg}"
+            );
         }
         Err(e) => panic!("wrong error (is PostgreSQL up?): {e}"),
         Ok(_) => panic!("started despite 1000 x 50 connections"),

@@ -45,7 +45,10 @@ async fn two_hundred_concurrent_misses_cost_a_handful_of_queries() {
     // Two keys per request (product description and stock): unprotected, that is up to
     // 400 queries; protected, one per key plus the rare waiter that outlived its budget.
     println!("200 concurrent misses -> {queries} DB queries");
-    assert!(queries <= 6, "{queries} DB queries for 200 concurrent misses");
+    assert!(
+        queries <= 6,
+        "{queries} DB queries for 200 concurrent misses"
+    );
     let (hits, misses) = st.metrics.cache_totals();
     assert_eq!(hits + misses, 400);
     // The next 200 are all hits and cost nothing.
@@ -60,12 +63,22 @@ async fn without_the_lock_the_same_misses_hit_the_database_much_harder() {
     let mut st = shop::build_state(&cfg).await.unwrap();
     let inner = Arc::get_mut(&mut st).expect("sole owner");
     let ttls = cfg.cache_ttl;
-    let conn = shop::redis_conn::RedisConn::connect(&redis_url(), std::time::Duration::from_secs(5)).await.unwrap();
-    inner.cache = shop::cache::CacheAside::new(shop::cache::CacheBackend::Redis(conn), ttls, inner.metrics.clone())
-        .without_stampede_protection();
+    let conn =
+        shop::redis_conn::RedisConn::connect(&redis_url(), std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+    inner.cache = shop::cache::CacheAside::new(
+        shop::cache::CacheBackend::Redis(conn),
+        ttls,
+        inner.metrics.clone(),
+    )
+    .without_stampede_protection();
     let queries = stampede(st).await;
     println!("unprotected: 200 concurrent misses -> {queries} DB queries");
-    assert!(queries > 6, "unprotected misses cost only {queries} queries: the comparison proves nothing");
+    assert!(
+        queries > 6,
+        "unprotected misses cost only {queries} queries: the comparison proves nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +90,10 @@ async fn stock_expires_by_ttl_and_price_update_is_seen_by_a_second_instance() {
         redis: Some(redis_url()),
         key_prefix: prefix.clone(),
         instance_id: id.into(),
-        cache_ttl: shop::config::CacheTtls { stock_s: 1, ..Default::default() },
+        cache_ttl: shop::config::CacheTtls {
+            stock_s: 1,
+            ..Default::default()
+        },
         ..sqlite_config("twoinst")
     };
     let a = state(&mk("a")).await;
@@ -89,10 +105,21 @@ async fn stock_expires_by_ttl_and_price_update_is_seen_by_a_second_instance() {
     let hits_b = b.metrics.cache_totals().0;
     assert!(hits_b >= 2, "B served from cache");
     let price = p_b["price"].as_i64().unwrap() + 77;
-    let (s, _, _) = call(&a, "PUT", "/products/3/price", Some(&admin), Some(&format!(r#"{{"price":{price}}}"#)), &[]).await;
+    let (s, _, _) = call(
+        &a,
+        "PUT",
+        "/products/3/price",
+        Some(&admin),
+        Some(&format!(r#"{{"price":{price}}}"#)),
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let (_, _, p_b3) = call(&b, "GET", "/products/3", None, None, &[]).await;
-    assert_eq!(p_b3["price"], price, "B sees A's write at once: A deleted the key after commit");
+    assert_eq!(
+        p_b3["price"], price,
+        "B sees A's write at once: A deleted the key after commit"
+    );
 
     // Stock changes behind the cache's back: visible after its 1 s TTL, not before.
     shop::on_pool!(a.db.primary(), p => sqlx::query("UPDATE products SET stock = 4242 WHERE id = 3").execute(p).await.map(|_| ()).unwrap());
@@ -125,14 +152,29 @@ async fn sessions_and_cache_work_on_the_redis_cluster() {
         let name = format!("cu{i}");
         let t = user(&a, &name).await;
         let (s, _, me) = call(&b, "GET", "/me", Some(&t), None, &[]).await;
-        assert_eq!((s, me["username"].as_str()), (StatusCode::OK, Some(name.as_str())), "session from A works on B");
+        assert_eq!(
+            (s, me["username"].as_str()),
+            (StatusCode::OK, Some(name.as_str())),
+            "session from A works on B"
+        );
         let (s, _, _) = call(&a, "GET", "/me", Some(&t), None, &[]).await;
         assert_eq!(s, StatusCode::OK);
-        let (s, _, _) = call(&b, "POST", "/cart", Some(&t), Some(r#"{"product_id":2,"quantity":1}"#), &[]).await;
+        let (s, _, _) = call(
+            &b,
+            "POST",
+            "/cart",
+            Some(&t),
+            Some(r#"{"product_id":2,"quantity":1}"#),
+            &[],
+        )
+        .await;
         assert_eq!(s, StatusCode::OK);
     }
     let (hits, _) = a.metrics.cache_totals();
-    assert!(hits >= 12, "profiles came from the cluster cache ({hits} hits)");
+    assert!(
+        hits >= 12,
+        "profiles came from the cluster cache ({hits} hits)"
+    );
     // The users' keys really landed on different masters.
     let slots: std::collections::HashSet<u16> = (1..=12)
         .map(|uid| shop::keys::cluster_slot(&shop::keys::profile(&prefix, uid)) / 5462)

@@ -115,8 +115,20 @@ impl ServeArgs {
         macro_rules! over {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
-        over!(listen, instance_id, db, sessions, workers, pool_size, expected_instances,
-              jwt_secret, seed_products, max_replica_lag_ms, admin_users, key_prefix);
+        over!(
+            listen,
+            instance_id,
+            db,
+            sessions,
+            workers,
+            pool_size,
+            expected_instances,
+            jwt_secret,
+            seed_products,
+            max_replica_lag_ms,
+            admin_users,
+            key_prefix
+        );
         if !self.replica.is_empty() {
             c.replica = self.replica;
         }
@@ -175,13 +187,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if cfg.workers > 0 {
         rt.worker_threads(cfg.workers);
     }
-    let rt = rt.enable_all().build().context("building the tokio runtime")?;
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("install SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("install SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

@@ -47,9 +47,9 @@ pub fn unique_prefix(tag: &str) -> String {
 }
 
 pub async fn state(cfg: &ShopConfig) -> Arc<AppState> {
-    shop::build_state(cfg)
-        .await
-        .unwrap_or_else(|e| panic!("building the shop state failed (is the server running? scripts/services up): {e}"))
+    shop::build_state(cfg).await.unwrap_or_else(|e| {
+        panic!("building the shop state failed (is the server running? scripts/services up): {e}")
+    })
 }
 
 /// One request through the router: (status, headers, body as JSON or Null).
@@ -72,7 +72,10 @@ pub async fn call(
         b = b.header(*k, *v);
     }
     let req = b
-        .body(body.map(|s| Body::from(s.to_string())).unwrap_or(Body::empty()))
+        .body(
+            body.map(|s| Body::from(s.to_string()))
+                .unwrap_or(Body::empty()),
+        )
         .unwrap();
     let resp = shop::app(st.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
@@ -98,7 +101,8 @@ pub async fn count(st: &Arc<AppState>, sql: &'static str) -> i64 {
 }
 
 pub fn pg_url() -> String {
-    std::env::var("SCALEOUT_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("SCALEOUT_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn pg_replica_url() -> String {
@@ -119,7 +123,12 @@ pub async fn fresh_pg_database(tag: &str) -> (String, String) {
     let name = format!("shop_{tag}_{}", uuid::Uuid::new_v4().simple());
     let mut c = sqlx::PgConnection::connect(&pg_url())
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL primary at {} is required (scripts/services up): {e}", pg_url()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL primary at {} is required (scripts/services up): {e}",
+                pg_url()
+            )
+        });
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut c)
         .await
