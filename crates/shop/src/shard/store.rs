@@ -10,7 +10,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -150,10 +150,13 @@ impl ShardPool {
                 .await?;
             Ok(Self::Sqlite(pool))
         } else {
+            // `IF NOT EXISTS` DDL would log a NOTICE per statement on every start.
+            let opts =
+                PgConnectOptions::from_str(url)?.options([("client_min_messages", "warning")]);
             let pool = PgPoolOptions::new()
                 .max_connections(POOL_SIZE)
                 .acquire_timeout(timeout)
-                .connect(url)
+                .connect_with(opts)
                 .await?;
             Ok(Self::Postgres(pool))
         }
