@@ -469,3 +469,119 @@ fn memory_sessions_warn_loudly_and_sigterm_exits_zero() {
         "loud warning missing:\n{text}"
     );
 }
+
+fn pg_replica_url() -> String {
+    std::env::var("SCALEOUT_TEST_PG_REPLICA")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/postgres".into())
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    format!(
+        "{}/{db}",
+        url.rsplit_once('/')
+            .expect("postgres URL with a database")
+            .0
+    )
+}
+
+#[test]
+fn postgres_primary_and_replica_through_the_binary() {
+    // A dedicated database; CREATE DATABASE replicates to the standby.
+    let name = format!("shop_e2e_{}_{}", std::process::id(), free_addr().port());
+    let out = Command::new("psql")
+        .args([
+            pg_url().as_str(),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output()
+        .expect("psql is needed (scripts/services installs PostgreSQL)");
+    assert!(
+        out.status.success(),
+        "PostgreSQL primary required: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let primary = with_db(&pg_url(), &name);
+    let replica = with_db(&pg_replica_url(), &name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Command::new("psql")
+        .args([replica.as_str(), "-c", "SELECT 1"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "standby {replica} never got the database (is 5433 streaming?)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let redis = redis_url();
+    let prefix = format!("e2e-pg-{}", std::process::id());
+    let (_s, addr) = shop(
+        "pg",
+        &[
+            "--db",
+            &primary,
+            "--replica",
+            &replica,
+            "--redis",
+            &redis,
+            "--cache",
+            "none",
+            "--key-prefix",
+            &prefix,
+            "--workers",
+            "2",
+            "--pool-size",
+            "4",
+            "--expected-instances",
+            "4",
+        ],
+    );
+    let token = signup_login(addr, "pguser").json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let auth = bearer(&token);
+    let mut stale = 0;
+    for i in 0..100 {
+        let pid = 1 + i % 20;
+        let w = req(
+            addr,
+            "POST",
+            "/cart",
+            &[("Authorization", &auth)],
+            &format!(r#"{{"product_id":{pid},"quantity":1}}"#),
+        );
+        assert_eq!(w.status, 200, "{}", w.body);
+        let want = w.json()["quantity"].as_i64().unwrap();
+        let r = req(addr, "GET", "/cart", &[("Authorization", &auth)], "");
+        let got = r.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["product_id"] == pid)
+            .and_then(|l| l["quantity"].as_i64());
+        if got != Some(want) {
+            stale += 1;
+        }
+    }
+    assert_eq!(stale, 0, "stale reads after write");
+    for _ in 0..10 {
+        assert_eq!(req(addr, "GET", "/catalog", &[], "").status, 200);
+    }
+    let m = req(addr, "GET", "/metrics", &[], "").body;
+    let replica_reads: f64 = m
+        .lines()
+        .find(|l| l.starts_with("shop_reads_routed_total") && l.contains("role=\"replica\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        replica_reads >= 10.0,
+        "reads reached the replica: {replica_reads}\n{m}"
+    );
+}
