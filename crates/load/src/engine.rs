@@ -459,7 +459,13 @@ async fn dispatch(ctx: &Rc<Ctx>, profile: &RateProfile, phase: f64) {
         };
         if ctx.idle.get() > 0 {
             ctx.work.notify_one();
-        } else if ctx.workers.get() < ctx.plan.max_connections && queued > ctx.connecting.get() {
+        } else if ctx.workers.get() < ctx.plan.max_connections
+            && queued > ctx.connecting.get()
+            && ctx.connecting.get() < (ctx.workers.get() / 4).max(4)
+        {
+            // Grow the pool, but with a bounded number of connects in flight: when the
+            // generator itself fell behind (a burst of due requests after the thread was
+            // descheduled), opening a connection per queued request would only add work.
             ctx.spawn_worker();
         }
     }
@@ -520,7 +526,9 @@ async fn worker(ctx: Rc<Ctx>, target: usize) {
 }
 
 async fn serve_h1(ctx: &Rc<Ctx>, target: usize, stream: TcpStream, first: Job) {
+    // writev(false): requests are small; one flattened write beats a vectored one.
     let hs = http1::Builder::new()
+        .writev(false)
         .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
         .await;
     match hs {

@@ -348,3 +348,44 @@ path = "/items/{product_id}"
         .unwrap();
     assert!(peak >= 250, "the spike slice schedules about 300: {peak}");
 }
+
+#[test]
+fn find_max_reports_its_steps_and_stays_bounded() {
+    let (_b, addr) = backend();
+    let dir = temp_dir("load-find");
+    let json = dir.join("f.json");
+    let url = format!("http://{addr}/");
+    let began = std::time::Instant::now();
+    let o = load(&[
+        &url,
+        "--find-max",
+        "--max-p99",
+        "2s",
+        "--max-errors",
+        "1%",
+        "--start-rate",
+        "50",
+        "--step-factor",
+        "2",
+        "--step-duration",
+        "1s",
+        "--max-steps",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("max sustainable rate"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "bounded by --max-steps: {v}");
+    let rates: Vec<f64> = steps
+        .iter()
+        .map(|s| s["target_rps"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates, [50.0, 100.0, 200.0]);
+    assert_eq!(v["max_sustainable_rps"], 200.0);
+    assert!(began.elapsed() < Duration::from_secs(60));
+}
