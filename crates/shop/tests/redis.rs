@@ -186,3 +186,66 @@ async fn sessions_and_cache_work_on_the_redis_cluster() {
     let (s, _, ready) = call(&a, "GET", "/readyz", None, None, &[]).await;
     assert_eq!(s, StatusCode::OK, "{ready}");
 }
+
+/// A throwaway real redis-server on a free port, killed on drop.
+struct OwnRedis(std::process::Child);
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_when_redis_goes_away() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is needed (scripts/services installs it)");
+    let mut own = OwnRedis(child);
+    let url = format!("redis://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "own redis-server did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let cfg = ShopConfig {
+        sessions: SessionKind::Redis,
+        store_timeout_ms: 500,
+        ..redis_config("ready", url)
+    };
+    let st = state(&cfg).await;
+    let (s, _, b) = call(&st, "GET", "/readyz", None, None, &[]).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let t = user(&st, "readyuser").await;
+    let _ = own.0.kill();
+    let _ = own.0.wait();
+    let (s, _, b) = call(&st, "GET", "/readyz", None, None, &[]).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert_eq!(b["redis"], false);
+    // A request that needs the session store gets a 503 with no internals.
+    let (s, _, b) = call(&st, "GET", "/cart", Some(&t), None, &[]).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(!b["error"].as_str().unwrap().contains("127.0.0.1"), "{b}");
+    // The database alone still answers.
+    let (s, _, _) = call(&st, "GET", "/healthz", None, None, &[]).await;
+    assert_eq!(s, StatusCode::OK);
+}
