@@ -301,7 +301,10 @@ impl Worker {
             let repin = pick.repin;
             let guard = pick.backend.load.start();
             attempts += 1;
-            let may_retry_later = attempts < max_attempts && replay.is_some();
+            // Headers are copied for this attempt only when a retry could follow.
+            let may_retry_later = attempts < max_attempts
+                && replay.is_some()
+                && snap.selector.pickable_len() > tried.len() + 1;
             let Some(hdrs) = (if may_retry_later {
                 headers_left.clone()
             } else {
