@@ -103,6 +103,13 @@ enum Algo {
     Maglev { table: MaglevTable },
 }
 
+#[derive(Debug)]
+struct Slot {
+    id: BackendId,
+    load: Arc<BackendLoad>,
+    inv_weight: f64,
+}
+
 /// An immutable snapshot of the pool for picking, with precomputed strategy state.
 #[derive(Debug)]
 pub struct Selector {
@@ -112,6 +119,8 @@ pub struct Selector {
     pickable: Vec<usize>,
     /// Position in `pickable` for each entry of `all` (usize::MAX when not pickable).
     pickable_pos: Vec<usize>,
+    /// Per pickable position: id, load and 1/weight, contiguous for the scans.
+    slots: Vec<Slot>,
     cumulative: Vec<f64>,
     algo: Algo,
     by_name: Option<HashMap<Arc<str>, usize>>,
@@ -203,6 +212,15 @@ impl Selector {
             .iter()
             .map(|&i| candidates[i].weight.max(f64::MIN_POSITIVE))
             .collect();
+        let slots = pickable
+            .iter()
+            .zip(&weights)
+            .map(|(&i, w)| Slot {
+                id: candidates[i].id,
+                load: Arc::clone(&candidates[i].load),
+                inv_weight: 1.0 / w,
+            })
+            .collect();
         let mut acc = 0.0;
         let cumulative = weights
             .iter()
@@ -247,6 +265,7 @@ impl Selector {
             strategy: config.strategy,
             pickable,
             pickable_pos,
+            slots,
             cumulative,
             algo,
             by_name,
@@ -332,7 +351,7 @@ impl Selector {
     }
 
     fn excluded(&self, pos: usize, exclude: &[BackendId]) -> bool {
-        !exclude.is_empty() && exclude.contains(&self.all[self.pickable[pos]].id)
+        !exclude.is_empty() && exclude.contains(&self.slots[pos].id)
     }
 
     /// `pos` if not excluded, else the next pickable position that is not.
@@ -341,11 +360,6 @@ impl Selector {
         (0..n)
             .map(|k| (pos + k) % n)
             .find(|&p| !self.excluded(p, exclude))
-    }
-
-    fn load_of(&self, pos: usize) -> (&BackendLoad, f64) {
-        let c = &self.all[self.pickable[pos]];
-        (&c.load, c.weight.max(f64::MIN_POSITIVE))
     }
 
     fn weighted_random(&self, random: u64) -> usize {
@@ -375,13 +389,12 @@ impl Selector {
                 // to each tied backend with equal probability.
                 let start = below(req.random, n);
                 let mut best: Option<(usize, f64)> = None;
-                for k in 0..n {
-                    let p = (start + k) % n;
-                    if self.excluded(p, exclude) {
+                for p in (start..n).chain(0..start) {
+                    let slot = &self.slots[p];
+                    if !exclude.is_empty() && exclude.contains(&slot.id) {
                         continue;
                     }
-                    let (load, w) = self.load_of(p);
-                    let score = load.in_flight() as f64 / w;
+                    let score = slot.load.in_flight() as f64 * slot.inv_weight;
                     if best.is_none_or(|(_, b)| score < b) {
                         best = Some((p, score));
                     }
@@ -400,8 +413,8 @@ impl Selector {
                     let a = self.first_allowed_from(a, exclude)?;
                     let b = self.first_allowed_from(b, exclude)?;
                     let cost = |p: usize| {
-                        let (load, w) = self.load_of(p);
-                        load.cost(now) / w
+                        let slot = &self.slots[p];
+                        slot.load.cost(now) * slot.inv_weight
                     };
                     return Some(if cost(b) < cost(a) { b } else { a });
                 }

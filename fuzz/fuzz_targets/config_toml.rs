@@ -1,0 +1,34 @@
+//! Fuzzes config parsing: the proxy's `[balancer]` TOML (`proxy::parse_toml`) and the
+//! balancing core's own section (`balance::BalanceConfig` + `validate`).
+//!
+//! Properties: never panics on any text; an accepted proxy config also passes the core's
+//! validation (the proxy must not start with settings the core refuses); a rejected one
+//! names a field under `balancer`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match proxy::parse_toml(text) {
+        Ok(config) => {
+            let core = config.balance();
+            if let Err(e) = core.validate() {
+                panic!("proxy accepted a config the core refuses: {e}");
+            }
+        }
+        Err(e) => {
+            assert!(
+                e.field.starts_with("balancer"),
+                "error names no field: {e:?}"
+            );
+        }
+    }
+    if let Ok(core) = toml::from_str::<balance::BalanceConfig>(text)
+        && let Err(e) = core.validate()
+    {
+        assert!(e.field.starts_with("balancer."), "{e}");
+    }
+});
