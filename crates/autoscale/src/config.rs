@@ -365,8 +365,14 @@ pub struct TunedConfig {
     pub decide_every_s: u64,
     /// Window the stable (scale-down) average is taken over, seconds.
     pub stable_window_s: u64,
-    /// Window the panic (scale-up) average is taken over, seconds.
+    /// Window the panic-mode trigger average is taken over, seconds.
     pub panic_window_s: u64,
+    /// Window the scale-up need is averaged over, seconds (short: react within seconds).
+    pub up_window_s: u64,
+    /// A queue seen while saturated should drain within this many seconds of the new
+    /// capacity arriving: it adds queue x latency / backlog_drain_s to the concurrency
+    /// needed.
+    pub backlog_drain_s: u64,
     /// Enter panic mode when panic-window demand / ready capacity reaches this ratio.
     pub panic_threshold: f64,
     /// Ratios within `1 ± tolerance` of the target cause no change.
@@ -382,9 +388,11 @@ pub struct TunedConfig {
 impl Default for TunedConfig {
     fn default() -> Self {
         Self {
-            decide_every_s: 2,
+            decide_every_s: 1,
             stable_window_s: 60,
             panic_window_s: 6,
+            up_window_s: 2,
+            backlog_drain_s: 10,
             panic_threshold: 1.5,
             tolerance: 0.1,
             scale_up: ScalingRules {
@@ -398,7 +406,7 @@ impl Default for TunedConfig {
                     },
                     RatePolicy {
                         kind: RatePolicyKind::Percent,
-                        value: 200,
+                        value: 900,
                         period_s: 10,
                     },
                 ],
@@ -682,6 +690,18 @@ impl Config {
         if t.stable_window_s == 0 || t.stable_window_s > 3600 {
             return Err(invalid(
                 "default.stable_window_s",
+                "must be 1..=3600 seconds",
+            ));
+        }
+        if t.up_window_s == 0 || t.up_window_s > t.stable_window_s {
+            return Err(invalid(
+                "default.up_window_s",
+                "must be 1..=stable_window_s seconds",
+            ));
+        }
+        if t.backlog_drain_s == 0 || t.backlog_drain_s > 3600 {
+            return Err(invalid(
+                "default.backlog_drain_s",
                 "must be 1..=3600 seconds",
             ));
         }

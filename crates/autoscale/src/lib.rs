@@ -32,8 +32,17 @@
 
 pub mod behavior;
 pub mod config;
+pub mod elasticity;
+pub mod forecast;
 pub mod hpa;
+pub mod kpa;
 pub mod metrics;
+pub mod predictive;
+pub mod schedule;
+pub mod sim;
+pub mod step;
+pub mod trace;
+pub mod tuned;
 
 use std::time::Duration;
 
@@ -43,6 +52,8 @@ pub use config::{
     StepRule, TunedConfig,
 };
 pub use metrics::{AggregateSample, InstanceSample, MetricKind};
+pub use sim::{CapacityModel, SimError, SimReport, SimRun, simulate};
+pub use trace::{Trace, TraceError};
 
 /// Everything a policy may look at in one decision: the fleet's size and the latest
 /// metrics from the balancer and the instances.
@@ -121,15 +132,18 @@ pub fn build_policy(cfg: &Config) -> Result<Box<dyn Policy>, ConfigError> {
     cfg.validate()?;
     let reactive: Box<dyn Policy> = match cfg.policy {
         PolicyKind::Hpa => Box::new(hpa::Hpa::new(cfg)),
-        other => {
-            return Err(ConfigError::Invalid {
-                field: "policy".into(),
-                message: format!(
-                    "policy {:?} is not built yet (API-first commit)",
-                    other.as_str()
-                ),
-            });
-        }
+        PolicyKind::Kpa => Box::new(kpa::Kpa::new(cfg)),
+        PolicyKind::Step => Box::new(step::StepScaling::new(cfg)),
+        PolicyKind::Default => Box::new(tuned::Tuned::new(cfg)),
     };
-    Ok(reactive)
+    let with_schedule: Box<dyn Policy> = if cfg.schedule.windows.is_empty() {
+        reactive
+    } else {
+        Box::new(schedule::Scheduled::new(reactive, cfg))
+    };
+    Ok(if cfg.predictive.enabled {
+        Box::new(predictive::Predictive::new(with_schedule, cfg))
+    } else {
+        with_schedule
+    })
 }

@@ -119,7 +119,6 @@ pub struct AggregateSample {
 /// Total demand for `metric` across the fleet: the balancer's aggregate when present,
 /// else the sum over instances that reported it. Used by policies that work on totals
 /// (KPA, default). `None` when nothing reported.
-#[allow(dead_code)] // used by the KPA and default policies as they land
 pub(crate) fn fleet_total(metric: MetricKind, input: &crate::ScalingInput) -> Option<f64> {
     if let Some(v) = metric.of_aggregate(&input.aggregate)
         && metric != MetricKind::P99Ms

@@ -1,0 +1,278 @@
+//! Our `default` policy: target tracking on a short and a long window, a panic mode for
+//! spikes, a cap per step, and HPA-style scale-down stabilisation with a cooldown.
+//!
+//! Why each piece exists:
+//! - **Instances needed, sampled every second.** For each configured target the fleet
+//!   total is turned into instances needed (total in-flight / target in-flight, total
+//!   RPS / target RPS, summed CPU / target CPU, p99 ratio x ready); the largest wins, as in
+//!   the HPA. Samples go into 1 s buckets like the KPA's, so a decision every
+//!   `decide_every_s` (2 s) sees all of them instead of one sample every 15 s.
+//! - **Scale up on the short window, down on the long one.** Up uses the panic window
+//!   (6 s) average, so a spike is acted on within seconds; down uses the larger of both
+//!   averages, so a brief lull does not remove capacity.
+//! - **Panic mode.** When the short-window need reaches `panic_threshold` x ready, the
+//!   policy never scales down until a full stable window has passed below the threshold
+//!   (as the KPA), and the tolerance band is skipped for the scale-up.
+//! - **Cap per step.** Scale-up goes through HPA rate policies (`scale_up`), default
+//!   max(4 instances, +200%) per 10 s: fast, but one bad sample cannot ask for the max.
+//! - **Saturation guard.** When instances are saturated their in-flight counts include a
+//!   queue, and the ratio overstates the instances needed (the HPA's ratio then jumps to
+//!   max_instances). With RPS known, the need from in-flight is capped at Little's law's
+//!   view: arrival rate x the latency seen when not saturated / target, plus what drains
+//!   the queue within one stable window.
+//! - **Scale-down stabilisation and cooldown.** Down goes through HPA stabilisation (max
+//!   over `scale_down.stabilization_window_s`, 300 s) and rate policies, and not within
+//!   `scale_down_cooldown_s` of the last scale-up, so it does not flap.
+//!
+//! Pure: takes `now`, keeps bounded windows, never reads a clock.
+
+use std::time::Duration;
+
+use crate::behavior::Behavior;
+use crate::config::{Config, TunedConfig};
+use crate::kpa::SecondBuckets;
+use crate::metrics::{MetricKind, fleet_total};
+use crate::{Policy, ScalingDecision, ScalingInput};
+
+/// The default policy.
+#[derive(Debug, Clone)]
+pub struct Tuned {
+    cfg: TunedConfig,
+    targets: Vec<(MetricKind, f64)>,
+    min: u32,
+    max: u32,
+    need: SecondBuckets,
+    behavior: Behavior,
+    panic_since: Option<Duration>,
+    last_scale_up: Option<Duration>,
+    next_decision: Option<Duration>,
+    last: Option<ScalingDecision>,
+    /// Smoothed per-request latency (s) seen while not saturated (in-flight / RPS).
+    latency_s: Option<f64>,
+    /// The metric that drove the last recorded need, for the reason.
+    driver: String,
+}
+
+impl Tuned {
+    /// The default policy for `cfg` (assumed validated).
+    pub fn new(cfg: &Config) -> Self {
+        Self {
+            cfg: cfg.tuned.clone(),
+            targets: cfg.targets(),
+            min: cfg.min_instances,
+            max: cfg.max_instances,
+            need: SecondBuckets::new(cfg.tuned.stable_window_s),
+            behavior: Behavior::new(cfg.tuned.scale_up.clone(), cfg.tuned.scale_down.clone()),
+            panic_since: None,
+            last_scale_up: None,
+            next_decision: None,
+            last: None,
+            latency_s: None,
+            driver: String::new(),
+        }
+    }
+
+    /// Instances needed now by each target metric; the largest, and which metric it was.
+    fn instantaneous_need(&mut self, input: &ScalingInput) -> Option<(f64, String)> {
+        let ready = f64::from(input.ready.max(1));
+        let rps = fleet_total(MetricKind::Rps, input);
+        let mut best: Option<(f64, String)> = None;
+        for (metric, target) in self.targets.clone() {
+            let need = match metric {
+                MetricKind::InFlight => {
+                    let Some(total) = fleet_total(metric, input) else {
+                        continue;
+                    };
+                    self.in_flight_need(total, rps, target, ready)
+                }
+                MetricKind::Rps => match rps {
+                    Some(total) => total / target,
+                    None => continue,
+                },
+                MetricKind::Cpu => {
+                    let v: Vec<f64> = input
+                        .instances
+                        .iter()
+                        .filter(|s| s.ready)
+                        .filter_map(|s| metric.of_instance(s))
+                        .collect();
+                    if v.is_empty() {
+                        continue;
+                    }
+                    v.iter().sum::<f64>() / target
+                }
+                MetricKind::P99Ms => {
+                    let Some(p99) = metric.of_aggregate(&input.aggregate).or_else(|| {
+                        let v: Vec<f64> = input
+                            .instances
+                            .iter()
+                            .filter_map(|s| metric.of_instance(s))
+                            .collect();
+                        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+                    }) else {
+                        continue;
+                    };
+                    p99 / target * ready
+                }
+            };
+            if best.as_ref().is_none_or(|(b, _)| need > *b) {
+                best = Some((need, metric.as_str().to_string()));
+            }
+        }
+        best
+    }
+
+    /// Instances needed by in-flight, with the saturation guard (see module docs).
+    fn in_flight_need(&mut self, total: f64, rps: Option<f64>, target: f64, ready: f64) -> f64 {
+        let raw = total / target;
+        let Some(rps) = rps.filter(|r| *r > 0.0) else {
+            return raw;
+        };
+        let latency = total / rps;
+        let per_instance = total / ready;
+        // Not saturated: at or below twice the target per instance. Learn the latency.
+        if per_instance <= 2.0 * target {
+            self.latency_s = Some(match self.latency_s {
+                Some(l) => 0.9 * l + 0.1 * latency,
+                None => latency,
+            });
+            return raw;
+        }
+        let Some(nominal) = self.latency_s else {
+            return raw;
+        };
+        // Little's law: concurrency the arrivals need at the nominal latency, plus the
+        // queue (total - arrivals x nominal) drained over one stable window.
+        let steady = rps * nominal;
+        let queue = (total - steady).max(0.0);
+        // Draining the queue within half a stable window needs queue / drain_s more req/s,
+        // that is queue x nominal / drain_s more concurrency.
+        let drain_s = self.cfg.backlog_drain_s as f64;
+        raw.min((steady + queue * nominal / drain_s) / target)
+    }
+
+    fn evaluate(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
+        let current = input.current;
+        if current < self.min || current > self.max {
+            let to = current.clamp(self.min, self.max);
+            return ScalingDecision::hold(
+                to,
+                format!("{current} instances outside [{}, {}]", self.min, self.max),
+            );
+        }
+        let (Some(stable), Some(short), Some(up)) = (
+            self.need.window_average(now, self.cfg.stable_window_s),
+            self.need.window_average(now, self.cfg.panic_window_s),
+            self.need.window_average(now, self.cfg.up_window_s),
+        ) else {
+            return ScalingDecision::hold(
+                current,
+                format!("holding {current}: no usable metric yet"),
+            );
+        };
+        let ready = f64::from(input.ready.max(1));
+        let cur = f64::from(current.max(1));
+        let over = up.max(short) / ready >= self.cfg.panic_threshold;
+        let mut notes = Vec::new();
+        match self.panic_since {
+            None if over => {
+                self.panic_since = Some(now);
+                notes.push("panic started".to_string());
+            }
+            Some(_) if over => self.panic_since = Some(now),
+            Some(since) if since + Duration::from_secs(self.cfg.stable_window_s) < now => {
+                self.panic_since = None;
+                notes.push("panic ended".to_string());
+            }
+            _ => {}
+        }
+        let panic = self.panic_since.is_some();
+        let tol = self.cfg.tolerance;
+        let raw = if up > cur * (1.0 + tol) || (panic && up > cur) {
+            up.ceil() as u32
+        } else {
+            let down_need = stable.max(short).max(up);
+            if down_need < cur * (1.0 - tol) && !panic {
+                (down_need.ceil() as u32).max(1)
+            } else {
+                current
+            }
+        };
+        let mut target = raw;
+        if raw < current
+            && self
+                .last_scale_up
+                .is_some_and(|t| now < t + Duration::from_secs(self.cfg.scale_down_cooldown_s))
+        {
+            notes.push(format!(
+                "scale-down cooldown {} s after the last scale-up",
+                self.cfg.scale_down_cooldown_s
+            ));
+            target = current;
+        }
+        let n = self
+            .behavior
+            .normalize(now, current, target, self.min, self.max);
+        if !n.note.is_empty() {
+            notes.push(n.note);
+        }
+        let mut reason = format!(
+            "{} need {:.1} ({} s) / {:.1} ({} s) / {:.1} ({} s) instances vs {} current, {} ready -> {raw}",
+            self.driver,
+            up,
+            self.cfg.up_window_s,
+            short,
+            self.cfg.panic_window_s,
+            stable,
+            self.cfg.stable_window_s,
+            current,
+            input.ready
+        );
+        if panic {
+            reason.push_str("; panicking: no scale-down");
+        }
+        for note in notes {
+            reason.push_str("; ");
+            reason.push_str(&note);
+        }
+        reason.push_str(&format!("; desired {}", n.desired));
+        ScalingDecision {
+            desired: n.desired,
+            recommended: raw,
+            reason,
+            panic,
+            evaluated: true,
+        }
+    }
+}
+
+impl Policy for Tuned {
+    fn decide(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
+        if let Some((need, driver)) = self.instantaneous_need(input) {
+            self.need.record(now, need);
+            self.driver = driver;
+        }
+        if let (Some(next), Some(last)) = (self.next_decision, &self.last)
+            && now < next
+        {
+            return ScalingDecision {
+                evaluated: false,
+                ..last.clone()
+            };
+        }
+        self.next_decision = Some(now + Duration::from_secs(self.cfg.decide_every_s));
+        let d = self.evaluate(now, input);
+        if d.desired > input.current {
+            self.last_scale_up = Some(now);
+        }
+        if d.desired != input.current {
+            self.behavior.record_scale(now, input.current, d.desired);
+        }
+        self.last = Some(d.clone());
+        d
+    }
+
+    fn name(&self) -> &str {
+        "default"
+    }
+}
