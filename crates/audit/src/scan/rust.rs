@@ -50,21 +50,37 @@ fn locked_collection(ids: &HashSet<&str>, extra: &HashSet<String>) -> bool {
     (has_lock && has_coll) || ids.contains("DashMap") || ids.contains("DashSet")
 }
 
-fn in_test_module(n: Node, src: &str) -> bool {
-    let mut cur = n.parent();
-    while let Some(p) = cur {
-        if p.kind() == "mod_item" && field(p, "name").is_some_and(|x| text(x, src) == "tests") {
-            return true;
+/// Byte ranges of test code: `mod tests` and `#[test]`/`#[cfg(test)]` items. Computed
+/// once per file (checking ancestors and siblings per node was quadratic on large files).
+fn test_ranges(root: Node, src: &str) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    walk(root, |n| {
+        if n.kind() == "mod_item" && field(n, "name").is_some_and(|x| text(x, src) == "tests") {
+            out.push(n.byte_range());
         }
-        if p.kind() == "function_item"
-            && p.prev_named_sibling()
-                .is_some_and(|a| a.kind() == "attribute_item" && text(a, src).contains("test"))
+        if n.kind() == "attribute_item"
+            && text(n, src).contains("test")
+            && let Some(next) = n.next_named_sibling()
         {
-            return true;
+            out.push(next.byte_range());
         }
-        cur = p.parent();
+    });
+    // Merge nested and overlapping ranges so lookups can binary-search.
+    out.sort_by_key(|r| r.start);
+    let mut merged: Vec<std::ops::Range<usize>> = Vec::new();
+    for r in out {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
     }
-    false
+    merged
+}
+
+/// True when byte `at` lies in one of the merged, sorted `ranges`.
+fn in_ranges(ranges: &[std::ops::Range<usize>], at: usize) -> bool {
+    let i = ranges.partition_point(|r| r.end <= at);
+    ranges.get(i).is_some_and(|r| r.start <= at)
 }
 
 pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
@@ -109,8 +125,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
     });
     // A module that takes multipart uploads: its file writes store uploads.
     let upload_module = text(root, src).contains("Multipart");
+    let tests = test_ranges(root, src);
     walk(root, |n| {
-        if in_test_module(n, src) {
+        if in_ranges(&tests, n.start_byte()) {
             return;
         }
         match n.kind() {
