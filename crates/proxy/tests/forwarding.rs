@@ -362,3 +362,73 @@ async fn a_slow_body_gets_408_and_others_are_served() {
     assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
     assert_eq!(get(&client(), &p.url("/")).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2c_peak_ewma_avoids_a_slow_backend() {
+    let fast = backend("fast").await;
+    let slow = backend_with_delay("slow", 150).await;
+    let mut cfg = config(&[("fast", fast.addr), ("slow", slow.addr)]);
+    cfg.strategy = StrategyKind::P2cPeakEwma;
+    let p = start(cfg).await;
+    let c = client();
+    let mut n = HashMap::new();
+    for _ in 0..40 {
+        *n.entry(get(&c, &p.url("/")).await.backend_id())
+            .or_insert(0) += 1;
+    }
+    // Once the slow backend's latency is seen, P2C prefers the fast one (random or round
+    // robin would give it half).
+    let slow_n = n.get("slow").copied().unwrap_or(0);
+    assert!(slow_n <= 8, "p2c kept choosing the slow backend: {n:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_hash_pins_a_client_address_and_random_spreads() {
+    let bs = [backend("a").await, backend("b").await, backend("c").await];
+    let named = [("a", bs[0].addr), ("b", bs[1].addr), ("c", bs[2].addr)];
+    let mut cfg = config(&named);
+    cfg.strategy = StrategyKind::IpHash;
+    let p = start(cfg).await;
+    let c = client();
+    let first = get(&c, &p.url("/")).await.backend_id();
+    for _ in 0..20 {
+        assert_eq!(
+            get(&c, &p.url("/")).await.backend_id(),
+            first,
+            "one client IP, one backend"
+        );
+    }
+    let mut cfg = config(&named);
+    cfg.strategy = StrategyKind::Random;
+    cfg.backends[0].weight = 4;
+    let p = start(cfg).await;
+    let mut n = HashMap::new();
+    for _ in 0..120 {
+        *n.entry(get(&c, &p.url("/")).await.backend_id())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(n.len(), 3, "random should reach every backend: {n:?}");
+    // Weight 4 of 6: expected 80 of 120.
+    assert!(n["a"] > 55 && n["a"] < 105, "weighted random off: {n:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_timeout_gives_504() {
+    let b = backend("a").await;
+    let mut cfg = config(&[("a", b.addr)]);
+    cfg.timeouts.upstream_response_ms = 300;
+    cfg.outlier.enabled = false;
+    let p = start(cfg).await;
+    let c = client();
+    let t = std::time::Instant::now();
+    let r = get(&c, &p.url("/slow?delay_ms=3000")).await;
+    assert_eq!(r.status, 504);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(get(&c, &p.url("/")).await.status, 200);
+    let b = &p.handle.backends()[0];
+    assert!(b.errors_total >= 1, "{b:?}");
+}
