@@ -138,11 +138,19 @@ impl IntoResponse for AppError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn store_errors_do_not_leak_detail() {
+    #[tokio::test]
+    async fn store_errors_do_not_leak_detail() {
         let e = AppError::Store(ShopError::Internal("SELECT secret FROM users".into()));
         let r = e.into_response();
         assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            !body.contains("secret") && body.contains("\"error\""),
+            "{body}"
+        );
+        let r = AppError::Store(ShopError::Timeout("redis call")).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]

@@ -390,3 +390,36 @@ async fn health_ready_metrics_and_sqlite_pragmas() {
     });
     assert_eq!(count(&st, "SELECT COUNT(*) FROM products").await, 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sql_cache_stampede_is_also_bounded() {
+    // No Redis: the cache and its stampede locks live in the SQLite `cache_entries` table.
+    let st = state(&sqlite_config("sqlstampede")).await;
+    let before = st.metrics.db_queries(shop::metrics::DbRole::Primary);
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let st = st.clone();
+        tasks.push(tokio::spawn(async move {
+            call(&st, "GET", "/catalog?category=books", None, None, &[])
+                .await
+                .0
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    let queries = st.metrics.db_queries(shop::metrics::DbRole::Primary) - before;
+    println!("SQL cache: 200 concurrent misses -> {queries} DB queries");
+    assert!(
+        queries <= 5,
+        "{queries} catalog queries for 200 concurrent misses"
+    );
+    assert!(
+        count(
+            &st,
+            "SELECT COUNT(*) FROM cache_entries WHERE key LIKE '%catalog:cat:books'"
+        )
+        .await
+            == 1
+    );
+}
