@@ -423,3 +423,31 @@ async fn sql_cache_stampede_is_also_bounded() {
             == 1
     );
 }
+
+#[tokio::test]
+async fn sql_sessions_use_a_cookie_and_expire() {
+    let cfg = shop::ShopConfig {
+        sessions: shop::SessionKind::Sql,
+        session_ttl_s: 1,
+        ..sqlite_config("sqlsess")
+    };
+    let st = state(&cfg).await;
+    let creds = r#"{"username":"dana","password":"pw-dana-123"}"#;
+    call(&st, "POST", "/signup", None, Some(creds), &[]).await;
+    let (s, h, b) = call(&st, "POST", "/login", None, Some(creds), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let cookie = h["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(cookie, format!("sid={}", b["token"].as_str().unwrap()));
+    assert_eq!(count(&st, "SELECT COUNT(*) FROM sessions").await, 1);
+    let (s, _, _) = call(&st, "GET", "/cart", None, None, &[("cookie", &cookie)]).await;
+    assert_eq!(s, StatusCode::OK, "the cookie alone authenticates");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (s, _, _) = call(&st, "GET", "/cart", None, None, &[("cookie", &cookie)]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "expired session");
+}
