@@ -363,6 +363,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_to_the_defaults_it_documents() {
+        let c = DeploymentConfig::parse(include_str!("../scaleout.example.toml")).unwrap();
+        let d = DeploymentConfig::default();
+        assert_eq!(c.fleet, d.fleet);
+        assert_eq!(c.service, d.service);
+        assert_eq!(c.autoscale, d.autoscale);
+        assert_eq!(c.balancer, d.balancer);
+    }
+
+    #[test]
     fn admin_defaults_get_a_private_token() {
         let dir = std::env::temp_dir().join(format!("fleet-admin-{}", std::process::id()));
         let mut c = DeploymentConfig::default();
