@@ -260,10 +260,12 @@ fn session_round(
 
 #[test]
 fn sessions_survive_a_second_instance_except_in_memory() {
-    for store in ["memory", "jwt", "redis", "sql"] {
-        let dir = temp_dir(&format!("shop-sess-{store}"));
+    // `redis-cluster`: Redis sessions and cache on the real 3-master cluster.
+    for variant in ["memory", "jwt", "redis", "sql", "redis-cluster"] {
+        let store = variant.trim_end_matches("-cluster");
+        let dir = temp_dir(&format!("shop-sess-{variant}"));
         let db = format!("sqlite:{}", dir.join("shop.db").display());
-        let prefix = format!("e2e-{store}-{}", std::process::id());
+        let prefix = format!("e2e-{variant}-{}", std::process::id());
         let mut args = vec![
             "--db",
             db.as_str(),
@@ -272,16 +274,22 @@ fn sessions_survive_a_second_instance_except_in_memory() {
             "--key-prefix",
             prefix.as_str(),
         ];
-        let redis = redis_url();
+        let redis = if variant == "redis-cluster" {
+            std::env::var("SCALEOUT_TEST_REDIS_CLUSTER").unwrap_or_else(|_| {
+                "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
+            })
+        } else {
+            redis_url()
+        };
         if store == "redis" {
             args.extend(["--redis", redis.as_str()]);
         }
-        let (_a, a) = shop(&format!("{store}-a"), &args);
-        let (_b, b) = shop(&format!("{store}-b"), &args);
+        let (_a, a) = shop(&format!("{variant}-a"), &args);
+        let (_b, b) = shop(&format!("{variant}-b"), &args);
         let lb_addr = free_addr();
         let mut lb = ChildGuard::spawn(
             "lb",
-            Command::new(BIN).args([
+            Command::new(BIN).env("RUST_LOG", "warn").args([
                 "lb",
                 "--listen",
                 &lb_addr.to_string(),
@@ -301,7 +309,7 @@ fn sessions_survive_a_second_instance_except_in_memory() {
         assert_eq!(
             served_by.len(),
             2,
-            "{store}: both instances served through the balancer: {reads:?}"
+            "{variant}: both instances served through the balancer: {reads:?}"
         );
         if store == "memory" {
             // The instance that did not log the user in does not know the session.
@@ -316,7 +324,7 @@ fn sessions_survive_a_second_instance_except_in_memory() {
         } else {
             assert!(
                 reads.iter().all(|r| r.1 == 200 && r.2 == 1),
-                "{store}: login and cart kept on every instance: {reads:?}"
+                "{variant}: login and cart kept on every instance: {reads:?}"
             );
         }
     }
