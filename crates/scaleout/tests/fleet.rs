@@ -310,3 +310,61 @@ fn taken_port_fails_before_any_instance_starts() {
         "no instance was started: {err}"
     );
 }
+
+#[test]
+fn up_runs_any_command_and_restarts_a_killed_instance() {
+    let dir = temp_dir("up-crash");
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = write_config(&dir, listen, admin, "[fleet.env]\nRUST_LOG = \"warn\"");
+    // The same file with the test backend instead of the shop.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[fleet]\n",
+        "[fleet]\ncommand = [\"{exe}\", \"backend\", \"--listen\", \"{addr}\", \"--id\", \"{id}\"]\nrestart_backoff_initial_ms = 200\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (mut up, log) = start_up(
+        &dir,
+        &["-c", cfg.to_str().unwrap(), "--status-every-s", "0.3"],
+    );
+    wait_http_ok(listen, "/", BOOT);
+    wait_until("2 children", BOOT, || children(up.pid()).len() == 2);
+    let before = children(up.pid());
+    let (code, body) = http_get(listen, "/").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        body.starts_with("ok from i-"),
+        "the id reached the instance: {body}"
+    );
+
+    // SIGKILL one instance: reported, restarted, back to 2/2 with a new pid.
+    let victim = before[0];
+    let _ = Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status();
+    wait_until("the crash in the status line", BOOT, || {
+        log_text(&log).contains("crashes 1")
+    });
+    wait_until("a replacement process", BOOT, || {
+        let now = children(up.pid());
+        now.len() == 2 && !now.contains(&victim)
+    });
+    wait_until("2/2 ready again", BOOT, || {
+        log_text(&log)
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("[up] "))
+            .is_some_and(|l| l.contains("instances 2/2 ready"))
+    });
+    for _ in 0..20 {
+        assert_eq!(http_get(listen, "/").unwrap().0, 200);
+    }
+    up.signal("TERM");
+    assert!(
+        up.wait_exit(Duration::from_secs(60))
+            .expect("exits")
+            .success()
+    );
+    for p in before {
+        assert!(!alive(p), "{p} survived");
+    }
+}
