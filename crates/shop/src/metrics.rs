@@ -99,7 +99,8 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// Records one database statement on a server of `role`.
+    /// Records one database operation (a read query or a whole write transaction) on a
+    /// server of `role`.
     pub fn db_query(&self, role: DbRole) {
         match role {
             DbRole::Primary => self.db_primary.fetch_add(1, Ordering::Relaxed),
@@ -230,7 +231,7 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP shop_db_queries_total Database statements by server role."
+            "# HELP shop_db_queries_total Database operations by server role: one per read query or write transaction on the request path (SQL-cache and replica-poller statements excluded)."
         );
         let _ = writeln!(out, "# TYPE shop_db_queries_total counter");
         let _ = writeln!(
