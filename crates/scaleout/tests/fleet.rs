@@ -358,13 +358,14 @@ fn up_runs_any_command_and_restarts_a_killed_instance() {
     for _ in 0..20 {
         assert_eq!(http_get(listen, "/").unwrap().0, 200);
     }
+    let last = children(up.pid());
     up.signal("TERM");
     assert!(
         up.wait_exit(Duration::from_secs(60))
             .expect("exits")
             .success()
     );
-    for p in before {
+    for p in last {
         assert!(!alive(p), "{p} survived");
     }
 }
