@@ -227,3 +227,52 @@ async fn refuses_to_start_when_connection_math_exceeds_max_connections() {
         Ok(_) => panic!("started despite 1000 x 50 connections"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_checkouts_with_one_idempotency_key_create_one_order() {
+    let (primary, replica) = fresh_pg_database("idem").await;
+    let st = state(&pg_config(&primary, &replica, "idem")).await;
+    let t = user(&st, "idem").await;
+    for pid in [3, 4] {
+        let (s, _, _) = call(
+            &st,
+            "POST",
+            "/cart",
+            Some(&t),
+            Some(&format!(r#"{{"product_id":{pid},"quantity":2}}"#)),
+            &[],
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (st, t) = (st.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            call(
+                &st,
+                "POST",
+                "/orders",
+                Some(&t),
+                None,
+                &[("idempotency-key", "same-key")],
+            )
+            .await
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for task in tasks {
+        let (s, _, b) = task.await.unwrap();
+        assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{s} {b}");
+        created += usize::from(s == StatusCode::CREATED);
+        ids.insert(b["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        (created, ids.len()),
+        (1, 1),
+        "one order, the same one for every retry"
+    );
+    assert_eq!(count(&st, "SELECT COUNT(*) FROM orders").await, 1);
+    assert_eq!(count(&st, "SELECT COUNT(*) FROM order_items").await, 2);
+}
