@@ -17,6 +17,7 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 
 use crate::forward::Guards;
+use crate::upstream::Lease;
 
 /// Errors of bodies: boxed, as hyper's client expects.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -89,6 +90,8 @@ pub struct RespBody {
     kind: RespKind,
     /// Dropped when the body ends or the response is dropped.
     guard: Option<Guards>,
+    /// The backend connection carrying the body, driven from `poll_frame`.
+    lease: Option<Lease>,
 }
 
 enum RespKind {
@@ -103,6 +106,7 @@ impl RespBody {
         RespBody {
             kind: RespKind::Full(if b.is_empty() { None } else { Some(b) }),
             guard: None,
+            lease: None,
         }
     }
 
@@ -111,14 +115,23 @@ impl RespBody {
         RespBody {
             kind: RespKind::Full(None),
             guard: None,
+            lease: None,
         }
     }
 
-    /// A backend's body, keeping `guard` alive until it ends.
-    pub fn upstream(inner: Incoming, guard: Guards) -> Self {
+    /// A backend's body, keeping `guard` alive until it ends and driving `lease`'s
+    /// connection while it streams.
+    pub fn upstream(inner: Incoming, guard: Guards, lease: Option<Lease>) -> Self {
+        let mut lease = lease;
+        if inner.is_end_stream()
+            && let Some(l) = lease.as_mut()
+        {
+            l.set_complete();
+        }
         RespBody {
             kind: RespKind::Upstream(inner),
             guard: Some(guard),
+            lease,
         }
     }
 }
@@ -134,10 +147,23 @@ impl Body for RespBody {
         let this = self.get_mut();
         let r = match &mut this.kind {
             RespKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RespKind::Upstream(inner) => Pin::new(inner).poll_frame(cx),
+            RespKind::Upstream(inner) => {
+                if let Some(l) = this.lease.as_mut() {
+                    l.drive(cx);
+                }
+                let r = Pin::new(&mut *inner).poll_frame(cx);
+                let ended = matches!(r, Poll::Ready(None))
+                    || (matches!(r, Poll::Ready(Some(Ok(_)))) && inner.is_end_stream());
+                if ended && let Some(l) = this.lease.as_mut() {
+                    l.set_complete();
+                }
+                r
+            }
         };
         if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &r {
             this.guard = None;
+            // Returns the connection to the pool (if complete) or closes it.
+            this.lease = None;
         }
         r
     }

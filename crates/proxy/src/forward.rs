@@ -38,7 +38,6 @@ use crate::upstream::{Lease, UpstreamError, UpstreamPool};
 pub(crate) struct Guards {
     _backend: InFlightGuard,
     _proxy: ProxyInFlight,
-    _lease: Option<Lease>,
 }
 
 /// Counts a client request in `ProxyCounters::in_flight` while alive.
@@ -414,6 +413,12 @@ impl Worker {
                     tracing::debug!(backend = %rt.name, "upstream error: {e}");
                     FailureKind::Reset
                 }
+                Ok(Err(UpstreamError::Closed)) => {
+                    if client_failed.as_ref().is_some_and(|f| f.load(Relaxed)) {
+                        return Err(ForwardError::ClientBody);
+                    }
+                    FailureKind::Reset
+                }
                 Err(_elapsed) => FailureKind::Timeout,
             };
             let outcome = if failure == FailureKind::Connect {
@@ -479,7 +484,6 @@ impl Worker {
         let guards = Guards {
             _backend: guard,
             _proxy: proxy_guard,
-            _lease: lease,
         };
         if repin {
             parts.headers.append(SET_COOKIE, rt.set_cookie.clone());
@@ -506,6 +510,6 @@ impl Worker {
             return Response::from_parts(parts, RespBody::empty());
         }
         headers::strip_hop_by_hop(&mut parts.headers, false);
-        Response::from_parts(parts, RespBody::upstream(body, guards))
+        Response::from_parts(parts, RespBody::upstream(body, guards, lease))
     }
 }

@@ -4,13 +4,18 @@
 //!
 //! Each worker owns its pool; only that worker's thread touches it, so its mutex is never
 //! contended (it exists because hyper's server wants `Send` futures) and is never held
-//! across an `.await`. A connection goes back to the pool when the response body it
-//! carried has ended (the guard in the client's response body returns it). Measured
-//! against hyper-util's pooled client, this path is faster (see BENCHMARKS.md).
+//! across an `.await`. An HTTP/1.1 connection is driven by the request that holds it: the
+//! request's task polls it while waiting for the response head and the client's response
+//! body polls it while the body streams, so there is no hand-off to a separate connection
+//! task. It goes back to the pool when that body has ended; upgraded (WebSocket)
+//! connections get their own task instead, since they outlive the request.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use balance::BackendId;
@@ -31,6 +36,8 @@ pub(crate) enum UpstreamError {
     Connect(io::Error),
     /// The request failed on an open connection (reset, closed, protocol error).
     Http(hyper::Error),
+    /// The connection closed before answering.
+    Closed,
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -38,6 +45,7 @@ impl std::fmt::Display for UpstreamError {
         match self {
             UpstreamError::Connect(e) => write!(f, "connect: {e}"),
             UpstreamError::Http(e) => write!(f, "http: {e}"),
+            UpstreamError::Closed => write!(f, "connection closed before the response"),
         }
     }
 }
@@ -45,7 +53,7 @@ impl std::fmt::Display for UpstreamError {
 /// Most idle HTTP/1.1 connections kept per backend and worker.
 const MAX_IDLE_PER_BACKEND: usize = 512;
 
-type Idle = (http1::SendRequest<ReqBody>, Instant);
+type Idle = (Inline, Instant);
 
 /// The worker's backend connections.
 pub(crate) struct UpstreamPool {
@@ -56,20 +64,60 @@ pub(crate) struct UpstreamPool {
     h2: Mutex<HashMap<BackendId, http2::SendRequest<ReqBody>>>,
 }
 
-/// An HTTP/1.1 connection lent to one request; returned to the pool when dropped (at the
-/// end of the response body) if it is still open.
+type H1Conn = http1::Connection<TokioIo<TcpStream>, ReqBody>;
+
+/// An HTTP/1.1 backend connection driven by whoever holds it.
+pub(crate) struct Inline {
+    tx: http1::SendRequest<ReqBody>,
+    conn: Box<H1Conn>,
+    closed: bool,
+}
+
+impl Inline {
+    /// Drives the connection's I/O; true once it has finished (closed or failed).
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.closed && Pin::new(&mut *self.conn).poll(cx).is_ready() {
+            self.closed = true;
+        }
+        self.closed
+    }
+
+    fn reusable(&self) -> bool {
+        !self.closed && !self.tx.is_closed()
+    }
+}
+
+/// An HTTP/1.1 connection lent to one request. The client's response body drives it
+/// ([`Lease::drive`]) and marks it complete; dropped after a complete body on an open
+/// connection it goes back to the pool, else it is closed.
 pub(crate) struct Lease {
-    tx: Option<http1::SendRequest<ReqBody>>,
+    conn: Option<Inline>,
+    complete: bool,
     pool: Arc<UpstreamPool>,
     backend: BackendId,
 }
 
+impl Lease {
+    /// Drives the connection (called from the response body's `poll_frame`).
+    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(c) = self.conn.as_mut() {
+            c.drive(cx);
+        }
+    }
+
+    /// The response body has been read to its end.
+    pub(crate) fn set_complete(&mut self) {
+        self.complete = true;
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(tx) = self.tx.take()
-            && !tx.is_closed()
+        if let Some(c) = self.conn.take()
+            && self.complete
+            && c.reusable()
         {
-            self.pool.checkin(self.backend, tx);
+            self.pool.checkin(self.backend, c);
         }
     }
 }
@@ -85,22 +133,21 @@ impl UpstreamPool {
         }
     }
 
-    fn checkin(&self, backend: BackendId, tx: http1::SendRequest<ReqBody>) {
+    fn checkin(&self, backend: BackendId, c: Inline) {
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         let v = map.entry(backend).or_default();
         if v.len() < MAX_IDLE_PER_BACKEND {
-            v.push((tx, Instant::now()));
+            v.push((c, Instant::now()));
         }
     }
 
-    fn checkout(&self, backend: BackendId, now: Instant) -> Option<http1::SendRequest<ReqBody>> {
+    fn checkout(&self, backend: BackendId, now: Instant) -> Option<Inline> {
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         let v = map.get_mut(&backend)?;
-        while let Some((tx, since)) = v.pop() {
-            if tx.is_closed() || now.saturating_duration_since(since) >= self.idle_timeout {
-                continue;
+        while let Some((c, since)) = v.pop() {
+            if c.reusable() && now.saturating_duration_since(since) < self.idle_timeout {
+                return Some(c);
             }
-            return Some(tx);
         }
         None
     }
@@ -110,8 +157,8 @@ impl UpstreamPool {
         let mut h1 = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         h1.retain(|id, _| live.contains(id));
         for v in h1.values_mut() {
-            v.retain(|(tx, since)| {
-                !tx.is_closed() && now.saturating_duration_since(*since) < self.idle_timeout
+            v.retain(|(c, since)| {
+                c.reusable() && now.saturating_duration_since(*since) < self.idle_timeout
             });
         }
         drop(h1);
@@ -138,21 +185,15 @@ impl UpstreamPool {
         Ok(stream)
     }
 
-    async fn connect_h1(
+    async fn handshake_h1(
         &self,
         rt: &BackendRt,
-    ) -> Result<http1::SendRequest<ReqBody>, UpstreamError> {
+    ) -> Result<(http1::SendRequest<ReqBody>, H1Conn), UpstreamError> {
         let stream = self.connect(rt).await?;
-        let (tx, conn) = http1::Builder::new()
+        http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| UpstreamError::Connect(io::Error::other(e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!("backend connection: {e}");
-            }
-        });
-        Ok(tx)
+            .map_err(|e| UpstreamError::Connect(io::Error::other(e)))
     }
 
     async fn h2_sender(
@@ -186,7 +227,7 @@ impl UpstreamPool {
 
     /// Sends `req` to `rt`. The request's URI must be absolute (`http://authority/path`);
     /// HTTP/1.1 requests are sent in origin form. Returns the response head and, for
-    /// HTTP/1.1 (not upgraded), the lease to drop when its body has ended.
+    /// HTTP/1.1 (not upgraded), the lease the response body must drive and then drop.
     pub(crate) async fn send(
         self: &Arc<Self>,
         rt: &BackendRt,
@@ -203,15 +244,44 @@ impl UpstreamPool {
         if let Some(pq) = req.uri().path_and_query().cloned() {
             *req.uri_mut() = http::Uri::from(pq);
         }
+        if upgrade {
+            // The upgraded stream outlives the request: a fresh connection with its own task.
+            let (mut tx, conn) = self.handshake_h1(rt).await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!("upgraded backend connection: {e}");
+                }
+            });
+            tx.ready().await.map_err(UpstreamError::Http)?;
+            let resp = tx.send_request(req).await.map_err(UpstreamError::Http)?;
+            return Ok((resp, None));
+        }
         let now = Instant::now();
         // A pooled connection that turns out closed gives the request back unsent; try
         // the next one, then a fresh connection. Bounded by the pool size + 1.
         for _ in 0..=MAX_IDLE_PER_BACKEND {
-            let (mut tx, fresh) = match self.checkout(rt.id, now) {
-                Some(tx) => (tx, false),
-                None => (self.connect_h1(rt).await?, true),
+            let (mut c, fresh) = match self.checkout(rt.id, now) {
+                Some(c) => (c, false),
+                None => {
+                    let (tx, conn) = self.handshake_h1(rt).await?;
+                    (
+                        Inline {
+                            tx,
+                            conn: Box::new(conn),
+                            closed: false,
+                        },
+                        true,
+                    )
+                }
             };
-            if tx.ready().await.is_err() {
+            let ready = std::future::poll_fn(|cx| {
+                if c.drive(cx) {
+                    return Poll::Ready(false);
+                }
+                c.tx.poll_ready(cx).map(|r| r.is_ok())
+            })
+            .await;
+            if !ready {
                 if fresh {
                     return Err(UpstreamError::Connect(io::Error::other(
                         "backend closed the new connection",
@@ -219,22 +289,34 @@ impl UpstreamPool {
                 }
                 continue;
             }
-            match tx.try_send_request(req).await {
-                Ok(resp) => {
-                    let lease = (!upgrade).then(|| Lease {
-                        tx: Some(tx),
+            let mut fut = std::pin::pin!(c.tx.try_send_request(req));
+            let outcome = std::future::poll_fn(|cx| {
+                let finished = c.drive(cx);
+                match fut.as_mut().poll(cx) {
+                    Poll::Ready(r) => Poll::Ready(Some(r)),
+                    Poll::Pending if finished => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            match outcome {
+                Some(Ok(resp)) => {
+                    let lease = Lease {
+                        conn: Some(c),
+                        complete: false,
                         pool: self.clone(),
                         backend: rt.id,
-                    });
-                    return Ok((resp, lease));
+                    };
+                    return Ok((resp, Some(lease)));
                 }
-                Err(mut e) => match e.take_message() {
+                Some(Err(mut e)) => match e.take_message() {
                     Some(r) if !fresh => {
                         req = r;
                         continue;
                     }
                     _ => return Err(UpstreamError::Http(e.into_error())),
                 },
+                None => return Err(UpstreamError::Closed),
             }
         }
         Err(UpstreamError::Connect(io::Error::other(

@@ -192,10 +192,12 @@ fn sigkill_under_load_active_health_checks_no_failed_gets() {
     let mut a = spawn_backend("a", a_addr);
     let _b = spawn_backend("b", b_addr);
     // Active checks only: passive ejection off. Down after fall=2 failed checks 200 ms
-    // apart, up after rise=2.
+    // apart, up after rise=2. Until then half the requests hit the dead backend and need
+    // a retry, so the retry budget is sized for that share (the default 20% is meant for
+    // pools where passive ejection removes a dead backend after a few failures).
     let lb = spawn_lb(
         &[("a", a_addr), ("b", b_addr)],
-        "[balancer.health]\ninterval_ms = 200\ntimeout_ms = 150\nrise = 2\nfall = 2\n[balancer.outlier]\nenabled = false\n",
+        "[balancer.health]\ninterval_ms = 200\ntimeout_ms = 150\nrise = 2\nfall = 2\n[balancer.outlier]\nenabled = false\n[balancer.retry]\nbudget_ratio = 1.0\n",
     );
     let load = Load::start(lb.addr, 3);
     std::thread::sleep(Duration::from_millis(500));
