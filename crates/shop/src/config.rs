@@ -142,6 +142,10 @@ pub struct ShopConfig {
     pub store_timeout_ms: u64,
     /// Grace period for in-flight requests at shutdown, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Shard map file (TOML, see `shop::shard::config`). When set, each user's carts,
+    /// orders and order items live on the shard that owns the user; users, products,
+    /// sessions and cache entries stay on `db`. Unset: everything lives on `db`.
+    pub shard_map: Option<String>,
 }
 
 impl Default for ShopConfig {
@@ -170,6 +174,7 @@ impl Default for ShopConfig {
             max_body_bytes: 64 * 1024,
             store_timeout_ms: 5000,
             shutdown_grace_ms: 10_000,
+            shard_map: None,
         }
     }
 }
@@ -286,6 +291,11 @@ impl ShopConfig {
                 "key_prefix",
                 "must be non-empty and contain no `{` or `}`".into(),
             );
+        }
+        if let Some(path) = &self.shard_map
+            && path.trim().is_empty()
+        {
+            return bad("shard_map", "must be a file path".into());
         }
         let t = self.cache_ttl;
         if t.catalog_s == 0 || t.profile_s == 0 || t.stock_s == 0 {

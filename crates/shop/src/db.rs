@@ -76,6 +76,29 @@ macro_rules! write_tx {
     };
 }
 
+/// Runs `$body` inside a write transaction on the [`AnyPool`] `$pool` (a shard, say),
+/// with `$tx` bound to it; commits when `$body` finishes without `?`-returning early.
+/// SQLite transactions start with `BEGIN IMMEDIATE`, as in [`write_tx!`].
+#[macro_export]
+macro_rules! pool_tx {
+    ($pool:expr, $tx:ident => $body:expr) => {
+        match $pool {
+            $crate::db::AnyPool::Sqlite(p) => {
+                let mut $tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            $crate::db::AnyPool::Pg(p) => {
+                let mut $tx = p.begin().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+
 /// One PostgreSQL streaming replica.
 #[derive(Debug)]
 pub struct Replica {

@@ -29,7 +29,10 @@ use crate::marks::MarkStore;
 use crate::metrics::{DbRole, Metrics};
 use crate::redis_conn::RedisConn;
 use crate::sessions::{SessionStore, SessionUser, hash_password, verify_password};
+use crate::userdata::ShardedUserData;
 use crate::{keys, on_pool, write_tx};
+
+mod sharded;
 
 /// Name of the session cookie (server-side session stores).
 pub const SESSION_COOKIE: &str = "sid";
@@ -47,6 +50,8 @@ pub struct AppState {
     pub instance_id: String,
     /// Database tier.
     pub db: Arc<Db>,
+    /// With `--shard-map`: the shards serving carts, orders and order items.
+    pub shards: Option<ShardedUserData>,
     /// Session store.
     pub sessions: SessionStore,
     /// Cache-aside layer.
@@ -529,6 +534,9 @@ struct CartLine {
 }
 
 async fn cart_get(State(st): State<Arc<AppState>>, Auth(u): Auth) -> Result<Response, AppError> {
+    if let Some(sh) = &st.shards {
+        return sharded::cart_get(&st, sh, u.user_id).await;
+    }
     // Carts are per user and change often: not cached; read-your-writes via the mark.
     let mark = if st.db.has_replicas() {
         st.marks.get(u.user_id, now_ms()).await?
@@ -574,6 +582,9 @@ async fn cart_add(
             body.product_id
         )));
     }
+    if let Some(sh) = &st.shards {
+        return sharded::cart_add(&st, sh, u.user_id, body.product_id, body.quantity).await;
+    }
     st.metrics.db_query(DbRole::Primary);
     let quantity: Option<i64> = write_tx!(st.db, tx => {
         let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM products WHERE id = $1")
@@ -617,6 +628,9 @@ async fn cart_remove(
     Path(raw): Path<String>,
 ) -> Result<Response, AppError> {
     let product_id = parse_id(&raw, "product id")?;
+    if let Some(sh) = &st.shards {
+        return sharded::cart_remove(sh, &st.metrics, u.user_id, product_id).await;
+    }
     st.metrics.db_query(DbRole::Primary);
     let n = write_tx!(st.db, tx => {
         sqlx::query("DELETE FROM cart_items WHERE user_id = $1 AND product_id = $2")
@@ -685,7 +699,10 @@ async fn checkout(
             "Idempotency-Key is longer than 128 characters".into(),
         ));
     }
-    let attempt = checkout_tx(&st, u.user_id, &key).await;
+    let attempt = match &st.shards {
+        Some(sh) => sharded::checkout(&st, sh, u.user_id, &key).await,
+        None => checkout_tx(&st, u.user_id, &key).await,
+    };
     let outcome = match attempt {
         Ok(o) => o,
         // Two concurrent checkouts with one key on PostgreSQL: the loser hits the unique
@@ -720,8 +737,27 @@ async fn checkout(
 }
 
 async fn find_order(st: &AppState, user_id: i64, key: &str) -> Result<Option<OrderOut>, AppError> {
-    st.metrics.db_query(DbRole::Primary);
-    on_pool!(st.db.primary(), p => {
+    let pool = match &st.shards {
+        Some(sh) => {
+            let (i, pool) = sh.home(user_id);
+            st.metrics.shard_query(i);
+            pool
+        }
+        None => {
+            st.metrics.db_query(DbRole::Primary);
+            st.db.primary()
+        }
+    };
+    find_order_on(pool, user_id, key).await
+}
+
+/// The order `user_id` placed with idempotency key `key` on `pool`, with its lines.
+async fn find_order_on(
+    pool: &crate::db::AnyPool,
+    user_id: i64,
+    key: &str,
+) -> Result<Option<OrderOut>, AppError> {
+    on_pool!(pool, p => {
         let o: Option<(String, i64, i64)> = sqlx::query_as(
             "SELECT id, total_cents, created_at FROM orders WHERE user_id = $1 AND idempotency_key = $2",
         )
@@ -837,7 +873,17 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
         None => None,
     };
     let cache = st.cache.ping().await;
-    let ready = db && redis.unwrap_or(true) && cache;
+    let shards = match &st.shards {
+        Some(sh) => Some(sh.ping_all().await),
+        None => None,
+    };
+    let shards_ok = shards.as_ref().is_none_or(|v| v.iter().all(|(_, ok)| *ok));
+    let ready = db && redis.unwrap_or(true) && cache && shards_ok;
+    let shards: Option<serde_json::Map<String, serde_json::Value>> = shards.map(|v| {
+        v.into_iter()
+            .map(|(name, ok)| (name, serde_json::Value::Bool(ok)))
+            .collect()
+    });
     let status = if ready {
         StatusCode::OK
     } else {
@@ -845,12 +891,18 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     };
     (
         status,
-        Json(serde_json::json!({ "ready": ready, "db": db, "redis": redis, "cache": cache })),
+        Json(
+            serde_json::json!({ "ready": ready, "db": db, "redis": redis, "cache": cache, "shards": shards }),
+        ),
     )
         .into_response()
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let body = st.metrics.render(&st.instance_id, &st.db.pool_usage());
+    let mut pools = st.db.pool_usage();
+    if let Some(sh) = &st.shards {
+        pools.extend(sh.pool_usage());
+    }
+    let body = st.metrics.render(&st.instance_id, &pools);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -21,6 +21,7 @@ pub mod ryw;
 pub mod schema;
 pub mod sessions;
 pub mod shard;
+pub mod userdata;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +94,24 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
     }
     let metrics = Arc::new(Metrics::default());
     let timeout = Duration::from_millis(cfg.store_timeout_ms);
+    // Read and validate the shard map before touching any database.
+    let shard_map = match &cfg.shard_map {
+        Some(path) => Some(userdata::ShardedUserData::load_map(path)?),
+        None => None,
+    };
     let db = Db::connect(cfg, metrics.clone()).await?;
+    let shards = match &shard_map {
+        Some(map) => {
+            let s =
+                userdata::ShardedUserData::connect(map, cfg.pool_size, timeout, &metrics).await?;
+            tracing::info!(
+                shards = map.shards.len(),
+                "carts and orders are served from the shards of the shard map"
+            );
+            Some(s)
+        }
+        None => None,
+    };
     let redis = match &cfg.redis {
         Some(url) => Some(RedisConn::connect(url, timeout).await?),
         None => None,
@@ -144,6 +162,7 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
     Ok(Arc::new(AppState {
         instance_id,
         db,
+        shards,
         sessions,
         cache,
         marks,

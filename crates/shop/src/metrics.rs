@@ -44,6 +44,8 @@ pub struct Metrics {
     reads_primary: AtomicU64,
     reads_replica: AtomicU64,
     stampede_waits: AtomicU64,
+    // With `--shard-map`: one counter per shard, in map order (named once at start).
+    shard_queries: std::sync::OnceLock<Vec<(String, AtomicU64)>>,
 }
 
 /// A pool's size and idle connections at scrape time.
@@ -106,6 +108,33 @@ impl Metrics {
             DbRole::Primary => self.db_primary.fetch_add(1, Ordering::Relaxed),
             DbRole::Replica => self.db_replica.fetch_add(1, Ordering::Relaxed),
         };
+    }
+
+    /// Names the shards (map order) whose operations [`Metrics::shard_query`] counts.
+    /// Only the first call counts; later calls are ignored.
+    pub fn init_shards(&self, names: &[String]) {
+        let _ = self.shard_queries.set(
+            names
+                .iter()
+                .map(|n| (n.clone(), AtomicU64::new(0)))
+                .collect(),
+        );
+    }
+
+    /// Records one operation (a read query or a whole write transaction) on shard `index`.
+    pub fn shard_query(&self, index: usize) {
+        if let Some((_, n)) = self.shard_queries.get().and_then(|v| v.get(index)) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Operations counted on shard `index` so far.
+    pub fn shard_queries(&self, index: usize) -> u64 {
+        self.shard_queries
+            .get()
+            .and_then(|v| v.get(index))
+            .map(|(_, n)| n.load(Ordering::Relaxed))
+            .unwrap_or(0)
     }
 
     /// Records where a routed read (one that may use a replica) was sent.
@@ -244,6 +273,21 @@ impl Metrics {
             "shop_db_queries_total{{instance=\"{inst}\",role=\"replica\"}} {}",
             self.db_replica.load(Ordering::Relaxed)
         );
+        if let Some(shards) = self.shard_queries.get() {
+            let _ = writeln!(
+                out,
+                "# HELP shop_shard_queries_total Operations on each shard of --shard-map: one per read query or write transaction of per-user data (carts, orders)."
+            );
+            let _ = writeln!(out, "# TYPE shop_shard_queries_total counter");
+            for (name, n) in shards {
+                let _ = writeln!(
+                    out,
+                    "shop_shard_queries_total{{instance=\"{inst}\",shard=\"{}\"}} {}",
+                    escape(name),
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP shop_ryw_primary_fallbacks_total Reads sent to the primary because no replica had replayed the user's last write."

@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// Prefix of this shop's Redis and cache keys [default: shop].
     #[arg(long)]
     pub key_prefix: Option<String>,
+    /// Shard map (TOML): serve each user's carts and orders from the shard that owns the
+    /// user; users, products, sessions and cache stay on --db [default: none].
+    #[arg(long)]
+    pub shard_map: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -140,6 +144,9 @@ impl ServeArgs {
         }
         if self.jwt_secret_file.is_some() {
             c.jwt_secret_file = self.jwt_secret_file;
+        }
+        if let Some(path) = self.shard_map {
+            c.shard_map = Some(path.display().to_string());
         }
         c.validate()?;
         Ok(c)

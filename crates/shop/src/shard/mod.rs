@@ -76,12 +76,24 @@ impl ShardSet {
     /// and builds the router (loading the directory for `directory` maps). Each call is
     /// bounded by `timeout`.
     pub async fn connect(map: &ShardMap, timeout: Duration) -> Result<Self, ShardError> {
+        Self::connect_sized(map, timeout, store::DEFAULT_POOL_SIZE).await
+    }
+
+    /// [`ShardSet::connect`] with `pool_size` connections per shard pool.
+    pub async fn connect_sized(
+        map: &ShardMap,
+        timeout: Duration,
+        pool_size: u32,
+    ) -> Result<Self, ShardError> {
         map.validate()?;
         let mut pools = Vec::with_capacity(map.shards.len());
         for s in &map.shards {
-            let pool = tokio::time::timeout(timeout, ShardPool::connect(&s.url, timeout))
-                .await
-                .map_err(|_| ShardError::Timeout("connect"))??;
+            let pool = tokio::time::timeout(
+                timeout,
+                ShardPool::connect_sized(&s.url, timeout, pool_size),
+            )
+            .await
+            .map_err(|_| ShardError::Timeout("connect"))??;
             tokio::time::timeout(timeout, pool.ensure_tables())
                 .await
                 .map_err(|_| ShardError::Timeout("create tables"))??;

@@ -51,7 +51,7 @@ const DIRECTORY_DDL: &str = "CREATE TABLE IF NOT EXISTS shard_directory (
     shard TEXT NOT NULL)";
 
 /// Connections per shard pool (resharding is sequential; the shop sizes its own pools).
-const POOL_SIZE: u32 = 4;
+pub const DEFAULT_POOL_SIZE: u32 = 4;
 
 /// A pool on one shard database.
 #[derive(Debug, Clone)]
@@ -137,29 +137,57 @@ impl ShardPool {
     /// Opens a pool on `url` (`sqlite:PATH`, created if missing, WAL, synchronous=NORMAL,
     /// busy timeout; or `postgres://...`). Fails when the database does not answer.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, ShardError> {
+        Self::connect_sized(url, timeout, DEFAULT_POOL_SIZE).await
+    }
+
+    /// [`ShardPool::connect`] with `max_connections` connections (the shop sizes shard
+    /// pools like its primary pool). SQLite gets the same discipline as the shop's main
+    /// database: WAL, synchronous=NORMAL, and a busy timeout of at least 10 s, so that
+    /// `BEGIN IMMEDIATE` writers from several processes wait instead of failing BUSY.
+    pub async fn connect_sized(
+        url: &str,
+        timeout: Duration,
+        max_connections: u32,
+    ) -> Result<Self, ShardError> {
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(timeout);
+                .busy_timeout(timeout.max(Duration::from_secs(10)));
             let pool = SqlitePoolOptions::new()
-                .max_connections(POOL_SIZE)
+                .max_connections(max_connections)
                 .acquire_timeout(timeout)
                 .connect_with(opts)
                 .await?;
             Ok(Self::Sqlite(pool))
         } else {
             // `IF NOT EXISTS` DDL would log a NOTICE per statement on every start.
-            let opts =
-                PgConnectOptions::from_str(url)?.options([("client_min_messages", "warning")]);
+            // Every statement is bounded by the call timeout on the server side too.
+            let opts = PgConnectOptions::from_str(url)?.options([
+                ("client_min_messages", "warning".to_string()),
+                ("statement_timeout", timeout.as_millis().to_string()),
+            ]);
             let pool = PgPoolOptions::new()
-                .max_connections(POOL_SIZE)
+                .max_connections(max_connections)
                 .acquire_timeout(timeout)
                 .connect_with(opts)
                 .await?;
             Ok(Self::Postgres(pool))
         }
+    }
+
+    /// Whether the database answers `SELECT 1` within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let q = async {
+            with_pool!(self, p => sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(p).await)
+        };
+        matches!(tokio::time::timeout(timeout, q).await, Ok(Ok(1)))
+    }
+
+    /// (pool size, idle connections) right now.
+    pub fn usage(&self) -> (u32, u32) {
+        with_pool!(self, p => (p.size(), p.num_idle() as u32))
     }
 
     /// Closes the pool, waiting for its connections to finish.
