@@ -500,6 +500,22 @@ auth = true
     }
 
     #[test]
+    fn the_shipped_black_friday_scenario_is_valid() {
+        let text = include_str!("../scenarios/shop-black-friday.toml");
+        let s = parse_scenario(text, "shop-black-friday.toml").unwrap();
+        let mut cfg =
+            RunConfig::open_loop("http://127.0.0.1:1/", 1.0, Duration::from_secs(1)).unwrap();
+        s.apply(&mut cfg).unwrap();
+        cfg.validate().unwrap();
+        let Mode::OpenLoop { profile } = &cfg.mode else {
+            panic!("open loop expected")
+        };
+        assert_eq!(profile.peak_rps(), 2000.0);
+        assert_eq!(profile.duration(), Duration::from_secs(600));
+        assert_eq!(cfg.requests.len(), 4);
+    }
+
+    #[test]
     fn errors_name_the_line_or_field() {
         let e = parse_scenario(
             "[profile]\nkind = \"constant\"\nrate = 10\nduration = \"10s\"\nrat = 3\n",
