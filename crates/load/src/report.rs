@@ -63,6 +63,8 @@ pub struct SliceReport {
     pub completed: u64,
     /// Errors in the slice.
     pub errors: u64,
+    /// The same errors split by kind.
+    pub error_kinds: ErrorCounts,
     /// Late sends in the slice.
     pub late_sends: u64,
     /// Completed per second in the slice.

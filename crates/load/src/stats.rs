@@ -366,6 +366,7 @@ impl Aggregator {
                 sent: a.counts.sent,
                 completed: a.counts.completed,
                 errors: a.counts.errors.total,
+                error_kinds: a.counts.errors.clone(),
                 late_sends: a.counts.late,
                 rps: a.counts.completed as f64 / secs,
                 p50_ms: pct_ms(&a.hist, 0.5),

@@ -158,6 +158,11 @@ fn errors_are_split_by_kind() {
     );
     assert_eq!(e.status_4xx, missing.sent);
     assert_eq!(e.connect, 0);
+    let sliced_5xx: u64 = r.slices.iter().map(|s| s.error_kinds.status_5xx).sum();
+    assert_eq!(
+        sliced_5xx, e.status_5xx,
+        "per-slice errors are split by kind too"
+    );
 
     // Connection errors: the target accepts the reachability probe, then goes away.
     let addr = common::accept_once();
