@@ -93,6 +93,7 @@ pub(crate) fn query<'t>(
     src: &str,
     mut f: impl FnMut(&HashMap<&str, Node<'t>>),
 ) {
+    // scaleout-audit: ignore[RS-STATIC-MAP] compiled-query cache, identical in every process
     static CACHE: OnceLock<Mutex<HashMap<(String, &'static str), &'static Query>>> =
         OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
