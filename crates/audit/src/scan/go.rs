@@ -51,17 +51,15 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             }
         },
     );
-    walk(root, |n| match n.kind() {
-        "go_statement" => {
-            if let Some(call) = n.named_child(0)
-                && let Some(f) = field(call, "function")
-                && f.kind() != "func_literal"
-            {
-                let t = text(f, src);
-                go_called.insert(t.rsplit('.').next().unwrap_or(t).to_string());
-            }
+    walk(root, |n| {
+        if n.kind() == "go_statement"
+            && let Some(call) = n.named_child(0)
+            && let Some(f) = field(call, "function")
+            && f.kind() != "func_literal"
+        {
+            let t = text(f, src);
+            go_called.insert(t.rsplit('.').next().unwrap_or(t).to_string());
         }
-        _ => {}
     });
     for decl in named_children(root) {
         if decl.kind() != "var_declaration" {
@@ -220,14 +218,12 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                         "ulule/limiter memory store counts per instance",
                     ))
                 }
-                "rate.NewLimiter" => {
-                    if stored_in_map(n, src) {
-                        hits.push(Hit::at(
-                            "GO-RATELIMIT-MEMORY",
-                            n,
-                            "per-client rate.Limiter kept in a map in this process",
-                        ));
-                    }
+                "rate.NewLimiter" if stored_in_map(n, src) => {
+                    hits.push(Hit::at(
+                        "GO-RATELIMIT-MEMORY",
+                        n,
+                        "per-client rate.Limiter kept in a map in this process",
+                    ));
                 }
                 _ => {}
             }

@@ -327,15 +327,15 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 }
             }
             "struct_expression" | "scoped_identifier" | "identifier" | "type_identifier"
-                if governor && text(n, src) == "GovernorConfigBuilder" =>
+                if governor
+                    && text(n, src) == "GovernorConfigBuilder"
+                    && ancestor(n, &["use_declaration"]).is_none() =>
             {
-                if ancestor(n, &["use_declaration"]).is_none() {
-                    hits.push(Hit::at(
-                        "RS-RATELIMIT-MEMORY",
-                        n,
-                        "tower_governor / actix-governor: counts kept in this process",
-                    ));
-                }
+                hits.push(Hit::at(
+                    "RS-RATELIMIT-MEMORY",
+                    n,
+                    "tower_governor / actix-governor: counts kept in this process",
+                ));
             }
             _ => {}
         }
