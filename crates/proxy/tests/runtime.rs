@@ -445,3 +445,34 @@ async fn shutdown_drains_in_flight_requests() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_mid_body_is_not_blamed_on_the_backend() {
+    let b = backend("a").await;
+    let mut cfg = config(&[("a", b.addr)]);
+    cfg.limits.retry_buffer_bytes = 1024;
+    cfg.outlier.consecutive_failures = 2;
+    let p = start(cfg).await;
+    let addr = p.addr();
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..10 {
+            // Streamed (larger than the retry buffer) body cut short by the client.
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n")
+                .unwrap();
+            s.write_all(&[b'x'; 4000]).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            drop(s);
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let st = &p.handle.backends()[0];
+    assert!(
+        !st.ejected,
+        "the backend was ejected for client failures: {st:?}"
+    );
+    assert_eq!(st.errors_total, 0, "{st:?}");
+    assert_eq!(get(&client(), &p.url("/")).await.status, 200);
+}
