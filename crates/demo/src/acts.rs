@@ -258,7 +258,8 @@ pub async fn act1_knee(ctx: &Ctx) -> Result<Act1, DemoError> {
             })
             .collect(),
         p99_bound_ms: Some(50.0),
-        stateless: Some(true),
+        // Act 1 knows nothing about per-instance state; act 4 and `scaleout audit` do.
+        stateless: None,
     };
     let analysis = sweep::analyse(&sweep);
     Ok(Act1 {
@@ -273,7 +274,8 @@ pub async fn act2_scale_up(ctx: &Ctx) -> Result<Act2, DemoError> {
     ctx.say("act 2: scale up: 1 core vs all cores");
     let cores = procs::cores();
     let mut runs = Vec::new();
-    for (workers, cpus) in [(1usize, Some(vec![0usize])), (cores, None)] {
+    let first_core = procs::allowed_cpus()[0];
+    for (workers, cpus) in [(1usize, Some(vec![first_core])), (cores, None)] {
         let inst = procs::start_shop(
             &ctx.shop(&format!("up-{workers}"), "act2.db", workers, &[], cpus),
             &ctx.logs,
@@ -305,6 +307,7 @@ pub async fn act2_scale_up(ctx: &Ctx) -> Result<Act2, DemoError> {
 pub async fn act3_scale_out(ctx: &Ctx) -> Result<Act3, DemoError> {
     ctx.say("act 3: scale out behind the balancer");
     let cores = procs::cores();
+    let allowed = procs::allowed_cpus();
     // The fit uses up to 4 instances; in full mode 6 and 8 are measured too, to check
     // the fit's prediction beyond its range.
     let counts: &[usize] = if ctx.cfg.quick {
@@ -324,7 +327,7 @@ pub async fn act3_scale_out(ctx: &Ctx) -> Result<Act3, DemoError> {
                         "act3.db",
                         1,
                         &[],
-                        Some(vec![i % cores]),
+                        Some(vec![allowed[i % allowed.len()]]),
                     ),
                     &ctx.logs,
                 )

@@ -104,7 +104,8 @@ pub async fn start_shop_at(
         child,
     };
     if let Some(cpus) = &spec.cpus {
-        // Pin after the first threads exist; the shop's runtime starts its workers at once.
+        // Pin early so start-up runs where it will serve; threads that appear later are
+        // caught by the second pass below, whose result counts.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let _ = fleet::process::pin(inst.pid(), cpus);
     }
@@ -118,7 +119,10 @@ pub async fn start_shop_at(
         })?;
     if let Some(cpus) = &spec.cpus {
         // Pin again: threads started after the first pass (blocking pool) are caught too.
-        let _ = fleet::process::pin(inst.pid(), cpus);
+        // This pass must succeed: a run labelled "on 1 core" that was not pinned would
+        // report a comparison that never happened.
+        fleet::process::pin(inst.pid(), cpus)
+            .map_err(|e| DemoError::Step(format!("pinning {} to cores {cpus:?}: {e}", spec.id)))?;
     }
     Ok(inst)
 }
@@ -150,6 +154,11 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 /// CPU seconds used by this process (the demo: balancer in-process plus load generator).
 pub fn own_cpu_seconds() -> Option<f64> {
     cpu_seconds(std::process::id())
+}
+
+/// The cores this process may run on (its affinity mask), which pinning maps onto.
+pub fn allowed_cpus() -> Vec<usize> {
+    fleet::process::own_cpus()
 }
 
 /// Cores available to this process.

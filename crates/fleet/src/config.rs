@@ -231,9 +231,15 @@ impl Config {
     }
 
     /// The cores instance slot `slot` is pinned to, if pinning is configured.
-    /// `available` is the number of cores the machine has (at least 1).
-    pub fn cpus_for_slot(&self, slot: usize, available: usize) -> Option<Vec<usize>> {
-        let available = available.max(1);
+    /// `allowed` is the cores this process may use (its affinity mask, in order): slots
+    /// map onto those, so pinning works under taskset or a cpuset that excludes core 0.
+    pub fn cpus_for_slot(&self, slot: usize, allowed: &[usize]) -> Option<Vec<usize>> {
+        let fallback = [0usize];
+        let allowed = if allowed.is_empty() {
+            &fallback[..]
+        } else {
+            allowed
+        };
         if !self.cpu_sets.is_empty() {
             return Some(self.cpu_sets[slot % self.cpu_sets.len()].clone());
         }
@@ -241,7 +247,9 @@ impl Config {
             return None;
         }
         let k = self.cpus_per_instance as usize;
-        let mut cpus: Vec<usize> = (0..k).map(|j| (slot * k + j) % available).collect();
+        let mut cpus: Vec<usize> = (0..k)
+            .map(|j| allowed[(slot * k + j) % allowed.len()])
+            .collect();
         cpus.sort_unstable();
         cpus.dedup();
         Some(cpus)
@@ -352,20 +360,23 @@ mod tests {
             cpus_per_instance: 2,
             ..Config::default()
         };
-        assert_eq!(one_big.cpus_for_slot(0, 2), Some(vec![0, 1]));
+        assert_eq!(one_big.cpus_for_slot(0, &[0, 1]), Some(vec![0, 1]));
         let two_small = Config {
             cpus_per_instance: 1,
             ..Config::default()
         };
-        assert_eq!(two_small.cpus_for_slot(0, 2), Some(vec![0]));
-        assert_eq!(two_small.cpus_for_slot(1, 2), Some(vec![1]));
-        assert_eq!(two_small.cpus_for_slot(2, 2), Some(vec![0]));
-        assert_eq!(Config::default().cpus_for_slot(0, 2), None);
+        assert_eq!(two_small.cpus_for_slot(0, &[0, 1]), Some(vec![0]));
+        assert_eq!(two_small.cpus_for_slot(1, &[0, 1]), Some(vec![1]));
+        assert_eq!(two_small.cpus_for_slot(2, &[0, 1]), Some(vec![0]));
+        assert_eq!(Config::default().cpus_for_slot(0, &[0, 1]), None);
+        // Under a mask that excludes core 0 (taskset -c 2,3), slots map onto 2 and 3.
+        assert_eq!(two_small.cpus_for_slot(0, &[2, 3]), Some(vec![2]));
+        assert_eq!(two_small.cpus_for_slot(1, &[2, 3]), Some(vec![3]));
         let explicit = Config {
             cpu_sets: vec![vec![1], vec![0]],
             ..Config::default()
         };
-        assert_eq!(explicit.cpus_for_slot(0, 2), Some(vec![1]));
-        assert_eq!(explicit.cpus_for_slot(3, 2), Some(vec![0]));
+        assert_eq!(explicit.cpus_for_slot(0, &[0, 1]), Some(vec![1]));
+        assert_eq!(explicit.cpus_for_slot(3, &[0, 1]), Some(vec![0]));
     }
 }

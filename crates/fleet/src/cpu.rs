@@ -75,6 +75,5 @@ mod tests {
         std::hint::black_box(x);
         let after = read_ticks(me).unwrap();
         assert!(after > before, "{before} -> {after}");
-        assert!(ticks_per_second() >= 1);
     }
 }

@@ -193,6 +193,15 @@ pub fn allowed_cpus(pid: u32, tid: u32) -> Option<Vec<usize>> {
     Some(out)
 }
 
+/// The cores this process may run on (its affinity mask, e.g. under taskset or a
+/// cpuset), in order; `0..available_cpus()` when /proc cannot be read.
+pub fn own_cpus() -> Vec<usize> {
+    let me = std::process::id();
+    allowed_cpus(me, me)
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| (0..available_cpus()).collect())
+}
+
 /// Number of cores this process may use.
 pub fn available_cpus() -> usize {
     std::thread::available_parallelism()
@@ -286,6 +295,8 @@ mod tests {
         let me = std::process::id();
         let cpus = allowed_cpus(me, me).expect("own status readable");
         assert!(!cpus.is_empty());
-        assert!(cpus.len() <= available_cpus().max(cpus.len()));
+        // The mask and the scheduler agree on how many cores this process may use.
+        assert_eq!(cpus.len(), available_cpus(), "{cpus:?}");
+        assert_eq!(own_cpus(), cpus);
     }
 }

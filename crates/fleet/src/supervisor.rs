@@ -210,7 +210,8 @@ pub struct Fleet<R: Registry> {
     events_rx: mpsc::Receiver<Event>,
     tracker: TaskTracker,
     next_seq: u64,
-    cores: usize,
+    /// The cores this process may run on (its affinity mask), which slots map onto.
+    cores: Vec<usize>,
     counters: FleetStatus,
 }
 
@@ -266,7 +267,7 @@ impl<R: Registry> Fleet<R> {
             events_rx,
             tracker: TaskTracker::new(),
             next_seq: 0,
-            cores: process::available_cpus(),
+            cores: process::own_cpus(),
             counters: FleetStatus::default(),
         };
         let handle = FleetHandle {
@@ -368,7 +369,7 @@ impl<R: Registry> Fleet<R> {
         let used: Vec<usize> = self.instances.values().map(|i| i.slot).collect();
         let slot = (0..).find(|s| !used.contains(s)).unwrap_or(0);
         let id = format!("i-{seq}");
-        let cpus = self.config.cpus_for_slot(slot, self.cores);
+        let cpus = self.config.cpus_for_slot(slot, &self.cores);
         self.instances.insert(
             id.clone(),
             Instance {

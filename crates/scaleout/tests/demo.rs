@@ -99,51 +99,26 @@ fn demo_replica_act_against_real_postgres() {
     let replica = std::env::var("SCALEOUT_TEST_PG_REPLICA")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/postgres".into());
     let db = format!("scaleout_demo_test_{}", std::process::id());
-    let created = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-qc",
-            &format!("CREATE DATABASE {db}"),
-            "postgres",
-        ])
-        .status()
-        .expect(
-            "psql must be installed: run scripts/test, which starts PostgreSQL and its replica",
-        );
-    assert!(
-        created.success(),
-        "could not create {db} on the primary: is PostgreSQL running on 5432? (scripts/services up)"
-    );
+    // The same server URLs with the test's own database in place of theirs.
     let with_db = |url: &str| format!("{}/{db}", url.rsplit_once('/').unwrap().0);
-    // The new database reaches the replica through WAL; wait (bounded) until it accepts connections there.
+    // psql takes the URL itself; -w: fail rather than prompt when trust auth is missing.
+    let psql = |url: &str, sql: &str| {
+        Command::new("psql")
+            .args(["-w", "-q", "-t", "-c", sql, url])
+            .status()
+            .expect(
+                "psql must be installed: run scripts/test, which starts PostgreSQL and its replica",
+            )
+            .success()
+    };
+    assert!(
+        psql(&primary, &format!("CREATE DATABASE {db}")),
+        "could not create {db} on {primary}: is PostgreSQL running? (scripts/services up)"
+    );
+    // The new database reaches the replica through WAL; wait (bounded) until it accepts
+    // connections there.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let replica_port = replica
-        .rsplit_once(':')
-        .unwrap()
-        .1
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    while !Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &replica_port,
-            "-U",
-            "postgres",
-            "-qtc",
-            "select 1",
-            &db,
-        ])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-    {
+    while !psql(&with_db(&replica), "select 1") {
         assert!(
             std::time::Instant::now() < deadline,
             "{db} never appeared on the replica {replica}"
@@ -166,17 +141,10 @@ fn demo_replica_act_against_real_postgres() {
         .arg(&dir)
         .output()
         .unwrap();
-    let _ = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-qc",
-            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-            "postgres",
-        ])
-        .status();
+    psql(
+        &primary,
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
     assert!(
         out.status.success(),
         "{}",

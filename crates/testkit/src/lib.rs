@@ -166,20 +166,17 @@ pub fn wait_http_ok(addr: SocketAddr, path: &str, timeout: Duration) {
     }
 }
 
-/// True when running in CI (`CI=true`): tests that need a server must fail, not skip.
-pub fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| v == "true" || v == "1")
-        .unwrap_or(false)
-}
-
 /// A fresh temporary directory under the system temp dir, removed by the caller if wanted.
+///
+/// Unique per call: process id, a per-process counter and the wall-clock nanoseconds.
 pub fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!(
-        "scaleout-{tag}-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos() ^ (free_port() as u128)
-    ));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let p = std::env::temp_dir().join(format!("scaleout-{tag}-{}-{n}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&p).expect("create temp dir");
     p
 }
