@@ -73,6 +73,9 @@ CONF
 UP_PID=$!
 cleanup() {
   kill -INT "$UP_PID" 2>/dev/null || true
+  # `up` drains its instances on SIGINT; give it 60 s, then SIGKILL (its children die with it).
+  for _ in $(seq 600); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$UP_PID" 2>/dev/null || true
   wait "$UP_PID" 2>/dev/null || true
   if [ -n "${KEEP:-}" ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
 }

@@ -32,7 +32,13 @@ PG=postgres://postgres@127.0.0.1:5432
 DB=scaleout_bench_shop
 
 log() { printf 'bench/shop: %s\n' "$*" >&2; }
-command -v jq >/dev/null || { log "installing jq"; apt-get install -y -qq jq >/dev/null; }
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+for tool in jq:jq curl:curl python3:python3; do
+  command -v "${tool%%:*}" >/dev/null && continue
+  log "installing ${tool#*:}"
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${tool#*:}" >/dev/null
+done
 
 scripts/services up --replicas 2 >/dev/null
 if [ -n "${BIN:-}" ]; then
