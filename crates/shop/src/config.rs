@@ -359,6 +359,16 @@ mod tests {
     }
 
     #[test]
+    fn shard_map_key_parses_and_an_empty_path_is_named() {
+        let c = ShopConfig::from_toml("[shop]\nshard_map = \"/etc/shop/shards.toml\"\n").unwrap();
+        assert_eq!(c.shard_map.as_deref(), Some("/etc/shop/shards.toml"));
+        c.validate().unwrap();
+        let c = ShopConfig::from_toml("[shop]\nshard_map = \" \"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("shard_map"));
+        assert_eq!(ShopConfig::default().shard_map, None);
+    }
+
+    #[test]
     fn cache_defaults_follow_redis() {
         let mut c = ShopConfig::default();
         assert_eq!(c.cache_kind(), CacheKind::Sql);

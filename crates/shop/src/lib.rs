@@ -102,8 +102,7 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
     let db = Db::connect(cfg, metrics.clone()).await?;
     let shards = match &shard_map {
         Some(map) => {
-            let s =
-                userdata::ShardedUserData::connect(map, cfg.pool_size, timeout, &metrics).await?;
+            let s = userdata::ShardedUserData::connect(map, cfg, &metrics).await?;
             tracing::info!(
                 shards = map.shards.len(),
                 "carts and orders are served from the shards of the shard map"

@@ -8,8 +8,11 @@
 //! This module must never route a user by anything but its id and the map, and never
 //! change the map while serving (resharding runs with the shop stopped).
 
+use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::time::Duration;
 
+use crate::config::ShopConfig;
 use crate::db::AnyPool;
 use crate::error::ShopError;
 use crate::metrics::{Metrics, PoolUsage};
@@ -35,14 +38,15 @@ impl ShardedUserData {
             .map_err(|e| ShopError::Config(format!("shard_map: {e}")))
     }
 
-    /// Connects every shard of `map` (creating the per-user tables where missing) and
-    /// names the shards in `metrics`.
+    /// Connects every shard of `map` (creating the per-user tables where missing), checks
+    /// the connection math of PostgreSQL shards, and names the shards in `metrics`.
     pub async fn connect(
         map: &ShardMap,
-        pool_size: u32,
-        timeout: Duration,
+        cfg: &ShopConfig,
         metrics: &Metrics,
     ) -> Result<Self, ShopError> {
+        let pool_size = cfg.pool_size;
+        let timeout = Duration::from_millis(cfg.store_timeout_ms);
         let set = ShardSet::connect_sized(map, timeout, pool_size)
             .await
             .map_err(|e| match e {
@@ -59,6 +63,7 @@ impl ShardedUserData {
                 ShardPool::Postgres(p) => AnyPool::Pg(p.clone()),
             })
             .collect();
+        check_connection_math(map, &set, cfg).await?;
         let names: Vec<String> = map.shards.iter().map(|s| s.name.clone()).collect();
         metrics.init_shards(&names);
         Ok(Self {
@@ -116,4 +121,56 @@ impl ShardedUserData {
     pub async fn close(&self) {
         self.set.close().await;
     }
+}
+
+/// `host:port` of a PostgreSQL URL (None for SQLite or an unparsable URL).
+fn pg_server(url: &str) -> Option<String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return None;
+    }
+    let o = sqlx::postgres::PgConnectOptions::from_str(url).ok()?;
+    Some(format!("{}:{}", o.get_host(), o.get_port()))
+}
+
+/// Refuses to start when, on any PostgreSQL server holding shards, `expected_instances x
+/// pool_size x (shard pools on it, plus the primary pool when `--db` is on it too)` exceeds
+/// its `max_connections`: the same rule as for `--db`, summed per server because several
+/// shards are often databases of one server.
+async fn check_connection_math(
+    map: &ShardMap,
+    set: &ShardSet,
+    cfg: &ShopConfig,
+) -> Result<(), ShopError> {
+    let main = pg_server(&cfg.db);
+    let mut servers: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+    for (i, s) in map.shards.iter().enumerate() {
+        if let Some(server) = pg_server(&s.url) {
+            let e = servers.entry(server).or_insert((0, i));
+            e.0 += 1;
+        }
+    }
+    for (server, (shard_pools, first)) in servers {
+        let ShardPool::Postgres(pool) = &set.pools()[first] else {
+            continue;
+        };
+        let max: String = sqlx::query_scalar("SHOW max_connections")
+            .fetch_one(pool)
+            .await?;
+        let max_connections: u64 = max
+            .parse()
+            .map_err(|_| ShopError::Internal(format!("max_connections is `{max}`")))?;
+        let pools = shard_pools + u64::from(main.as_deref() == Some(server.as_str()));
+        let per_instance = u64::from(cfg.pool_size) * pools;
+        let needed = u64::from(cfg.expected_instances) * per_instance;
+        if needed > max_connections {
+            return Err(ShopError::TooManyConnections {
+                instances: cfg.expected_instances,
+                pool_size: cfg.pool_size,
+                needed,
+                max_connections,
+                server: format!("shard server {server} ({pools} pools per instance)"),
+            });
+        }
+    }
+    Ok(())
 }

@@ -288,3 +288,120 @@ async fn invalid_shard_map_is_refused_naming_the_field() {
     let e = shop::build_state(&cfg).await.unwrap_err().to_string();
     assert!(e.contains("shard_map") && e.contains("missing.toml"), "{e}");
 }
+
+/// Two fresh PostgreSQL databases on the real server (fails loudly when it is missing).
+async fn pg_shard_map(tag: &str) -> (String, Vec<String>) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&common::pg_url())
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {} is required: {e}", common::pg_url()));
+    let mut urls = Vec::new();
+    for i in 0..2 {
+        let name = format!("shop_shard_{tag}_{i}_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        urls.push(common::with_db(&common::pg_url(), &name));
+    }
+    let text = format!(
+        "[[shards]]\nname = \"p0\"\nurl = \"{}\"\n[[shards]]\nname = \"p1\"\nurl = \"{}\"\n\
+         [router]\nkind = \"hash\"\n",
+        urls[0], urls[1]
+    );
+    let dir = std::env::temp_dir().join(format!("shop-pgmap-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shards.toml");
+    std::fs::write(&path, text).unwrap();
+    (path.display().to_string(), urls)
+}
+
+/// Rows of `user_id` in (cart_items, orders, order_items) of the PostgreSQL database `url`.
+async fn pg_rows_of(url: &str, user_id: i64) -> (i64, i64, i64) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let (c, o, i): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM cart_items WHERE user_id = $1),
+                (SELECT COUNT(*) FROM orders WHERE user_id = $1),
+                (SELECT COUNT(*) FROM order_items WHERE user_id = $1)",
+    )
+    .bind(user_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    (c, o, i)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_shards_serve_checkout_with_one_order_per_key() {
+    let (map, urls) = pg_shard_map("serve").await;
+    let cfg = ShopConfig {
+        shard_map: Some(map),
+        pool_size: 4,
+        ..sqlite_config("pgshards")
+    };
+    let st = common::state(&cfg).await;
+    let router = HashRouter::new(2);
+    let mut per_shard = [0usize; 2];
+    for n in 0..8 {
+        let (token, id) = login_id(&st, &format!("pg-user-{n}")).await;
+        let body = format!(r#"{{"product_id":{},"quantity":2}}"#, 1 + n);
+        let (s, _, b) = call(&st, "POST", "/cart", Some(&token), Some(&body), &[]).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let stock_sql = "SELECT SUM(stock) FROM products";
+        let stock_before = count(&st, stock_sql).await;
+        // Six concurrent checkouts with one key: one order, the rest replay it.
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let (st, token) = (st.clone(), token.clone());
+            tasks.push(tokio::spawn(async move {
+                call(
+                    &st,
+                    "POST",
+                    "/orders",
+                    Some(&token),
+                    None,
+                    &[("idempotency-key", "pg-key")],
+                )
+                .await
+            }));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut created = 0;
+        for t in tasks {
+            let (s, _, b) = t.await.unwrap();
+            assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{s}: {b}");
+            created += usize::from(s == StatusCode::CREATED);
+            ids.insert(b["id"].as_str().unwrap().to_string());
+        }
+        assert_eq!((created, ids.len()), (1, 1), "user {id}");
+        // Stock went down once; every losing reservation was given back.
+        assert_eq!(count(&st, stock_sql).await, stock_before - 2, "user {id}");
+        let owner = router.shard_for(id);
+        per_shard[owner] += 1;
+        for (i, url) in urls.iter().enumerate() {
+            let want = if i == owner { (0, 1, 1) } else { (0, 0, 0) };
+            assert_eq!(pg_rows_of(url, id).await, want, "user {id} on p{i}");
+        }
+    }
+    assert!(per_shard[0] > 0 && per_shard[1] > 0, "{per_shard:?}");
+    let (s, _, ready) = call(&st, "GET", "/readyz", None, None, &[]).await;
+    assert_eq!(s, StatusCode::OK, "{ready}");
+    assert_eq!(ready["shards"]["p1"], true, "{ready}");
+}
+
+#[tokio::test]
+async fn postgres_shards_refuse_connection_math_that_does_not_fit() {
+    let (map, _) = pg_shard_map("math").await;
+    let cfg = ShopConfig {
+        shard_map: Some(map),
+        pool_size: 1000,
+        expected_instances: 1000,
+        ..sqlite_config("pgmath")
+    };
+    let e = shop::build_state(&cfg).await.unwrap_err().to_string();
+    assert!(
+        e.contains("max_connections") && e.contains("shard server") && e.contains("2000000"),
+        "{e}"
+    );
+}
