@@ -311,7 +311,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 ) && (callee_text.starts_with("fs")
                     || callee_text.starts_with("fsp")
                     || callee_text == last)
-                    && in_request_handler(n, src)
+                    && (in_request_handler(n, src)
+                        || (in_runtime_function(n, src)
+                            && first_obj.is_some_and(|a| user_data_path(text(a, src)))))
                 {
                     hits.push(Hit::at(
                         "JS-LOCAL-WRITE",
@@ -468,6 +470,18 @@ fn walk_any(root: Node, mut f: impl FnMut(Node) -> bool) -> bool {
         }
     });
     found
+}
+
+/// A path literal pointing at /tmp or an uploads directory: user data by convention.
+pub(crate) fn user_data_path(arg: &str) -> bool {
+    let a = arg.to_ascii_lowercase();
+    (a.starts_with(['"', '\'', '`'])
+        || a.starts_with("path.join(")
+        || a.starts_with("path.resolve("))
+        && (a.contains("/tmp/")
+            || a.contains("'/tmp'")
+            || a.contains("\"/tmp\"")
+            || a.contains("upload"))
 }
 
 /// `require('m')` → `m` (also `require('m').x`).

@@ -254,7 +254,12 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             if ft == "open"
                 && let Some(args) = args
                 && open_writes(args, src)
-                && in_request_handler(n, src)
+                && (in_request_handler(n, src)
+                    || (in_runtime_function(n, src, &decorator_names)
+                        && args.named_child(0).is_some_and(|a| {
+                            let t = text(a, src).to_ascii_lowercase();
+                            t.contains("/tmp/") || t.contains("upload")
+                        })))
             {
                 hits.push(Hit::at(
                     "PY-LOCAL-WRITE",
