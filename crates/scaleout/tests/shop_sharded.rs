@@ -286,3 +286,61 @@ fn an_invalid_shard_map_refuses_the_start_naming_the_field() {
         "nothing must listen"
     );
 }
+
+#[test]
+fn two_instances_write_carts_on_shared_sqlite_shards_concurrently_without_errors() {
+    let dir = temp_dir("shop-sharded-busy");
+    let db = format!("sqlite:{}", dir.join("main.db").display());
+    let map = write_map(&dir, "map.toml", &["s0", "s1"]);
+    let (a, addr_a) = start_shop("busy-a", &db, &map);
+    let (b, addr_b) = start_shop("busy-b", &db, &map);
+    const WRITERS: usize = 8;
+    const ADDS: usize = 25;
+    let mut tokens = Vec::new();
+    for n in 0..WRITERS {
+        let creds = format!(r#"{{"username":"w{n}","password":"pw-w{n}-123"}}"#);
+        let (s, r) = call(addr_a, "POST", "/signup", None, &[], &creds);
+        assert_eq!(s, 201, "{r}");
+        let (s, r) = call(addr_b, "POST", "/login", None, &[], &creds);
+        assert_eq!(s, 200, "{r}");
+        tokens.push(r["token"].as_str().unwrap().to_string());
+    }
+    // Every writer alternates between the two processes; all run at once.
+    let threads: Vec<_> = tokens
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(n, token)| {
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for k in 0..ADDS {
+                    let addr = if (n + k) % 2 == 0 { addr_a } else { addr_b };
+                    let line = format!(r#"{{"product_id":{},"quantity":1}}"#, 1 + k % 5);
+                    let (s, r) = call(addr, "POST", "/cart", Some(&token), &[], &line);
+                    if s != 200 {
+                        failures.push(format!("{s}: {r}"));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(failures.is_empty(), "cart adds failed: {failures:?}");
+    for token in &tokens {
+        let (s, cart) = call(addr_b, "GET", "/cart", Some(token), &[], "");
+        assert_eq!(s, 200, "{cart}");
+        let units: i64 = cart["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["quantity"].as_i64().unwrap())
+            .sum();
+        assert_eq!(units, ADDS as i64, "no cart item lost: {cart}");
+    }
+    stop(a);
+    stop(b);
+}
