@@ -222,11 +222,22 @@ impl Default for Config {
     }
 }
 
-/// The whole file: only `[balancer]` is read here; other sections belong to other crates.
+/// The whole file: only `[balancer]` is read here. The other sections of a scaleout
+/// deployment file belong to other crates and are left to them; any other top-level key
+/// is refused by name (a misspelt `[balancr]` must not silently run on defaults).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
     balancer: Config,
+    #[serde(default, rename = "fleet")]
+    _fleet: Option<toml::Value>,
+    #[serde(default, rename = "autoscale")]
+    _autoscale: Option<toml::Value>,
+    #[serde(default, rename = "service")]
+    _service: Option<toml::Value>,
+    #[serde(default, rename = "shop")]
+    _shop: Option<toml::Value>,
 }
 
 /// Parses a TOML document and validates its `[balancer]` section (other top-level sections
@@ -454,6 +465,11 @@ mod tests {
         let e = parse_toml("[balancer.health]\nintervall_ms = 5").unwrap_err();
         assert!(e.field.starts_with("balancer.health"), "{e}");
         assert!(e.message.contains("intervall_ms"), "{e}");
+        // A misspelt section is refused by name; the deployment file's other sections pass.
+        let e = parse_toml("[balancr]\nworkers = 2").unwrap_err();
+        assert!(e.message.contains("balancr"), "{e}");
+        let c = parse_toml("[balancer]\nworkers = 2\n[fleet]\ninstances = 3\n[autoscale]\npolicy = \"hpa\"\n[service]\n[shop]\n").unwrap();
+        assert_eq!(c.workers, 2);
     }
 
     #[test]

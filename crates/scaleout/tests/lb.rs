@@ -498,6 +498,11 @@ fn invalid_config_is_refused_before_listening() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nohost"),
+        "the error names the bad backend: {err}"
+    );
 }
 
 #[test]
