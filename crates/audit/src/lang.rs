@@ -116,8 +116,26 @@ mod tests {
             let mut p = tree_sitter::Parser::new();
             p.set_language(&lang.grammar().unwrap())
                 .unwrap_or_else(|e| panic!("{lang:?}: {e}"));
-            let tree = p.parse("x", None).unwrap();
-            assert!(tree.root_node().child_count() > 0 || tree.root_node().kind() != "");
+            // A grammar that really loaded parses its own language without errors and
+            // names its root node (a mismatched ABI fails `set_language` above).
+            let src = match lang {
+                Lang::JavaScript | Lang::TypeScript | Lang::Tsx => "let x = 1;",
+                Lang::Python => "x = 1\n",
+                Lang::Go => "package main\n",
+                Lang::Java => "class A {}",
+                Lang::Rust => "fn main() {}",
+                Lang::Php => "<?php $x = 1;",
+                Lang::Ruby => "x = 1\n",
+                Lang::Config => panic!("config files are matched by key, not parsed"),
+            };
+            let tree = p.parse(src, None).unwrap();
+            let root = tree.root_node();
+            assert!(
+                !root.has_error(),
+                "{lang:?} failed to parse {src:?}: {}",
+                root.to_sexp()
+            );
+            assert!(root.child_count() > 0, "{lang:?}: empty tree for {src:?}");
         }
     }
 

@@ -194,9 +194,9 @@ fn kill_and_rerun(dir: &Path, from: (&Path, &ShardMap), to: (&Path, &ShardMap)) 
         "scaleout shop reshard",
         Command::new(bin())
             .args(["shop", "reshard", "--from"])
-            .arg(&from_path)
+            .arg(from_path)
             .arg("--to")
-            .arg(&to_path)
+            .arg(to_path)
             .stdout(Stdio::null()),
     );
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -228,9 +228,9 @@ fn kill_and_rerun(dir: &Path, from: (&Path, &ShardMap), to: (&Path, &ShardMap)) 
         "scaleout shop reshard (re-run)",
         Command::new(bin())
             .args(["shop", "reshard", "--from"])
-            .arg(&from_path)
+            .arg(from_path)
             .arg("--to")
-            .arg(&to_path)
+            .arg(to_path)
             .stdout(std::fs::File::create(&out_path).unwrap()),
     );
     let status = child
@@ -274,9 +274,9 @@ fn kill_and_rerun(dir: &Path, from: (&Path, &ShardMap), to: (&Path, &ShardMap)) 
     // A third run has nothing to do.
     let out = Command::new(bin())
         .args(["shop", "reshard", "--from"])
-        .arg(&from_path)
+        .arg(from_path)
         .arg("--to")
-        .arg(&to_path)
+        .arg(to_path)
         .output()
         .unwrap();
     assert!(out.status.success());
