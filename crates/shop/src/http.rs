@@ -4,8 +4,9 @@
 //! (clear 4xx for client mistakes; internals logged, never sent). Every response carries
 //! `x-instance-id`. Reads that tolerate staleness go through [`Db::reader`] with the
 //! caller's read-your-writes mark; writes go to the primary, then record the mark, then
-//! invalidate cache keys, in that order. Handlers keep no state of their own between
-//! requests (the only exception is the `memory` session store, by design).
+//! invalidate cache keys, in that order. With `--shard-map`, carts and orders are read and
+//! written on the user's shard instead (`http/sharded.rs`). Handlers keep no state of their own
+//! between requests (the only exception is the `memory` session store, by design).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -663,7 +664,7 @@ pub struct OrderOut {
 }
 
 /// One order line.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct OrderLine {
     /// Product.
     pub product_id: i64,

@@ -337,15 +337,7 @@ pub(super) async fn checkout(
             items: lines,
         };
         let order_id = order.id.clone();
-        let reserved: Vec<OrderLine> = order
-            .items
-            .iter()
-            .map(|l| OrderLine {
-                product_id: l.product_id,
-                quantity: l.quantity,
-                price: l.price,
-            })
-            .collect();
+        let reserved = order.items.clone();
         // 4. The order, on the shard.
         st.metrics.shard_query(i);
         match commit_order(pool, user_id, key, order).await {
