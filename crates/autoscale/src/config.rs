@@ -373,6 +373,11 @@ pub struct TunedConfig {
     /// capacity arriving: it adds queue x latency / backlog_drain_s to the concurrency
     /// needed.
     pub backlog_drain_s: u64,
+    /// While panicking, the rising trend is extrapolated over the instance start-up time
+    /// (measured by the shell, else this many seconds).
+    pub default_startup_s: f64,
+    /// The extrapolated need is at most this multiple of the current short-window need.
+    pub max_trend_factor: f64,
     /// Enter panic mode when panic-window demand / ready capacity reaches this ratio.
     pub panic_threshold: f64,
     /// Ratios within `1 ± tolerance` of the target cause no change.
@@ -393,7 +398,9 @@ impl Default for TunedConfig {
             panic_window_s: 6,
             up_window_s: 2,
             backlog_drain_s: 10,
-            panic_threshold: 1.5,
+            default_startup_s: 30.0,
+            max_trend_factor: 2.0,
+            panic_threshold: 2.0,
             tolerance: 0.1,
             scale_up: ScalingRules {
                 stabilization_window_s: 0,
@@ -698,6 +705,15 @@ impl Config {
                 "default.up_window_s",
                 "must be 1..=stable_window_s seconds",
             ));
+        }
+        if !(t.default_startup_s.is_finite() && (0.0..=3600.0).contains(&t.default_startup_s)) {
+            return Err(invalid(
+                "default.default_startup_s",
+                "must be 0..=3600 seconds",
+            ));
+        }
+        if !(t.max_trend_factor.is_finite() && (1.0..=10.0).contains(&t.max_trend_factor)) {
+            return Err(invalid("default.max_trend_factor", "must be 1..=10"));
         }
         if t.backlog_drain_s == 0 || t.backlog_drain_s > 3600 {
             return Err(invalid(

@@ -42,6 +42,8 @@ pub struct Tuned {
     min: u32,
     max: u32,
     need: SecondBuckets,
+    /// Instances the arrival rate alone needs (no queue), for the trend while panicking.
+    arrival_need: SecondBuckets,
     behavior: Behavior,
     panic_since: Option<Duration>,
     last_scale_up: Option<Duration>,
@@ -62,6 +64,7 @@ impl Tuned {
             min: cfg.min_instances,
             max: cfg.max_instances,
             need: SecondBuckets::new(cfg.tuned.stable_window_s),
+            arrival_need: SecondBuckets::new(cfg.tuned.stable_window_s),
             behavior: Behavior::new(cfg.tuned.scale_up.clone(), cfg.tuned.scale_down.clone()),
             panic_since: None,
             last_scale_up: None,
@@ -151,6 +154,26 @@ impl Tuned {
         raw.min((steady + queue * nominal / drain_s) / target)
     }
 
+    /// Instances the arrival rate needs at the target: RPS / target RPS, or (Little's law)
+    /// RPS x unsaturated latency / target in-flight. `None` without RPS or either target.
+    fn arrivals_need(&self, input: &ScalingInput) -> Option<f64> {
+        let rps = fleet_total(MetricKind::Rps, input)?;
+        let by_rps = self
+            .targets
+            .iter()
+            .find(|(m, _)| *m == MetricKind::Rps)
+            .map(|(_, t)| rps / t);
+        let by_in_flight = self
+            .targets
+            .iter()
+            .find(|(m, _)| *m == MetricKind::InFlight)
+            .and_then(|(_, t)| self.latency_s.map(|l| rps * l / t));
+        match (by_rps, by_in_flight) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn evaluate(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
         let current = input.current;
         if current < self.min || current > self.max {
@@ -188,12 +211,47 @@ impl Tuned {
         }
         let panic = self.panic_since.is_some();
         let tol = self.cfg.tolerance;
+        // While panicking, aim at the need expected when instances launched now are
+        // ready: the short-window trend extrapolated over the start-up time, bounded.
+        let mut up = up;
+        if panic {
+            let half = (self.cfg.panic_window_s / 2).max(1);
+            let series = if self.arrival_need.window_average(now, 1).is_some() {
+                &self.arrival_need
+            } else {
+                &self.need
+            };
+            if let (Some(recent), Some(whole)) = (
+                series.window_average(now, half),
+                series.window_average(now, 2 * half),
+            ) {
+                let earlier = 2.0 * whole - recent;
+                let slope = (recent - earlier) / half as f64;
+                let horizon = input
+                    .startup_s
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .unwrap_or(self.cfg.default_startup_s);
+                // Only a rise clearly above noise: the recent half-window above the whole
+                // window by more than the tolerance. A plateau after a step does not count.
+                if slope > 0.0 && recent > whole * (1.0 + tol) {
+                    let projected = (up + slope * horizon).min(up * self.cfg.max_trend_factor);
+                    if projected > up {
+                        notes.push(format!(
+                            "trend +{slope:.2}/s over {horizon:.0} s start-up: need {projected:.1}"
+                        ));
+                        up = projected;
+                    }
+                }
+            }
+        }
         let raw = if up > cur * (1.0 + tol) || (panic && up > cur) {
             up.ceil() as u32
         } else {
             let down_need = stable.max(short).max(up);
             if down_need < cur * (1.0 - tol) && !panic {
-                (down_need.ceil() as u32).max(1)
+                // Land inside the band, not on its upper edge: the next bit of noise would
+                // otherwise scale straight back up (a flap).
+                ((down_need * (1.0 + tol)).ceil() as u32).max(1)
             } else {
                 current
             }
@@ -251,6 +309,9 @@ impl Policy for Tuned {
         if let Some((need, driver)) = self.instantaneous_need(input) {
             self.need.record(now, need);
             self.driver = driver;
+        }
+        if let Some(n) = self.arrivals_need(input) {
+            self.arrival_need.record(now, n);
         }
         if let (Some(next), Some(last)) = (self.next_decision, &self.last)
             && now < next
