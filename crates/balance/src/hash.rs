@@ -36,7 +36,8 @@ pub struct MaglevTable {
 
 impl MaglevTable {
     /// Builds the table for backends named `names` with integer `weights` (same length,
-    /// weights >= 1) over `size` slots (`size` prime, larger than the backend count).
+    /// weights >= 1) over `size` slots (raised to the next prime above the backend count
+    /// if it is not such a prime already).
     ///
     /// Weighted Maglev: in each filling round a backend takes a slot only when its share
     /// `weight / max_weight` accumulates to a new whole unit, so backends fill slots in
@@ -51,11 +52,12 @@ impl MaglevTable {
         if n == 0 {
             return MaglevTable { slots: Vec::new() };
         }
-        let m = size as u64;
-        assert!(
-            m as usize > n,
-            "maglev table must be larger than the backend count"
-        );
+        // The permutation (offset + j * skip) mod m visits every slot only when m is prime;
+        // a size that is not prime, or not above the backend count, is raised to one that is.
+        let mut m = (size as u64).max(n as u64 + 1);
+        while !crate::config::is_prime(m.min(u32::MAX as u64) as u32) {
+            m += 1;
+        }
         let perms: Vec<(u64, u64)> = names
             .iter()
             .map(|name| {

@@ -243,7 +243,9 @@ impl Selector {
             StrategyKind::Random => Algo::Random,
             StrategyKind::IpHash | StrategyKind::ConsistentHash => {
                 let names: Vec<&str> = pickable.iter().map(|&i| &*candidates[i].name).collect();
-                let size = config.hash.table_size.max(names.len() as u32 + 1);
+                // Keep ~100 slots per backend at least for balance; the table raises a
+                // size that is not prime.
+                let size = config.hash.table_size.max(100 * names.len() as u32 + 1);
                 // The per-round credit scheme needs integer weights; 100 distinct levels
                 // per backend are plenty for slow start and keep filling rounds few.
                 let ints = integer_weights(&weights, 100 * names.len().max(1) as u64);

@@ -149,3 +149,16 @@ fn empty_table_looks_up_nothing() {
     assert!(t.is_empty());
     assert_eq!(t.lookup(42), None);
 }
+
+#[test]
+fn a_size_that_is_not_a_prime_above_the_count_is_raised_to_one() {
+    // 300 backends with a 256-slot request: must not loop forever and must fill every slot.
+    let n = names(300);
+    let t = table(&n, 256);
+    assert_eq!(t.len(), 307);
+    let mut seen = vec![false; 300];
+    for s in 0..t.len() as u64 {
+        seen[t.slot(s).unwrap()] = true;
+    }
+    assert!(seen.iter().all(|&x| x));
+}
