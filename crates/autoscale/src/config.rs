@@ -397,7 +397,7 @@ impl Default for TunedConfig {
             stable_window_s: 60,
             panic_window_s: 6,
             up_window_s: 2,
-            backlog_drain_s: 10,
+            backlog_drain_s: 5,
             default_startup_s: 30.0,
             max_trend_factor: 2.0,
             panic_threshold: 2.0,

@@ -211,10 +211,10 @@ impl Tuned {
         }
         let panic = self.panic_since.is_some();
         let tol = self.cfg.tolerance;
-        // While panicking, aim at the need expected when instances launched now are
+        // On a clear rise, aim at the need expected when instances launched now are
         // ready: the short-window trend extrapolated over the start-up time, bounded.
         let mut up = up;
-        if panic {
+        {
             let half = (self.cfg.panic_window_s / 2).max(1);
             let series = if self.arrival_need.window_average(now, 1).is_some() {
                 &self.arrival_need
