@@ -274,8 +274,13 @@ impl ShopConfig {
         if self.workers > 1024 {
             return bad("workers", format!("{} is more than 1024", self.workers));
         }
-        if self.session_ttl_s == 0 {
-            return bad("session_ttl_s", "must be at least 1".into());
+        // Upper bounds keep expiry arithmetic (now + ttl) far from overflow and reject
+        // values no production user means (a session for more than a year).
+        if self.session_ttl_s == 0 || self.session_ttl_s > 366 * 86_400 {
+            return bad(
+                "session_ttl_s",
+                "must be within 1..=31622400 (a year)".into(),
+            );
         }
         if self.replica_poll_ms == 0 || self.replica_poll_ms > 60_000 {
             return bad("replica_poll_ms", "must be within 1..=60000".into());
@@ -298,8 +303,17 @@ impl ShopConfig {
             return bad("shard_map", "must be a file path".into());
         }
         let t = self.cache_ttl;
-        if t.catalog_s == 0 || t.profile_s == 0 || t.stock_s == 0 {
-            return bad("cache_ttl", "every TTL must be at least 1 second".into());
+        for (name, v) in [
+            ("catalog_s", t.catalog_s),
+            ("profile_s", t.profile_s),
+            ("stock_s", t.stock_s),
+        ] {
+            if v == 0 || v > 30 * 86_400 {
+                return bad(
+                    &format!("cache_ttl.{name}"),
+                    "must be within 1..=2592000 (30 days)".into(),
+                );
+            }
         }
         Ok(())
     }
@@ -356,6 +370,25 @@ mod tests {
         c.replica.clear();
         c.pool_size = 0;
         assert!(c.validate().unwrap_err().to_string().contains("pool_size"));
+        // TTLs are bounded above too: expiry arithmetic must never overflow.
+        let c = ShopConfig {
+            session_ttl_s: u64::MAX,
+            ..ShopConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("session_ttl_s")
+        );
+        let mut c = ShopConfig::default();
+        c.cache_ttl.stock_s = u64::MAX / 1000;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("cache_ttl.stock_s")
+        );
     }
 
     #[test]

@@ -140,6 +140,48 @@ pub struct Db {
     pool_size: u32,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    /// The primary's WAL position right after this instance migrated and seeded: no
+    /// replica serves any read until it has replayed past it, so a replica that has not
+    /// yet received the schema (a new database, a fresh migration) never answers with
+    /// "relation does not exist". 0 without replicas.
+    schema_lsn: u64,
+}
+
+/// Opens the SQLite pool. Several instances may open a brand-new file at the same moment:
+/// switching it to WAL takes an exclusive lock that SQLite does not wait for, so the
+/// loser sees SQLITE_BUSY once. That one case is retried (bounded: 50 tries, 5 s).
+async fn sqlite_pool(
+    opts: SqliteConnectOptions,
+    pool_size: u32,
+    timeout: Duration,
+) -> Result<sqlx::SqlitePool, ShopError> {
+    let mut tries = 0;
+    loop {
+        let r = SqlitePoolOptions::new()
+            .max_connections(pool_size)
+            .acquire_timeout(timeout)
+            .connect_with(opts.clone())
+            .await;
+        match r {
+            Ok(pool) => return Ok(pool),
+            Err(e) if tries < 50 && is_busy(&e) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), with or without extended codes.
+fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
+    }
 }
 
 /// `SELECT pg_current_wal_lsn()` and friends return text we parse into numbers.
@@ -161,12 +203,7 @@ impl Db {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(timeout.max(Duration::from_secs(10)))
                     .foreign_keys(true);
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(cfg.pool_size)
-                    .acquire_timeout(timeout)
-                    .connect_with(opts)
-                    .await?;
-                AnyPool::Sqlite(pool)
+                AnyPool::Sqlite(sqlite_pool(opts, cfg.pool_size, timeout).await?)
             }
             DbKind::Postgres => AnyPool::Pg(pg_pool(&cfg.db, "primary", cfg, timeout).await?),
         };
@@ -180,7 +217,7 @@ impl Db {
                 outstanding: AtomicUsize::new(0),
             });
         }
-        let db = Db {
+        let mut db = Db {
             primary,
             statuses: ArcSwap::from_pointee(vec![ReplicaStatus::default(); replicas.len()]),
             replicas,
@@ -190,10 +227,12 @@ impl Db {
             pool_size: cfg.pool_size,
             timeout,
             metrics,
+            schema_lsn: 0,
         };
         db.migrate_and_seed(cfg.seed_products, cfg.catalog_seed)
             .await?;
         if !db.replicas.is_empty() {
+            db.schema_lsn = db.primary_lsn().await?.unwrap_or(0);
             db.poll_replicas_once().await;
         }
         Ok(Arc::new(db))
@@ -246,7 +285,14 @@ impl Db {
             .iter()
             .map(|r| r.outstanding.load(Ordering::Relaxed))
             .collect();
-        let chosen = match route_read(&statuses, &outstanding, mark, self.max_lag_ms) {
+        // Every read needs the schema on the replica; a user's read also needs their own
+        // last write. Both are WAL positions, so the larger one is the bar.
+        let bar = match mark {
+            Some(m) => Some(m.max(self.schema_lsn)),
+            None if self.schema_lsn > 0 => Some(self.schema_lsn),
+            None => None,
+        };
+        let chosen = match route_read(&statuses, &outstanding, bar, self.max_lag_ms) {
             ReadRoute::Replica(i) => Some(i),
             ReadRoute::CheckReplica(i) => {
                 // The snapshot is older than the user's write; ask the replica itself.
@@ -257,7 +303,7 @@ impl Db {
                     lsn_query(&r.pool, "SELECT pg_last_wal_replay_lsn()::text"),
                 )
                 .await;
-                match (live, mark) {
+                match (live, bar) {
                     (Ok(Ok(Some(lsn))), Some(m)) if lsn >= m => Some(i),
                     _ => None,
                 }

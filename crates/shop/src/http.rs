@@ -156,6 +156,19 @@ fn json_rejection(rej: JsonRejection) -> AppError {
     }
 }
 
+/// A query string whose rejections become JSON errors (400), like [`JsonBody`].
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(QueryParams(v)),
+            Err(rej) => Err(AppError::BadRequest(rej.body_text())),
+        }
+    }
+}
+
 /// The authenticated caller (Bearer token or session cookie); 401 otherwise.
 pub struct Auth(pub SessionUser);
 
@@ -389,7 +402,7 @@ async fn stale_ok_reader<'a>(st: &'a AppState, user: Option<i64>) -> Result<Read
 
 async fn catalog(
     State(st): State<Arc<AppState>>,
-    Query(q): Query<CatalogQuery>,
+    QueryParams(q): QueryParams<CatalogQuery>,
 ) -> Result<Response, AppError> {
     let category = q.category.filter(|c| !c.is_empty());
     if let Some(c) = &category
@@ -717,6 +730,16 @@ async fn checkout(
             }
         }
         Err(e) => return Err(e),
+    };
+    // A concurrent checkout with the same key may commit between this request's look-up
+    // of the key and its read of the cart, leaving the cart empty: that is a replay of the
+    // winner's order, not an empty cart.
+    let outcome = match outcome {
+        Checkout::EmptyCart => match find_order(&st, u.user_id, &key).await? {
+            Some(o) => Checkout::Replayed(o),
+            None => Checkout::EmptyCart,
+        },
+        other => other,
     };
     match outcome {
         Checkout::Created(o) => {

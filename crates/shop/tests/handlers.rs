@@ -114,6 +114,18 @@ async fn shopping_flow_and_idempotent_checkout() {
 async fn bad_inputs_get_clear_4xx_and_write_nothing() {
     let st = state(&sqlite_config("bad")).await;
     let t = user(&st, "bob").await;
+    // A query string the extractor rejects still gets a JSON error, not plain text.
+    let (s, _, body) = call(
+        &st,
+        "GET",
+        "/catalog?category=a&category=b",
+        None,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body["error"].is_string(), "{body}");
     let cases: Vec<(&str, Option<&str>, Option<String>, StatusCode)> = vec![
         (
             "unknown product",
