@@ -337,3 +337,105 @@ impl Policy for Tuned {
         "default"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PolicyKind;
+    use crate::metrics::{AggregateSample, InstanceSample};
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    fn cfg() -> Config {
+        Config {
+            policy: PolicyKind::Default,
+            target_in_flight: Some(10.0),
+            min_instances: 1,
+            max_instances: 100,
+            ..Config::default()
+        }
+    }
+
+    /// `n` ready instances each with `per` in flight, balancer RPS `rps`.
+    fn input(n: u32, per: f64, rps: f64) -> ScalingInput {
+        ScalingInput {
+            current: n,
+            ready: n,
+            instances: vec![InstanceSample::ready_with_in_flight(per); n as usize],
+            aggregate: AggregateSample {
+                rps: Some(rps),
+                in_flight: Some(per * f64::from(n)),
+                p99_ms: None,
+            },
+            startup_s: Some(30.0),
+        }
+    }
+
+    #[test]
+    fn reacts_to_a_spike_within_seconds_and_panics() {
+        let mut p = Tuned::new(&cfg());
+        for t in 0..60 {
+            assert_eq!(p.decide(s(t), &input(4, 10.0, 400.0)).desired, 4);
+        }
+        // Load triples (latency unchanged: not saturated by the guard's measure).
+        let mut d = p.decide(s(60), &input(4, 30.0, 1200.0));
+        for t in 61..=62 {
+            // New instances are starting: current follows the decision, ready stays 4.
+            let mut i = input(4, 30.0, 1200.0);
+            i.current = d.desired;
+            d = p.decide(s(t), &i);
+        }
+        assert!(d.desired >= 10, "{}", d.reason);
+        assert!(d.panic, "{}", d.reason);
+    }
+
+    #[test]
+    fn caps_each_step_by_the_rate_policy() {
+        let mut c = cfg();
+        c.tuned.scale_up.policies = vec![crate::config::RatePolicy {
+            kind: crate::config::RatePolicyKind::Pods,
+            value: 2,
+            period_s: 10,
+        }];
+        let mut p = Tuned::new(&c);
+        p.decide(s(0), &input(2, 10.0, 200.0));
+        let mut d = p.decide(s(1), &input(2, 100.0, 2000.0));
+        for t in 2..5 {
+            d = p.decide(s(t), &input(d.desired, 100.0, 2000.0));
+        }
+        assert_eq!(d.desired, 4, "{}", d.reason);
+        assert!(d.reason.contains("rate policy"), "{}", d.reason);
+    }
+
+    #[test]
+    fn does_not_scale_down_inside_the_stabilisation_window() {
+        let mut p = Tuned::new(&cfg());
+        let mut first_drop = None;
+        for t in 0..400 {
+            let d = p.decide(s(t), &input(10, 2.0, 200.0));
+            if d.desired < 10 && first_drop.is_none() {
+                first_drop = Some(t);
+            }
+        }
+        // The down window (300 s) is seeded with the current count at t = 0.
+        let at = first_drop.expect("scaled down eventually");
+        assert!(at >= 300, "scaled down at {at}");
+    }
+
+    #[test]
+    fn no_metric_holds_current() {
+        let mut p = Tuned::new(&cfg());
+        let d = p.decide(
+            s(0),
+            &ScalingInput {
+                current: 3,
+                ready: 3,
+                ..ScalingInput::default()
+            },
+        );
+        assert_eq!(d.desired, 3);
+        assert!(d.reason.contains("no usable metric"), "{}", d.reason);
+    }
+}
