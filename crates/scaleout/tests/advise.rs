@@ -91,3 +91,39 @@ fn advise_target_measures_a_sweep() {
     assert!(text.contains("USL fit over 3 points"), "{text}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("concurrency    4"));
 }
+
+/// `--audit PATH` feeds the audit's verdict into the decision: a codebase with an
+/// in-memory session store may not simply scale out.
+#[test]
+fn advise_takes_the_audit_verdict() {
+    let dir = testkit::temp_dir("advise-audit");
+    std::fs::write(
+        dir.join("app.js"),
+        "const session = require('express-session');\nconst app = require('express')();\napp.use(session({ secret: 'x' }));\n",
+    )
+    .unwrap();
+    let sweep = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../advisor/examples/specsdm91-sweep.json"
+    );
+    let out = scaleout()
+        .args(["advise", "--report", sweep, "--audit"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(": stateful (sessions"), "{text}");
+    let clean = testkit::temp_dir("advise-audit-clean");
+    std::fs::write(clean.join("main.py"), "def add(a, b):\n    return a + b\n").unwrap();
+    let out = scaleout()
+        .args(["advise", "--report", sweep, "--audit"])
+        .arg(&clean)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": stateless\n"));
+}

@@ -35,8 +35,11 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     instances: u32,
     /// The codebase is stateless (true) or keeps per-instance state (false); see `scaleout audit`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "audit")]
     stateless: Option<bool>,
+    /// Audit this codebase and use its verdict (stateless or stateful) in the decision.
+    #[arg(long)]
+    audit: Option<PathBuf>,
     /// A price table (TOML) instead of the bundled one.
     #[arg(long)]
     prices: Option<PathBuf>,
@@ -74,11 +77,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--growth must be > 0");
     }
     let mut sweep = sweep;
-    if sweep.stateless.is_none() {
+    let mut audit_line = None;
+    if let Some(path) = &args.audit {
+        let report = audit::audit_path(path, &audit::Options::default())
+            .with_context(|| format!("auditing {}", path.display()))?;
+        let verdict = report.verdict();
+        audit_line = Some(format!("audit of {}: {verdict}\n", path.display()));
+        sweep.stateless = Some(!verdict.stateful);
+    } else if sweep.stateless.is_none() {
         sweep.stateless = args.stateless;
     }
     let analysis = sweep::analyse(&sweep);
-    let mut out = sweep::render_text(&analysis);
+    let mut out = audit_line.unwrap_or_default();
+    out.push_str(&sweep::render_text(&analysis));
 
     let peak = sweep
         .points
