@@ -7,6 +7,60 @@
 //! `migrate` runs at every start, from several instances at once. This module must never
 //! drop or rewrite data.
 
+// Statements that read the same in SQLite and PostgreSQL, named once. The shard store
+// creates the per-user ones (cart_items, orders, order_items) from these too.
+
+/// Same text in both dialects.
+pub const PRODUCTS_CATEGORY_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS products_category ON products(category, id)";
+
+/// Same text in both dialects.
+pub const CART_ITEMS: &str = "CREATE TABLE IF NOT EXISTS cart_items (
+        user_id BIGINT NOT NULL,
+        product_id BIGINT NOT NULL,
+        quantity BIGINT NOT NULL,
+        PRIMARY KEY (user_id, product_id))";
+
+/// Same text in both dialects.
+pub const ORDERS: &str = "CREATE TABLE IF NOT EXISTS orders (
+        id TEXT PRIMARY KEY,
+        user_id BIGINT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        total_cents BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        UNIQUE (user_id, idempotency_key))";
+
+/// Same text in both dialects.
+pub const ORDER_ITEMS: &str = "CREATE TABLE IF NOT EXISTS order_items (
+        order_id TEXT NOT NULL,
+        user_id BIGINT NOT NULL,
+        product_id BIGINT NOT NULL,
+        quantity BIGINT NOT NULL,
+        price_cents BIGINT NOT NULL)";
+
+/// Same text in both dialects.
+pub const ORDER_ITEMS_ORDER_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS order_items_order ON order_items(order_id)";
+
+/// Same text in both dialects.
+pub const SESSIONS: &str = "CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY,
+        user_id BIGINT NOT NULL,
+        data TEXT NOT NULL,
+        expires_at BIGINT NOT NULL)";
+
+/// Same text in both dialects.
+pub const CACHE_ENTRIES: &str = "CREATE TABLE IF NOT EXISTS cache_entries (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        expires_at BIGINT NOT NULL)";
+
+/// Same text in both dialects.
+pub const RYW_MARKS: &str = "CREATE TABLE IF NOT EXISTS ryw_marks (
+        user_id BIGINT PRIMARY KEY,
+        lsn BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL)";
+
 /// DDL for SQLite, in order.
 pub const SQLITE: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS users (
@@ -21,43 +75,18 @@ pub const SQLITE: &[&str] = &[
         price_cents BIGINT NOT NULL,
         stock BIGINT NOT NULL,
         popularity REAL NOT NULL DEFAULT 0)",
-    "CREATE INDEX IF NOT EXISTS products_category ON products(category, id)",
-    "CREATE TABLE IF NOT EXISTS cart_items (
-        user_id BIGINT NOT NULL,
-        product_id BIGINT NOT NULL,
-        quantity BIGINT NOT NULL,
-        PRIMARY KEY (user_id, product_id))",
-    "CREATE TABLE IF NOT EXISTS orders (
-        id TEXT PRIMARY KEY,
-        user_id BIGINT NOT NULL,
-        idempotency_key TEXT NOT NULL,
-        total_cents BIGINT NOT NULL,
-        created_at BIGINT NOT NULL,
-        UNIQUE (user_id, idempotency_key))",
-    "CREATE TABLE IF NOT EXISTS order_items (
-        order_id TEXT NOT NULL,
-        user_id BIGINT NOT NULL,
-        product_id BIGINT NOT NULL,
-        quantity BIGINT NOT NULL,
-        price_cents BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS order_items_order ON order_items(order_id)",
-    "CREATE TABLE IF NOT EXISTS sessions (
-        id TEXT PRIMARY KEY,
-        user_id BIGINT NOT NULL,
-        data TEXT NOT NULL,
-        expires_at BIGINT NOT NULL)",
+    PRODUCTS_CATEGORY_INDEX,
+    CART_ITEMS,
+    ORDERS,
+    ORDER_ITEMS,
+    ORDER_ITEMS_ORDER_INDEX,
+    SESSIONS,
     // The SQL cache-aside store (used when there is no Redis) and its stampede locks
     // (rows whose key starts with `lock:`).
-    "CREATE TABLE IF NOT EXISTS cache_entries (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL,
-        expires_at BIGINT NOT NULL)",
+    CACHE_ENTRIES,
     // Read-your-writes marks (the primary's WAL position after a user's last write) when
     // there is no Redis to keep them; PostgreSQL with replicas only.
-    "CREATE TABLE IF NOT EXISTS ryw_marks (
-        user_id BIGINT PRIMARY KEY,
-        lsn BIGINT NOT NULL,
-        expires_at BIGINT NOT NULL)",
+    RYW_MARKS,
 ];
 
 /// DDL for PostgreSQL, in order. Same tables and columns as [`SQLITE`].
@@ -74,37 +103,12 @@ pub const POSTGRES: &[&str] = &[
         price_cents BIGINT NOT NULL,
         stock BIGINT NOT NULL,
         popularity DOUBLE PRECISION NOT NULL DEFAULT 0)",
-    "CREATE INDEX IF NOT EXISTS products_category ON products(category, id)",
-    "CREATE TABLE IF NOT EXISTS cart_items (
-        user_id BIGINT NOT NULL,
-        product_id BIGINT NOT NULL,
-        quantity BIGINT NOT NULL,
-        PRIMARY KEY (user_id, product_id))",
-    "CREATE TABLE IF NOT EXISTS orders (
-        id TEXT PRIMARY KEY,
-        user_id BIGINT NOT NULL,
-        idempotency_key TEXT NOT NULL,
-        total_cents BIGINT NOT NULL,
-        created_at BIGINT NOT NULL,
-        UNIQUE (user_id, idempotency_key))",
-    "CREATE TABLE IF NOT EXISTS order_items (
-        order_id TEXT NOT NULL,
-        user_id BIGINT NOT NULL,
-        product_id BIGINT NOT NULL,
-        quantity BIGINT NOT NULL,
-        price_cents BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS order_items_order ON order_items(order_id)",
-    "CREATE TABLE IF NOT EXISTS sessions (
-        id TEXT PRIMARY KEY,
-        user_id BIGINT NOT NULL,
-        data TEXT NOT NULL,
-        expires_at BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS cache_entries (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL,
-        expires_at BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS ryw_marks (
-        user_id BIGINT PRIMARY KEY,
-        lsn BIGINT NOT NULL,
-        expires_at BIGINT NOT NULL)",
+    PRODUCTS_CATEGORY_INDEX,
+    CART_ITEMS,
+    ORDERS,
+    ORDER_ITEMS,
+    ORDER_ITEMS_ORDER_INDEX,
+    SESSIONS,
+    CACHE_ENTRIES,
+    RYW_MARKS,
 ];

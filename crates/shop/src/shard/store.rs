@@ -17,28 +17,13 @@ use sqlx::sqlite::{
 
 use super::ShardError;
 
-/// The three per-user tables, exactly as `crate::schema` defines them (same text for
-/// SQLite and PostgreSQL). Created if missing so a fresh shard can receive users.
+/// The three per-user tables, taken from `crate::schema` (same text for SQLite and
+/// PostgreSQL). Created if missing so a fresh shard can receive users.
 pub const SHARDED_TABLES_DDL: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS cart_items (
-        user_id BIGINT NOT NULL,
-        product_id BIGINT NOT NULL,
-        quantity BIGINT NOT NULL,
-        PRIMARY KEY (user_id, product_id))",
-    "CREATE TABLE IF NOT EXISTS orders (
-        id TEXT PRIMARY KEY,
-        user_id BIGINT NOT NULL,
-        idempotency_key TEXT NOT NULL,
-        total_cents BIGINT NOT NULL,
-        created_at BIGINT NOT NULL,
-        UNIQUE (user_id, idempotency_key))",
-    "CREATE TABLE IF NOT EXISTS order_items (
-        order_id TEXT NOT NULL,
-        user_id BIGINT NOT NULL,
-        product_id BIGINT NOT NULL,
-        quantity BIGINT NOT NULL,
-        price_cents BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS order_items_order ON order_items(order_id)",
+    crate::schema::CART_ITEMS,
+    crate::schema::ORDERS,
+    crate::schema::ORDER_ITEMS,
+    crate::schema::ORDER_ITEMS_ORDER_INDEX,
     // Not in crate::schema: listing a shard's users and reading one user's orders and
     // items would otherwise scan the whole table.
     "CREATE INDEX IF NOT EXISTS orders_user ON orders(user_id)",
