@@ -27,7 +27,8 @@ pub enum Lang {
     Php,
     /// Ruby.
     Ruby,
-    /// Configuration files: `.env`, `.ini`, `php.ini`, `.properties`, YAML.
+    /// Configuration files: `.env`, `.ini`, `php.ini`, `.properties`, YAML, TOML (and
+    /// their `.example`/`.sample`/`.dist` copies).
     Config,
 }
 
@@ -37,6 +38,18 @@ impl Lang {
         let name = path.file_name()?.to_str()?;
         if name == ".env" || name.starts_with(".env.") || name.ends_with(".env") {
             return Some(Lang::Config);
+        }
+        if crate::walk::is_manifest(name) {
+            return None;
+        }
+        // `app.ini.example`, `settings.yml.sample`, `config.toml.dist`: config examples.
+        for suf in [".example", ".sample", ".dist", ".default", ".template", ".tmpl"] {
+            if let Some(base) = name.strip_suffix(suf)
+                && let Some(ext) = base.rsplit_once('.').map(|(_, e)| e)
+                && matches!(ext, "ini" | "properties" | "yml" | "yaml" | "cfg" | "conf" | "toml")
+            {
+                return Some(Lang::Config);
+            }
         }
         if name.ends_with(".min.js") || name.ends_with(".bundle.js") || name.ends_with(".d.ts") {
             return None;
@@ -52,7 +65,7 @@ impl Lang {
             "rs" => Lang::Rust,
             "php" => Lang::Php,
             "rb" | "rake" => Lang::Ruby,
-            "ini" | "properties" | "yml" | "yaml" | "cfg" | "conf" => Lang::Config,
+            "ini" | "properties" | "yml" | "yaml" | "cfg" | "conf" | "toml" => Lang::Config,
             _ => return None,
         })
     }

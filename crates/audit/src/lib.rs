@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 pub use lang::{Lang, parse};
 pub use output::{render_json, render_sarif, render_text};
-pub use rules::{Category, RULES, Rule, Severity, rule};
+pub use rules::{Category, Confidence, RULES, Rule, Severity, rule};
 
 /// Errors the audit can return. Unreadable single files are warnings, not errors.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +71,12 @@ impl Default for Options {
 pub struct Finding {
     /// Rule id, e.g. `JS-SESSION-MEMORY`.
     pub rule_id: &'static str,
-    /// Severity after context (may differ from the rule's default).
+    /// Severity: the rule's, raised to high for stores of per-user data (see `rules`).
     pub severity: Severity,
+    /// How sure the audit is that this state exists as deployed: `high` when the code or
+    /// config says so explicitly, `medium` when it follows from a default (no store
+    /// option given), `low` for a commented default in an example file.
+    pub confidence: Confidence,
     /// Kind of state.
     pub category: Category,
     /// Path relative to the audited root, with `/` separators.
@@ -89,6 +93,10 @@ pub struct Finding {
     pub why: &'static str,
     /// The stateless fix.
     pub fix: &'static str,
+    /// Other places that point at the same construct (`path:line`), merged into this
+    /// finding so one piece of state is reported once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<String>,
 }
 
 /// A finding silenced by an inline `scaleout-audit: ignore[RULE-ID] reason` comment.
@@ -126,9 +134,10 @@ pub struct Report {
 /// The statefulness verdict the advisor reads.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Verdict {
-    /// True when any finding of medium or high severity remains.
+    /// True when any finding of medium or high severity and at least medium confidence
+    /// remains.
     pub stateful: bool,
-    /// Medium and high findings per category.
+    /// Those findings per category.
     pub counts: BTreeMap<&'static str, usize>,
 }
 
@@ -149,13 +158,13 @@ impl std::fmt::Display for Verdict {
 }
 
 impl Report {
-    /// Stateless when no medium or high finding remains: low findings (read-mostly
-    /// caches of reference data, conditional fallbacks that are rarely used) are reported
-    /// but do not stop a scale-out.
+    /// Stateless when no medium or high finding of medium or high confidence remains:
+    /// low-severity findings (state whose duplication is harmless) and low-confidence ones
+    /// (a commented default in an example file) are reported but do not stop a scale-out.
     pub fn verdict(&self) -> Verdict {
         let mut counts = BTreeMap::new();
         for f in &self.findings {
-            if f.severity >= Severity::Medium {
+            if f.severity >= Severity::Medium && f.confidence >= Confidence::Medium {
                 *counts.entry(f.category.as_str()).or_insert(0) += 1;
             }
         }
@@ -168,6 +177,15 @@ impl Report {
     /// True when some finding is at or above `min`.
     pub fn has_findings_at(&self, min: Severity) -> bool {
         self.findings.iter().any(|f| f.severity >= min)
+    }
+
+    /// Distinct files holding at least one finding.
+    pub fn files_with_findings(&self) -> usize {
+        self.findings
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
     }
 }
 

@@ -1,7 +1,6 @@
 //! Renders a `Report` as text (grouped by file), JSON, or SARIF 2.1.0 for GitHub code
 //! scanning. Pure formatting: never filters, re-scans or touches the file system.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
@@ -23,15 +22,19 @@ pub fn render_text(report: &Report) -> String {
         }
         let _ = writeln!(
             out,
-            "  {}:{} {} [{}] {}",
+            "  {}:{} {} [{}, {} confidence] {}",
             f.line,
             f.column,
             f.rule_id,
             f.severity.as_str(),
+            f.confidence.as_str(),
             f.message
         );
         if let Some(c) = &f.condition {
             let _ = writeln!(out, "      conditional: {c}");
+        }
+        if !f.related.is_empty() {
+            let _ = writeln!(out, "      same construct: {}", f.related.join(", "));
         }
         let _ = writeln!(out, "      why: {}", f.why);
         let _ = writeln!(out, "      fix: {}", f.fix);
@@ -51,14 +54,10 @@ pub fn render_text(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "{} findings in {} files ({} lines scanned, {} suppressed, {} skipped for size)",
+        "{} findings in {} of {} files scanned ({} lines; {} suppressed, {} skipped for size)",
         report.findings.len(),
-        report
-            .findings
-            .iter()
-            .map(|f| f.path.as_str())
-            .collect::<BTreeSet<_>>()
-            .len(),
+        report.files_with_findings(),
+        report.files_scanned,
         report.lines_scanned,
         report.suppressed.len(),
         report.files_skipped
@@ -130,7 +129,12 @@ pub fn render_sarif(report: &Report) -> String {
                         "region": { "startLine": f.line, "startColumn": f.column },
                     }
                 }],
-                "properties": { "severity": f.severity.as_str(), "category": f.category.as_str() },
+                "properties": {
+                    "severity": f.severity.as_str(),
+                    "confidence": f.confidence.as_str(),
+                    "category": f.category.as_str(),
+                    "related": f.related,
+                },
             })
         })
         .collect();

@@ -53,16 +53,45 @@ pub(crate) fn is_manifest(name: &str) -> bool {
     ) || (name.starts_with("requirements") && name.ends_with(".txt"))
 }
 
-/// True for test files and test folders, which are not deployed.
+/// True for test files and folders, fixtures, mocks and test helpers, which are not
+/// deployed.
 pub(crate) fn is_test_path(rel: &str) -> bool {
     let lower = rel.to_ascii_lowercase();
     let name = lower.rsplit('/').next().unwrap_or(&lower);
     lower.split('/').any(|seg| {
         matches!(
             seg,
-            "test" | "tests" | "__tests__" | "spec" | "specs" | "testdata" | "e2e" | "cypress"
-        )
+            "test"
+                | "tests"
+                | "__tests__"
+                | "spec"
+                | "specs"
+                | "testdata"
+                | "e2e"
+                | "cypress"
+                | "playwright"
+                | "fixtures"
+                | "fixture"
+                | "__fixtures__"
+                | "__mocks__"
+                | "mocks"
+                | "testing"
+                | "testutil"
+                | "testutils"
+                | "test_utils"
+                | "test-utils"
+                | "integration_tests"
+                | "integration-tests"
+                | "benches"
+                | "benchmarks"
+        ) || seg.ends_with("_tests")
+            || seg.ends_with("-tests")
+            || seg.starts_with("test_")
     }) || name.ends_with("_test.go")
+        || name.starts_with("mock_")
+        || name.ends_with("_mock.go")
+        || name.ends_with("_mocks.go")
+        || name.contains(".stories.")
         || name.starts_with("test_")
         || name.ends_with("_test.py")
         || name.ends_with("_spec.rb")
@@ -76,6 +105,55 @@ pub(crate) fn is_test_path(rel: &str) -> bool {
         || name.starts_with("tests_")
         || name.ends_with("_tests.py")
         || name.ends_with(".env.testing")
+}
+
+/// Folder names that hold code shipped to browsers (bundled or static assets), never
+/// server state. Only JavaScript/TypeScript files are judged by them (`public/index.php`
+/// is server code).
+const FRONTEND_DIRS: &[&str] = &[
+    "static",
+    "assets",
+    "web_src",
+    "public",
+    "client",
+    "frontend",
+    "www",
+    "browser",
+    "webapp",
+    "wwwroot",
+    "components",
+    "ui",
+];
+
+/// True for JavaScript/TypeScript that runs in a browser: under a frontend folder
+/// (`static/`, `assets/`, `web_src/`, `public/`, `client/`, `*-client/`, Rails'
+/// `app/javascript/`, Laravel's `resources/js/`), a `.jsx`/`.tsx`/`.vue` component, or a
+/// minified/bundled file.
+pub(crate) fn is_frontend_path(rel: &str) -> bool {
+    let lower = rel.to_ascii_lowercase();
+    let name = lower.rsplit('/').next().unwrap_or(&lower);
+    let segs: Vec<&str> = lower.split('/').collect();
+    let dirs = &segs[..segs.len().saturating_sub(1)];
+    dirs.iter().any(|seg| {
+        FRONTEND_DIRS.contains(seg)
+            || FRONTEND_DIRS.iter().any(|d| {
+                seg.ends_with(&format!("-{d}")) || seg.ends_with(&format!("_{d}"))
+            })
+    }) || lower.contains("app/javascript/")
+        || lower.contains("resources/js/")
+        || lower.contains("resources/assets/")
+        || name.ends_with(".jsx")
+        || name.ends_with(".tsx")
+        || name.contains(".min.")
+        || name.contains(".bundle.")
+        || name.contains(".chunk.")
+}
+
+/// True for generated or bundled code: a line longer than 1,000 characters in the first
+/// 64 KiB (minified bundles, inlined data), which no hand-written server module has.
+pub(crate) fn generated_or_bundled(src: &str) -> bool {
+    let head = &src.as_bytes()[..src.len().min(64 * 1024)];
+    head.split(|b| *b == b'\n').any(|l| l.len() > 1000)
 }
 
 /// Every auditable file and manifest under `root`.
@@ -122,6 +200,13 @@ pub(crate) fn collect(root: &Path, options: &Options) -> Result<Vec<SourceFile>,
         if !options.include_tests && is_test_path(&rel) && !is_manifest(&name) {
             continue;
         }
+        if matches!(
+            Lang::from_path(&abs),
+            Some(Lang::JavaScript | Lang::TypeScript | Lang::Tsx)
+        ) && is_frontend_path(&rel)
+        {
+            continue;
+        }
         let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
         out.push(SourceFile { abs, rel, size });
     }
@@ -140,5 +225,25 @@ mod tests {
         assert!(is_test_path("src/a.spec.ts"));
         assert!(!is_test_path("src/server.js"));
         assert!(!is_test_path("src/contest/app.py"));
+        assert!(is_test_path("app/fixtures/store.js"));
+        assert!(is_test_path("internal/testutil/db.go"));
+        assert!(is_test_path("pkg/mock_store.go"));
+        assert!(!is_test_path("app/attestation/service.py"));
+    }
+
+    #[test]
+    fn frontend_code_is_recognised() {
+        assert!(is_frontend_path("CTFd/themes/core/static/assets/index.94b01c79.js"));
+        assert!(is_frontend_path("web_src/js/features/upload.js"));
+        assert!(is_frontend_path("public/js/app.js"));
+        assert!(is_frontend_path("examples/chat/angular-client/src/app.ts"));
+        assert!(is_frontend_path("app/javascript/controllers/upload_controller.js"));
+        assert!(is_frontend_path("src/Button.tsx"));
+        assert!(is_frontend_path("lib/vendor.min.js"));
+        assert!(!is_frontend_path("server/index.js"));
+        assert!(!is_frontend_path("examples/client-side-load-balancing-example/index.js"));
+        assert!(!is_frontend_path("src/api/upload.ts"));
+        assert!(generated_or_bundled(&format!("var a={};\n{}", 1, "x".repeat(1200))));
+        assert!(!generated_or_bundled("const a = 1;\nmodule.exports = a;\n"));
     }
 }

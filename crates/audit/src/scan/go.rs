@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashSet};
 use tree_sitter::Node;
 
 use super::tree::{ancestor, field, named_children, query, string_value, text, walk};
-use super::{FileCtx, Hit, per_user_name, startup_function};
-use crate::Severity;
+use super::{FileCtx, Hit, Sink, startup_function};
+use crate::Confidence;
 
 const FUNCS: &[&str] = &["function_declaration", "method_declaration", "func_literal"];
 
@@ -34,7 +34,7 @@ struct Var<'t> {
     writes: Vec<&'static str>,
 }
 
-pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
+pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     let src = ctx.src;
     let mut imports: HashSet<String> = HashSet::new();
     let mut go_called: HashSet<String> = HashSet::new();
@@ -270,9 +270,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 w.join(", ")
             ),
         );
-        if per_user_name(&name) {
-            hit = hit.severity(Severity::High);
-        }
+        hit = hit.per_user_if(&name);
         hits.push(hit);
     }
 }

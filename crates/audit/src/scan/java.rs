@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use tree_sitter::Node;
 
 use super::tree::{ancestor, field, named_children, text, walk};
-use super::{FileCtx, Hit, per_user_name, startup_function};
-use crate::Severity;
+use super::{FileCtx, Hit, Sink, startup_function};
+use crate::Confidence;
 
 const SINGLETON_ANNOTATIONS: &[&str] = &[
     "Service",
@@ -81,7 +81,7 @@ struct Field<'t> {
     writes: Vec<String>,
 }
 
-pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
+pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     let src = ctx.src;
     let mut fields: BTreeMap<String, Field> = BTreeMap::new();
     walk(root, |n| {
@@ -290,9 +290,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 w.join(", ")
             ),
         );
-        if per_user_name(&name) {
-            hit = hit.severity(Severity::High);
-        }
+        hit = hit.per_user_if(&name);
         hits.push(hit);
     }
 }

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use tree_sitter::Node;
 
 use super::tree::{ancestor, field, named_children, string_value, text, walk};
-use super::{FileCtx, Hit, per_user_name, startup_function};
-use crate::Severity;
+use super::{FileCtx, Hit, Sink, startup_function};
+use crate::Confidence;
 
 const FUNCTIONS: &[&str] = &[
     "function_declaration",
@@ -86,7 +86,7 @@ struct Coll<'t> {
     writes: Vec<String>,
 }
 
-pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
+pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     let src = ctx.src;
     // import / require bindings: module -> local names.
     let mut imports: HashMap<String, Vec<String>> = HashMap::new();
@@ -448,9 +448,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 dedup(&c.writes)
             ),
         );
-        if per_user_name(&name) {
-            hit = hit.severity(Severity::High);
-        }
+        hit = hit.per_user_if(&name);
         hits.push(hit);
     }
 }
@@ -544,7 +542,7 @@ fn object_key<'t>(obj: Node<'t>, key: &str, src: &str) -> Option<Node<'t>> {
     None
 }
 
-fn session_call(n: Node, first: Option<Node>, src: &str, hits: &mut Vec<Hit>) {
+fn session_call(n: Node, first: Option<Node>, src: &str, hits: &mut Sink) {
     let Some(obj) = first else {
         hits.push(
             Hit::at(

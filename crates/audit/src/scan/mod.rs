@@ -5,9 +5,11 @@
 //! import the audited code, and never write under the audited path.
 
 mod config;
+mod facts;
 mod go;
 mod java;
 mod js;
+mod link;
 mod php;
 mod python;
 mod ruby;
@@ -17,27 +19,10 @@ pub(crate) mod tree;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::walk::{SourceFile, is_manifest};
-use crate::{Finding, Lang, Options, Report, Severity, Suppressed, rules};
+pub(crate) use facts::Facts;
 
-/// Facts about the whole project, read from build manifests before any file is scanned
-/// (e.g. whether spring-session or a socket.io Redis adapter is a dependency).
-#[derive(Debug, Default)]
-pub(crate) struct Facts {
-    /// `(directory prefix, lower-cased manifest contents)` for every manifest: a file sees
-    /// the manifests of its own directory and its ancestors (so one example app in a
-    /// monorepo does not lend its Redis adapter to another).
-    manifests: Vec<(String, String)>,
-}
-
-impl Facts {
-    /// True when a manifest governing `rel` names `dep` (a package name, lower case).
-    pub(crate) fn has_dep(&self, rel: &str, dep: &str) -> bool {
-        self.manifests.iter().any(|(dir, text)| {
-            (dir.is_empty() || rel.starts_with(dir.as_str())) && text.contains(dep)
-        })
-    }
-}
+use crate::walk::SourceFile;
+use crate::{Category, Confidence, Finding, Lang, Options, Report, Rule, Severity, Suppressed, rules};
 
 /// A raw hit from a detector, before rule metadata and suppressions are applied.
 #[derive(Debug, Clone)]
@@ -48,9 +33,15 @@ pub(crate) struct Hit {
     /// 0-based column.
     pub col: usize,
     pub message: String,
-    /// Overrides the rule's default severity.
-    pub severity: Option<Severity>,
+    /// The store holds per-user data (by its name): global state is raised to high.
+    pub per_user: bool,
+    /// The declared runtime makes this state harmless (severity low; `condition` says why).
+    pub harmless: bool,
+    pub confidence: Confidence,
     pub condition: Option<String>,
+    /// Merge key: hits with the same key are one construct and reported once (the key
+    /// is scoped to the file unless it starts with `project:`).
+    pub construct: Option<String>,
 }
 
 impl Hit {
@@ -60,24 +51,111 @@ impl Hit {
         message: impl Into<String>,
     ) -> Hit {
         let p = node.start_position();
+        Hit::at_row(rule, p.row, p.column, message)
+    }
+
+    pub(crate) fn at_row(
+        rule: &'static str,
+        row: usize,
+        col: usize,
+        message: impl Into<String>,
+    ) -> Hit {
         Hit {
             rule,
-            row: p.row,
-            col: p.column,
+            row,
+            col,
             message: message.into(),
-            severity: None,
+            per_user: false,
+            harmless: false,
+            confidence: Confidence::High,
             condition: None,
+            construct: None,
         }
     }
 
-    pub(crate) fn severity(mut self, s: Severity) -> Hit {
-        self.severity = Some(s);
+    /// Marks the store as holding per-user data when `name` says so.
+    pub(crate) fn per_user_if(mut self, name: &str) -> Hit {
+        self.per_user |= per_user_name(name);
         self
     }
 
+    /// Marks the state harmless under the declared runtime; `why` becomes the condition.
+    pub(crate) fn harmless(mut self, why: impl Into<String>) -> Hit {
+        self.harmless = true;
+        self.condition = Some(why.into());
+        self
+    }
+
+    pub(crate) fn confidence(mut self, c: Confidence) -> Hit {
+        self.confidence = c;
+        self
+    }
+
+    /// A finding that only holds while a setting is absent: states which, and follows
+    /// from a default (medium confidence) unless a lower confidence was set.
     pub(crate) fn condition(mut self, c: impl Into<String>) -> Hit {
         self.condition = Some(c.into());
+        self.confidence = self.confidence.min(Confidence::Medium);
         self
+    }
+
+    pub(crate) fn construct(mut self, key: impl Into<String>) -> Hit {
+        self.construct = Some(key.into());
+        self
+    }
+}
+
+/// A local-disk write inside a function that is not itself a request handler: reported
+/// only when a handler reaches the function through calls (see `link`).
+#[derive(Debug, Clone)]
+pub(crate) struct LocalWrite {
+    pub rule: &'static str,
+    pub row: usize,
+    pub col: usize,
+    /// What writes, e.g. `open(path, "wb")`.
+    pub what: String,
+}
+
+/// One function or method as the cross-file pass sees it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FuncInfo {
+    /// Simple name.
+    pub name: String,
+    /// Class, impl type or receiver type, when there is one.
+    pub owner: Option<String>,
+    /// A request handler (route function, controller action, view).
+    pub handler: bool,
+    /// 0-based row of the definition.
+    pub row: usize,
+    /// Simple names of the functions and methods it calls.
+    pub calls: Vec<String>,
+    /// Receiver texts of those calls, lower case (`storage_service`, `get_uploader()`).
+    pub receivers: Vec<String>,
+    /// Local-disk writes not already reported as handler writes.
+    pub writes: Vec<LocalWrite>,
+}
+
+/// A hit that needs a project-wide fact: emitted when a function named `wrapper` was
+/// found (anywhere in the project) to wrap an in-process memoiser (`lru_cache`).
+#[derive(Debug, Clone)]
+pub(crate) struct Deferred {
+    pub wrapper: String,
+    pub hit: Hit,
+}
+
+/// What a detector produces for one file: its hits, and what the cross-file pass needs.
+#[derive(Debug, Default)]
+pub(crate) struct Sink {
+    pub hits: Vec<Hit>,
+    pub funcs: Vec<FuncInfo>,
+    /// Names of functions defined here that wrap `functools.lru_cache`/`cache`.
+    pub memo_wrappers: Vec<String>,
+    pub deferred: Vec<Deferred>,
+}
+
+impl Sink {
+    pub(crate) fn push(&mut self, h: Hit) {
+        self.hits.push(h);
     }
 }
 
@@ -98,24 +176,7 @@ impl FileCtx<'_> {
 
 /// Scans `files` with `options.threads` workers.
 pub(crate) fn scan_files(files: &[SourceFile], options: &Options) -> Report {
-    let mut facts = Facts::default();
-    for f in files {
-        let name = f.rel.rsplit('/').next().unwrap_or(&f.rel);
-        if (is_manifest(name) || f.rel.ends_with("config/application.rb"))
-            && let Ok(text) = std::fs::read_to_string(&f.abs)
-        {
-            let dir = if f.rel.ends_with("config/application.rb") {
-                // Governs the whole Rails app, not just config/.
-                f.rel.trim_end_matches("config/application.rb").to_string()
-            } else {
-                match f.rel.rfind('/') {
-                    Some(i) => f.rel[..=i].to_string(),
-                    None => String::new(),
-                }
-            };
-            facts.manifests.push((dir, text.to_ascii_lowercase()));
-        }
-    }
+    let facts = Facts::read(files, options);
     let sources: Vec<&SourceFile> = files
         .iter()
         .filter(|f| Lang::from_path(&f.abs).is_some())
@@ -127,15 +188,7 @@ pub(crate) fn scan_files(files: &[SourceFile], options: &Options) -> Report {
     }
     .clamp(1, 64);
     let next = AtomicUsize::new(0);
-    let merged = Mutex::new(Report {
-        root: Default::default(),
-        findings: Vec::new(),
-        suppressed: Vec::new(),
-        warnings: Vec::new(),
-        files_scanned: 0,
-        lines_scanned: 0,
-        files_skipped: 0,
-    });
+    let outcomes: Mutex<Vec<FileOutcome>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -145,17 +198,61 @@ pub(crate) fn scan_files(files: &[SourceFile], options: &Options) -> Report {
                     let Some(f) = sources.get(i) else { break };
                     scan_one(f, options, &facts, &mut local);
                 }
-                let mut m = merged.lock().unwrap_or_else(|e| e.into_inner());
-                m.findings.append(&mut local.findings);
-                m.suppressed.append(&mut local.suppressed);
-                m.warnings.append(&mut local.warnings);
-                m.files_scanned += local.files;
-                m.lines_scanned += local.lines;
-                m.files_skipped += local.skipped;
+                outcomes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(local);
             });
         }
     });
-    merged.into_inner().unwrap_or_else(|e| e.into_inner())
+    let mut all = FileOutcome::default();
+    for mut o in outcomes.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        all.findings.append(&mut o.findings);
+        all.suppressed.append(&mut o.suppressed);
+        all.warnings.append(&mut o.warnings);
+        all.funcs.append(&mut o.funcs);
+        all.memo_wrappers.append(&mut o.memo_wrappers);
+        all.deferred.append(&mut o.deferred);
+        all.files += o.files;
+        all.lines += o.lines;
+        all.skipped += o.skipped;
+    }
+    // Project-level passes: configuration read as a whole, calls followed across files,
+    // hits that waited for a project fact.
+    let mut project: Vec<(String, Hit)> = config::scan_project(&facts);
+    project.extend(link::local_writes(&mut all.funcs));
+    let wrappers: std::collections::HashSet<&str> =
+        all.memo_wrappers.iter().map(|s| s.as_str()).collect();
+    for (rel, d) in std::mem::take(&mut all.deferred) {
+        if wrappers.contains(d.wrapper.as_str()) {
+            project.push((rel, d.hit));
+        }
+    }
+    project.sort_by(|a, b| (&a.0, a.1.row).cmp(&(&b.0, b.1.row)));
+    let mut by_file: std::collections::BTreeMap<String, Vec<Hit>> = Default::default();
+    for (rel, h) in project {
+        by_file.entry(rel).or_default().push(h);
+    }
+    for (rel, hits) in by_file {
+        let text = files
+            .iter()
+            .find(|f| f.rel == rel)
+            .and_then(|f| std::fs::read(&f.abs).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        emit(&rel, &lines, hits, &mut all);
+    }
+    let findings = merge(std::mem::take(&mut all.findings));
+    Report {
+        root: Default::default(),
+        findings,
+        suppressed: all.suppressed,
+        warnings: all.warnings,
+        files_scanned: all.files,
+        lines_scanned: all.lines,
+        files_skipped: all.skipped,
+    }
 }
 
 #[derive(Default)]
@@ -163,6 +260,9 @@ struct FileOutcome {
     findings: Vec<Finding>,
     suppressed: Vec<Suppressed>,
     warnings: Vec<String>,
+    funcs: Vec<(String, FuncInfo)>,
+    memo_wrappers: Vec<String>,
+    deferred: Vec<(String, Deferred)>,
     files: usize,
     lines: usize,
     skipped: usize,
@@ -185,16 +285,31 @@ fn scan_one(f: &SourceFile, options: &Options, facts: &Facts, out: &mut FileOutc
     };
     out.files += 1;
     out.lines += src.lines().count();
+    if matches!(lang, Lang::JavaScript | Lang::TypeScript | Lang::Tsx)
+        && crate::walk::generated_or_bundled(&src)
+    {
+        return;
+    }
     let ctx = FileCtx {
         src: &src,
         rel: &f.rel,
         facts,
     };
-    let hits = scan_source(lang, &ctx);
-    if hits.is_empty() {
+    let sink = scan_source(lang, &ctx);
+    out.funcs
+        .extend(sink.funcs.into_iter().map(|x| (f.rel.clone(), x)));
+    out.memo_wrappers.extend(sink.memo_wrappers);
+    out.deferred
+        .extend(sink.deferred.into_iter().map(|d| (f.rel.clone(), d)));
+    if sink.hits.is_empty() {
         return;
     }
     let lines: Vec<&str> = src.lines().collect();
+    emit(&f.rel, &lines, sink.hits, out);
+}
+
+/// Turns hits into findings (or suppressions) for one file.
+fn emit(rel: &str, lines: &[&str], hits: Vec<Hit>, out: &mut FileOutcome) {
     let mut seen = std::collections::HashSet::new();
     for h in hits {
         if !seen.insert((h.rule, h.row)) {
@@ -207,11 +322,11 @@ fn scan_one(f: &SourceFile, options: &Options, facts: &Facts, out: &mut FileOutc
             ));
             continue;
         };
-        match suppression(&lines, h.row, rule.id) {
+        match suppression(lines, h.row, rule.id) {
             Some(Ok(reason)) => {
                 out.suppressed.push(Suppressed {
                     rule_id: rule.id,
-                    path: f.rel.clone(),
+                    path: rel.to_string(),
                     line: h.row + 1,
                     reason,
                 });
@@ -219,7 +334,7 @@ fn scan_one(f: &SourceFile, options: &Options, facts: &Facts, out: &mut FileOutc
             }
             Some(Err(())) => out.warnings.push(format!(
                 "{}:{}: suppression of {} has no reason and is ignored",
-                f.rel,
+                rel,
                 h.row + 1,
                 rule.id
             )),
@@ -227,41 +342,114 @@ fn scan_one(f: &SourceFile, options: &Options, facts: &Facts, out: &mut FileOutc
         }
         out.findings.push(Finding {
             rule_id: rule.id,
-            severity: h.severity.unwrap_or(rule.severity),
+            severity: severity(rule, &h),
+            confidence: h.confidence,
             category: rule.category,
-            path: f.rel.clone(),
+            path: rel.to_string(),
             line: h.row + 1,
             column: h.col + 1,
             message: h.message,
             condition: h.condition,
             why: rule.why,
             fix: rule.fix,
+            related: h.construct.into_iter().map(|c| format!("\u{0}{c}")).collect(),
         });
     }
 }
 
+/// The one severity scale (see `rules`): the category's, raised to high for global
+/// state holding per-user data, lowered to low when the runtime makes it harmless.
+fn severity(rule: &Rule, h: &Hit) -> Severity {
+    if h.harmless {
+        Severity::Low
+    } else if h.per_user && rule.category == Category::GlobalState {
+        Severity::High
+    } else {
+        rule.category.severity()
+    }
+}
+
+/// Merges findings that point at one construct: the same merge key (carried in
+/// `related` as a NUL-prefixed entry until here), or the same line with a more specific
+/// rule. The kept finding is the most confident (then the first); the others' places go
+/// to its `related` list.
+fn merge(mut findings: Vec<Finding>) -> Vec<Finding> {
+    let key_of = |f: &Finding| -> Option<String> {
+        let k = f.related.first()?.strip_prefix('\u{0}')?;
+        Some(if k.starts_with("project:") {
+            k.to_string()
+        } else {
+            format!("{}\u{0}{k}", f.path)
+        })
+    };
+    findings.sort_by(|a, b| {
+        (b.confidence, &a.path, a.line, a.rule_id).cmp(&(a.confidence, &b.path, b.line, b.rule_id))
+    });
+    let mut out: Vec<Finding> = Vec::new();
+    let mut by_key: std::collections::HashMap<String, usize> = Default::default();
+    let mut by_line: std::collections::HashMap<(String, usize), usize> = Default::default();
+    for mut f in findings {
+        let key = key_of(&f);
+        f.related.retain(|r| !r.starts_with('\u{0}'));
+        let place = format!("{}:{}", f.path, f.line);
+        if let Some(k) = &key
+            && let Some(&i) = by_key.get(k)
+        {
+            if !out[i].related.contains(&place) && format!("{}:{}", out[i].path, out[i].line) != place {
+                out[i].related.push(place);
+            }
+            continue;
+        }
+        if let Some(&i) = by_line.get(&(f.path.clone(), f.line)) {
+            // Two rules on one line: keep the specific one (a store named by what it is
+            // beats the generic global-state rule).
+            if generic(out[i].rule_id) && !generic(f.rule_id) {
+                let old = std::mem::replace(&mut out[i], f);
+                out[i].related.extend(old.related);
+            }
+            continue;
+        }
+        if let Some(k) = key {
+            by_key.insert(k, out.len());
+        }
+        by_line.insert((f.path.clone(), f.line), out.len());
+        out.push(f);
+    }
+    out
+}
+
+/// Rules that report any mutable store; a more specific rule on the same line wins.
+fn generic(rule: &str) -> bool {
+    rule.ends_with("GLOBAL-MUTABLE")
+        || rule.ends_with("GLOBAL-MAP")
+        || rule.ends_with("STATIC-MAP")
+        || rule.ends_with("STATE-MAP")
+        || rule.ends_with("STATIC-ARRAY")
+}
+
 /// Runs the detectors for `lang` over one file's source.
-pub(crate) fn scan_source(lang: Lang, ctx: &FileCtx) -> Vec<Hit> {
-    let mut hits = Vec::new();
+pub(crate) fn scan_source(lang: Lang, ctx: &FileCtx) -> Sink {
+    let mut sink = Sink::default();
     if lang == Lang::Config {
-        config::scan(ctx, &mut hits);
-        return hits;
+        // Config files are read as a whole project in `config::scan_project`.
+        return sink;
     }
     let Some(tree) = crate::lang::parse(lang, ctx.src) else {
-        return hits;
+        return sink;
     };
     let root = tree.root_node();
+    let hits = &mut sink;
     match lang {
-        Lang::JavaScript | Lang::TypeScript | Lang::Tsx => js::scan(root, ctx, &mut hits),
-        Lang::Python => python::scan(root, ctx, &mut hits),
-        Lang::Go => go::scan(root, ctx, &mut hits),
-        Lang::Java => java::scan(root, ctx, &mut hits),
-        Lang::Rust => rust::scan(root, ctx, &mut hits),
-        Lang::Php => php::scan(root, ctx, &mut hits),
-        Lang::Ruby => ruby::scan(root, ctx, &mut hits),
+        Lang::JavaScript | Lang::TypeScript | Lang::Tsx => js::scan(root, ctx, hits),
+        Lang::Python => python::scan(root, ctx, hits),
+        Lang::Go => go::scan(root, ctx, hits),
+        Lang::Java => java::scan(root, ctx, hits),
+        Lang::Rust => rust::scan(root, ctx, hits),
+        Lang::Php => php::scan(root, ctx, hits),
+        Lang::Ruby => ruby::scan(root, ctx, hits),
         Lang::Config => {}
     }
-    hits
+    sink
 }
 
 /// The marker of an inline suppression comment.

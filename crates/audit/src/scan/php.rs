@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use tree_sitter::Node;
 
 use super::tree::{ancestor, field, named_children, string_value, text, walk};
-use super::{FileCtx, Hit, startup_function};
-use crate::Severity;
+use super::{FileCtx, Hit, Sink, startup_function};
+use crate::Confidence;
 
 const WORKERS: &[&str] = &[
     "laravel/octane",
@@ -31,7 +31,7 @@ struct Static<'t> {
     writes: usize,
 }
 
-pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
+pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     let src = ctx.src;
     let long_running = WORKERS.iter().any(|w| ctx.has_dep(w));
     let mut locals: Vec<(String, Static)> = Vec::new();
@@ -205,12 +205,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             s.node,
             format!("static array `${name}` is written at run time"),
         );
-        if long_running {
-            h = h.severity(Severity::Medium);
-        } else {
-            h = h
-                .severity(Severity::Low)
-                .condition("only per-instance state under long-running workers (Octane/Swoole/RoadRunner); per-request under PHP-FPM");
+        if !long_running {
+            h = h.harmless("only per-instance state under long-running workers (Octane/Swoole/RoadRunner); per-request under PHP-FPM");
         }
         hits.push(h);
     }

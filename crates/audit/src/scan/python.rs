@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 use tree_sitter::Node;
 
 use super::tree::{ancestor, field, named_children, string_value, text, walk};
-use super::{FileCtx, Hit, per_user_name, startup_function};
-use crate::Severity;
+use super::{FileCtx, Hit, Sink, per_user_name, startup_function};
+use crate::Confidence;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
@@ -47,7 +47,7 @@ const WRITE_METHODS: &[&str] = &[
     "set",
 ];
 
-pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
+pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     let src = ctx.src;
     let mut imports: HashSet<String> = HashSet::new();
     let mut decorator_names: HashSet<String> = HashSet::new();
@@ -220,10 +220,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 n,
                 "Django settings without CACHES: the default cache is LocMemCache (per process)",
             )
-            .severity(Severity::Low)
             .condition(
                 "CACHES is not set in this settings module; only matters if the cache is used",
-            ),
+            )
+            .confidence(Confidence::Low),
         );
     }
 
@@ -421,7 +421,11 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
         ws.sort();
         ws.dedup();
         let mut hit = Hit::at(
-            "PY-GLOBAL-MUTABLE",
+            if queue {
+                "PY-QUEUE-MEMORY"
+            } else {
+                "PY-GLOBAL-MUTABLE"
+            },
             c.node,
             if queue {
                 format!(
@@ -435,9 +439,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 )
             },
         );
-        if queue || per_user_name(&name) {
-            hit = hit.severity(Severity::High);
-        }
+        hit = hit.per_user_if(&name);
         hits.push(hit);
     }
 }

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use tree_sitter::Node;
 
 use super::tree::{ancestor, field, named_children, string_value, text, walk};
-use super::{FileCtx, Hit, per_user_name, startup_function};
-use crate::Severity;
+use super::{FileCtx, Hit, Sink, startup_function};
+use crate::Confidence;
 
 const WRITE_METHODS: &[&str] = &[
     "push",
@@ -44,7 +44,7 @@ struct Var<'t> {
     writes: Vec<String>,
 }
 
-pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
+pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     let src = ctx.src;
     if ctx.rel.contains("config/environments/")
         && !(ctx.rel.ends_with("production.rb") || ctx.rel.ends_with("staging.rb"))
@@ -131,10 +131,11 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                         n,
                         format!("cache_store {s}: Rails.cache is per instance"),
                     )),
-                    ("queue_adapter", Some(":async")) => hits.push(
-                        Hit::at("RB-INPROC-JOB", n, "ActiveJob :async adapter runs jobs in this process; queued jobs die with it")
-                            .severity(Severity::High),
-                    ),
+                    ("queue_adapter", Some(":async")) => hits.push(Hit::at(
+                        "RB-QUEUE-MEMORY",
+                        n,
+                        "ActiveJob :async adapter runs jobs in this process; queued jobs die with it",
+                    )),
                     ("service", Some(":local")) if lt.contains("active_storage") => hits.push(Hit::at(
                         "RB-LOCAL-STORAGE",
                         n,
@@ -235,14 +236,16 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
 
     // `config/application.rb` is read as a project fact: a cache store set there applies.
     if production && !saw_cache_store && !ctx.has_dep("config.cache_store") {
-        hits.push(Hit {
-            rule: "RB-CACHE-LOCAL",
-            row: 0,
-            col: 0,
-            message: "production.rb sets no config.cache_store: Rails falls back to a per-instance :file_store".into(),
-            severity: Some(Severity::Low),
-            condition: Some("config.cache_store is not set for production; only matters if Rails.cache is used".into()),
-        });
+        hits.push(
+            Hit::at_row(
+                "RB-CACHE-LOCAL",
+                0,
+                0,
+                "production.rb sets no config.cache_store: Rails falls back to a per-instance :file_store",
+            )
+            .condition("config.cache_store is not set for production; only matters if Rails.cache is used")
+            .confidence(Confidence::Low),
+        );
     }
 
     for (name, v) in vars {
@@ -264,9 +267,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             v.node,
             format!("{kind} `{name}` is mutated at run time ({})", w.join(", ")),
         );
-        if per_user_name(&name) {
-            h = h.severity(Severity::High);
-        }
+        h = h.per_user_if(&name);
         hits.push(h);
     }
 }

@@ -1,17 +1,23 @@
 //! Detectors for Rust: `static`/`lazy_static!`/`OnceLock`/`LazyLock` collections behind a
-//! lock, `Arc<Mutex<HashMap>>` (or DashMap) in web application state, in-memory session
-//! stores, `tokio::spawn` interval loops, uploads written to disk, governor limiters.
+//! lock, `Arc<Mutex<HashMap>>` (or DashMap) in web application state (named by what it
+//! holds: sessions, rate-limit counters, caches, or generic state), in-memory session
+//! stores, tokio broadcast channels in state, interval loops and in-process schedulers
+//! (clokwerk, tokio-cron-scheduler), moka/cached/lru caches, SQLite databases, uploads
+//! written to disk, governor limiters.
 //!
-//! Must never flag an immutable `static`/`Lazy` table (no lock, nothing to write), nor
-//! code in `#[cfg(test)]` modules.
+//! A file counts as web code when it imports a web framework or its crate depends on one
+//! (`Cargo.toml`), so a store defined in a module without `use axum` is still seen.
+//! Must never flag an immutable `static`/`Lazy`/`OnceLock` table (no lock, nothing to
+//! write), nor code in `#[cfg(test)]` modules; one store is reported once however many
+//! times its type is spelled in the file.
 
 use std::collections::HashSet;
 
 use tree_sitter::Node;
 
 use super::tree::{ancestor, field, named_children, text, walk};
-use super::{FileCtx, Hit, per_user_name};
-use crate::Severity;
+use super::{FileCtx, Hit, Sink, per_user_name};
+use crate::Confidence;
 
 const LOCKS: &[&str] = &[
     "Mutex", "RwLock", "RefCell", "DashMap", "DashSet", "ArcSwap", "SkipMap",
@@ -19,6 +25,10 @@ const LOCKS: &[&str] = &[
 const COLLECTIONS: &[&str] = &[
     "HashMap", "BTreeMap", "Vec", "HashSet", "BTreeSet", "VecDeque", "DashMap", "DashSet",
     "LruCache", "IndexMap", "SkipMap",
+];
+/// Web framework dependencies (as named in Cargo.toml).
+const WEB_DEPS: &[&str] = &[
+    "axum", "actix-web", "warp", "rocket", "poem", "salvo", "tide", "loco-rs",
 ];
 const WEB_CRATES: &[&str] = &[
     "axum",
@@ -55,14 +65,22 @@ fn locked_collection(ids: &HashSet<&str>, extra: &HashSet<String>) -> bool {
 fn test_ranges(root: Node, src: &str) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     walk(root, |n| {
-        if n.kind() == "mod_item" && field(n, "name").is_some_and(|x| text(x, src) == "tests") {
+        if n.kind() == "mod_item"
+            && field(n, "name").is_some_and(|x| matches!(text(x, src), "tests" | "test"))
+        {
             out.push(n.byte_range());
         }
-        if n.kind() == "attribute_item"
-            && text(n, src).contains("test")
-            && let Some(next) = n.next_named_sibling()
-        {
-            out.push(next.byte_range());
+        if n.kind() == "attribute_item" && text(n, src).contains("test") {
+            // The item after this attribute and any attributes that follow it.
+            let mut next = n.next_named_sibling();
+            while let Some(x) = next
+                && (x.kind() == "attribute_item" || x.kind() == "line_comment")
+            {
+                next = x.next_named_sibling();
+            }
+            if let Some(x) = next {
+                out.push(x.byte_range());
+            }
         }
     });
     // Merge nested and overlapping ranges so lookups can binary-search.
@@ -83,7 +101,7 @@ fn in_ranges(ranges: &[std::ops::Range<usize>], at: usize) -> bool {
     ranges.get(i).is_some_and(|r| r.start <= at)
 }
 
-pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
+pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     let src = ctx.src;
     let mut uses: Vec<&str> = Vec::new();
     walk(root, |n| {
@@ -96,9 +114,28 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
     let web = uses
         .iter()
         .any(|u| WEB_CRATES.iter().any(|w| u.starts_with(w)))
-        || text(root, src).contains("#[actix_web::main]");
+        || text(root, src).contains("#[actix_web::main]")
+        || WEB_DEPS.iter().any(|d| ctx.has_dep(d));
     let sessions = uses.iter().any(|u| u.contains("session"));
     let governor = uses.iter().any(|u| u.contains("governor"));
+    let moka = uses.iter().any(|u| {
+        u.starts_with("moka")
+            || u.starts_with("mini_moka")
+            || u.starts_with("quick_cache")
+            || u.starts_with("lru")
+            || u.starts_with("cached")
+    }) || ["moka", "quick_cache", "\nlru ", "\ncached "]
+        .iter()
+        .any(|d| ctx.has_dep(d));
+    let broadcast = uses.iter().any(|u| u.contains("broadcast"));
+    let scheduler = uses.iter().any(|u| {
+        u.starts_with("clokwerk")
+            || u.starts_with("tokio_cron_scheduler")
+            || u.starts_with("job_scheduler")
+    });
+    let sqlite = uses
+        .iter()
+        .any(|u| u.contains("sqlite") || u.contains("Sqlite") || u.starts_with("rusqlite"));
 
     // Structs that hold collections: a lock around one of them guards a collection.
     let mut coll_structs: HashSet<String> = HashSet::new();
@@ -138,6 +175,14 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 let is_mut = named_children(n)
                     .iter()
                     .any(|c| c.kind() == "mutable_specifier");
+                if moka && ids.iter().any(|i| i.contains("Cache")) {
+                    hits.push(Hit::at(
+                        "RS-CACHE-LOCAL",
+                        n,
+                        format!("static `{name}` is an in-process cache ({})", squash(text(ty, src))),
+                    ));
+                    return;
+                }
                 if locked_collection(&ids, &coll_structs)
                     || (is_mut && ids.iter().any(|i| COLLECTIONS.contains(i)))
                 {
@@ -149,9 +194,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                             text(ty, src)
                         ),
                     );
-                    if per_user_name(name) {
-                        h = h.severity(Severity::High);
-                    }
+                    h = h.per_user_if(&name);
                     hits.push(h);
                 }
             }
@@ -178,9 +221,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                         n,
                         format!("{m}! `{name}` holds a mutable collection"),
                     );
-                    if per_user_name(name) {
-                        h = h.severity(Severity::High);
-                    }
+                    h = h.per_user_if(&name);
                     hits.push(h);
                 }
             }
@@ -203,38 +244,81 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                 }) {
                     return;
                 }
+                // Only types that name state: struct/enum fields and type aliases (a
+                // local `let` is not application state).
+                if ancestor(n, &["field_declaration", "type_item", "function_item", "let_declaration"])
+                    .is_none_or(|h| !matches!(h.kind(), "field_declaration" | "type_item"))
+                {
+                    return;
+                }
                 let ids = idents(n, src);
                 if locked_collection(&ids, &coll_structs) {
-                    let holder = ancestor(
-                        n,
-                        &[
-                            "field_declaration",
-                            "type_item",
-                            "let_declaration",
-                            "parameter",
-                        ],
-                    );
-                    let name = holder
-                        .and_then(|h| field(h, "name").or_else(|| field(h, "pattern")))
-                        .map(|x| text(x, src))
-                        .unwrap_or("");
+                    let names = holder_names(n, src);
+                    if names.iter().any(|x| metrics_name(x)) {
+                        return;
+                    }
+                    let name = names.first().cloned().unwrap_or_default();
+                    let rule = store_rule(&names, &ids, ctx.rel);
+                    let what = match rule {
+                        "RS-SESSION-MEMORY" => "session store in process memory",
+                        "RS-RATELIMIT-MEMORY" => "rate-limit counters in process memory",
+                        "RS-CACHE-LOCAL" => "in-process cache",
+                        _ => "per-instance store in web application state",
+                    };
                     let mut h = Hit::at(
-                        "RS-STATE-MAP",
+                        rule,
                         n,
                         format!(
-                            "{} in web application state: per-instance store{}",
-                            text(n, src),
+                            "{} : {what}{}",
+                            squash(text(n, src)),
                             if name.is_empty() {
                                 String::new()
                             } else {
-                                format!(" `{name}`")
+                                format!(" `{}`", names.join("` in `"))
                             }
                         ),
-                    );
-                    if per_user_name(name) || ids.iter().any(|i| per_user_name(i)) {
-                        h = h.severity(Severity::High);
-                    }
+                    )
+                    .construct(format!("rs-store:{}", squash(text(n, src))));
+                    h.per_user = names.iter().any(|x| per_user_name(x))
+                        || ids.iter().any(|i| per_user_name(i));
                     hits.push(h);
+                }
+            }
+            "field_declaration" | "let_declaration" => {
+                let Some(ty) = field(n, "type") else { return };
+                let tt = text(ty, src);
+                let name = field(n, "name")
+                    .or_else(|| field(n, "pattern"))
+                    .map(|x| text(x, src))
+                    .unwrap_or("");
+                if moka
+                    && n.kind() == "field_declaration"
+                    && (tt.starts_with("Cache<") || tt.contains("::Cache<") || tt.starts_with("LruCache<"))
+                {
+                    hits.push(
+                        Hit::at(
+                            "RS-CACHE-LOCAL",
+                            n,
+                            format!("`{name}: {}` is an in-process cache", squash(tt)),
+                        )
+                        .construct(format!("rs-cache:{name}")),
+                    );
+                }
+                if (broadcast || tt.contains("broadcast::"))
+                    && (tt.contains("broadcast::Sender") || (broadcast && tt.starts_with("Sender<")))
+                    && n.kind() == "field_declaration"
+                {
+                    hits.push(
+                        Hit::at(
+                            "RS-PUBSUB-MEMORY",
+                            n,
+                            format!(
+                                "`{name}: {}` fans messages out to subscribers of this process only",
+                                squash(tt)
+                            ),
+                        )
+                        .construct("rs-broadcast"),
+                    );
                 }
             }
             "call_expression" => {
@@ -281,6 +365,59 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
                         n,
                         "session MemoryStore keeps sessions in this process",
                     ));
+                }
+                if scheduler
+                    && matches!(
+                        ft,
+                        "AsyncScheduler::new"
+                            | "AsyncScheduler::with_tz"
+                            | "Scheduler::new"
+                            | "Scheduler::with_tz"
+                            | "JobScheduler::new"
+                            | "clokwerk::AsyncScheduler::new"
+                            | "clokwerk::Scheduler::new"
+                    )
+                {
+                    hits.push(Hit::at(
+                        "RS-INTERVAL-JOB",
+                        n,
+                        format!("{ft}: an in-process scheduler runs its jobs in every instance"),
+                    ));
+                }
+                if (broadcast || ft.contains("broadcast::"))
+                    && (ft.ends_with("broadcast::channel") || (broadcast && ft == "channel"))
+                {
+                    hits.push(
+                        Hit::at(
+                            "RS-PUBSUB-MEMORY",
+                            n,
+                            format!("{ft}(): an in-process broadcast; subscribers on other instances never see its messages"),
+                        )
+                        .construct("rs-broadcast")
+                        .confidence(Confidence::Medium),
+                    );
+                }
+                if sqlite
+                    && matches!(
+                        last,
+                        "connect" | "connect_with" | "connect_lazy" | "open" | "establish" | "new"
+                    )
+                    && (ft.contains("Sqlite") || ft.starts_with("Connection::open") || ft.starts_with("rusqlite::"))
+                {
+                    let mut h = Hit::at(
+                        "RS-EMBEDDED-DB",
+                        n,
+                        format!(
+                            "{}: the application's data is a SQLite file on this instance",
+                            short_call(ft)
+                        ),
+                    )
+                    .construct("rs-sqlite");
+                    let whole = text(root, src);
+                    if whole.contains("Postgres") || whole.contains("postgres") || whole.contains("MySql") {
+                        h = h.condition("SQLite is one of the supported databases: local only when the configured database URL is sqlite:");
+                    }
+                    hits.push(h);
                 }
                 if (last == "interval" || last == "interval_at") && in_spawn(n, src) {
                     hits.push(Hit::at(
@@ -340,6 +477,85 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Vec<Hit>) {
             _ => {}
         }
     });
+}
+
+/// The names that say what a store is: its field or binding, then the enclosing enum
+/// variant, enum/struct, and type alias.
+fn holder_names(n: Node, src: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = n.parent();
+    while let Some(p) = cur {
+        match p.kind() {
+            "field_declaration" | "let_declaration" | "parameter" | "type_item" => {
+                if let Some(x) = field(p, "name").or_else(|| field(p, "pattern")) {
+                    out.push(text(x, src).to_string());
+                }
+            }
+            "enum_variant" | "struct_item" | "enum_item" => {
+                if let Some(x) = field(p, "name") {
+                    out.push(text(x, src).to_string());
+                }
+            }
+            "function_item" | "impl_item" | "source_file" => break,
+            _ => {}
+        }
+        cur = p.parent();
+    }
+    out
+}
+
+/// Names of per-instance telemetry (metrics, counters, stats): scraped from each instance
+/// by design, not state that breaks a scale-out.
+fn metrics_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["metric", "stats", "telemetry", "histogram", "counter", "prometheus"]
+        .iter()
+        .any(|k| n.contains(k))
+}
+
+/// Which rule a locked collection belongs to, from what its names say it holds.
+fn store_rule(names: &[String], ids: &HashSet<&str>, rel: &str) -> &'static str {
+    let all = names
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .chain(ids.iter().map(|s| s.to_ascii_lowercase()))
+        .collect::<Vec<_>>();
+    let lrel = rel.to_ascii_lowercase();
+    if all.iter().any(|s| s.contains("session")) {
+        "RS-SESSION-MEMORY"
+    } else if all
+        .iter()
+        .any(|s| s.contains("ratelimit") || s.contains("rate_limit") || s.contains("limiter") || s.contains("throttl"))
+        || lrel.contains("rate_limit")
+        || lrel.contains("ratelimit")
+    {
+        "RS-RATELIMIT-MEMORY"
+    } else if names.iter().any(|s| {
+        let s = s.to_ascii_lowercase();
+        s.contains("cache") && !s.contains("cache_hit") && !s.contains("cache_miss")
+    }) {
+        "RS-CACHE-LOCAL"
+    } else {
+        "RS-STATE-MAP"
+    }
+}
+
+/// A callee for messages: a method chain is shortened to its head and last call
+/// (`SqlitePoolOptions::new()...connect_with`).
+fn short_call(ft: &str) -> String {
+    let head = ft.split(['(', '\n']).next().unwrap_or(ft).trim();
+    let last = ft.rsplit('.').next().unwrap_or(ft).trim();
+    if head == ft.trim() || last == head {
+        head.to_string()
+    } else {
+        format!("{head}(...).{last}")
+    }
+}
+
+/// A type or expression text with whitespace removed and turbofish `::<` folded to `<`,
+/// so two spellings of one type compare equal.
+fn squash(t: &str) -> String {
+    t.split_whitespace().collect::<String>().replace("::<", "<")
 }
 
 /// Inside a closure or async block passed to `spawn`.

@@ -1,0 +1,126 @@
+//! Facts about the whole project, read before any file is scanned: the build manifests
+//! (which dependencies each directory has) and every configuration setting (config
+//! files, and the `env('KEY', 'default')` defaults of PHP config arrays), so a detector
+//! in one file can resolve what another file configures (a "database" session driver on
+//! a SQLite connection is local).
+//!
+//! Must only read: manifests and config files are small; source files are left to the
+//! parallel scan.
+
+use crate::Options;
+use crate::walk::{SourceFile, is_manifest, is_test_path};
+
+use super::config;
+
+/// One configuration setting.
+#[derive(Debug, Clone)]
+pub(crate) struct Setting {
+    /// File it comes from, relative to the root.
+    pub file: String,
+    /// Key as flattened by `config::entries` (`section.KEY`, `a.b.c`), original case.
+    pub key: String,
+    pub value: String,
+    /// 0-based row.
+    pub row: usize,
+    /// Where the value comes from.
+    pub source: Source,
+}
+
+/// Where a setting's value comes from, from most to least authoritative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Source {
+    /// A deployed config file (`.env`, `application.properties`, `app.ini`).
+    Config,
+    /// An uncommented value in an example/sample/dist/default file.
+    Example,
+    /// The default the code supplies when the key is absent (`env('KEY', 'default')`).
+    CodeDefault,
+    /// A commented-out default in an example file (`;PROVIDER = memory`).
+    Commented,
+}
+
+/// Facts about the whole project.
+#[derive(Debug, Default)]
+pub(crate) struct Facts {
+    /// `(directory prefix, lower-cased manifest contents)` for every manifest: a file sees
+    /// the manifests of its own directory and its ancestors (so one example app in a
+    /// monorepo does not lend its Redis adapter to another).
+    manifests: Vec<(String, String)>,
+    /// Every setting of every non-test config file.
+    pub settings: Vec<Setting>,
+}
+
+impl Facts {
+    /// Reads manifests and config files among `files`.
+    pub(crate) fn read(files: &[SourceFile], options: &Options) -> Facts {
+        let mut facts = Facts::default();
+        for f in files {
+            let name = f.rel.rsplit('/').next().unwrap_or(&f.rel);
+            let rails_app = f.rel.ends_with("config/application.rb");
+            if (is_manifest(name) || rails_app)
+                && let Ok(text) = std::fs::read_to_string(&f.abs)
+            {
+                let dir = if rails_app {
+                    // Governs the whole Rails app, not just config/.
+                    f.rel.trim_end_matches("config/application.rb").to_string()
+                } else {
+                    match f.rel.rfind('/') {
+                        Some(i) => f.rel[..=i].to_string(),
+                        None => String::new(),
+                    }
+                };
+                facts.manifests.push((dir, text.to_ascii_lowercase()));
+            }
+            if f.size > options.max_file_bytes || (!options.include_tests && is_test_path(&f.rel))
+            {
+                continue;
+            }
+            let php_config = f.rel.ends_with(".php")
+                && (f.rel.starts_with("config/") || f.rel.contains("/config/"));
+            if config::is_config_file(&f.rel) || php_config {
+                let Ok(text) = std::fs::read(&f.abs) else {
+                    continue;
+                };
+                let text = String::from_utf8_lossy(&text);
+                if php_config {
+                    facts.settings.extend(config::php_env_defaults(&f.rel, &text));
+                } else {
+                    facts.settings.extend(config::settings(&f.rel, &text));
+                }
+            }
+        }
+        facts
+    }
+
+    /// True when a manifest governing `rel` names `dep` (a package name, lower case).
+    pub(crate) fn has_dep(&self, rel: &str, dep: &str) -> bool {
+        self.manifests.iter().any(|(dir, text)| {
+            (dir.is_empty() || rel.starts_with(dir.as_str())) && text.contains(dep)
+        })
+    }
+
+    /// The most authoritative setting of `key` (case-insensitive, exact flattened key)
+    /// that governs `rel`: from the same directory tree, deployed config before examples
+    /// before code defaults before commented defaults.
+    pub(crate) fn setting(&self, rel: &str, key: &str) -> Option<&Setting> {
+        let project = project_dir(rel);
+        self.settings
+            .iter()
+            .filter(|s| s.key.eq_ignore_ascii_case(key) && project_dir(&s.file) == project)
+            .min_by_key(|s| s.source)
+    }
+}
+
+/// The project a file belongs to, for config resolution: the directory above a
+/// `config/` folder, or the file's own directory.
+pub(crate) fn project_dir(rel: &str) -> &str {
+    if let Some(i) = rel.rfind("config/")
+        && (i == 0 || rel.as_bytes()[i - 1] == b'/')
+    {
+        return &rel[..i];
+    }
+    match rel.rfind('/') {
+        Some(i) => &rel[..=i],
+        None => "",
+    }
+}

@@ -1,0 +1,231 @@
+//! Follows state beyond the handler: a request handler that calls a storage/uploader
+//! method (in any file) which writes to local disk is reported at the write, naming the
+//! handler. Functions are linked by simple name across the project, at most `MAX_DEPTH`
+//! calls deep.
+//!
+//! Must never link through names so generic that they would join unrelated code (`get`,
+//! `save`, `write`...) unless the receiver names the writer's class, and never report a
+//! write that the language detector already reported inside a handler.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::{FuncInfo, Hit};
+
+/// Calls followed from a handler: handler → helper → storage class → write.
+const MAX_DEPTH: usize = 3;
+
+/// Callee names too common to link on without a matching receiver.
+const GENERIC: &[&str] = &[
+    "save", "write", "get", "set", "put", "post", "create", "update", "delete", "remove",
+    "add", "run", "call", "open", "close", "read", "process", "handle", "execute", "init",
+    "new", "main", "__init__", "send", "load", "store", "copy", "move", "render", "build",
+    "apply", "start", "stop", "to_s", "to_string", "from", "into", "default", "clone",
+    "append", "push", "insert", "flush", "sync", "exec", "invoke", "perform", "emit",
+    "log", "info", "debug", "warn", "error", "format", "parse", "validate", "check",
+];
+
+/// Names (of a file, class or function) that say it deals with stored files.
+const STORAGE_WORDS: &[&str] = &[
+    "upload", "storage", "store", "file", "media", "attachment", "avatar", "image",
+    "picture", "photo", "asset", "document", "disk", "blob", "archive", "export",
+    "thumbnail", "backup", "writer",
+];
+
+fn storage_like(s: &str) -> bool {
+    let l = s.to_ascii_lowercase();
+    STORAGE_WORDS.iter().any(|w| l.contains(w))
+}
+
+/// Hits for local writes reached from handlers. `funcs` is `(file, function)` for every
+/// function of the project.
+pub(crate) fn local_writes(funcs: &mut [(String, FuncInfo)]) -> Vec<(String, Hit)> {
+    let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, (_, f)) in funcs.iter().enumerate() {
+        by_name.entry(f.name.as_str()).or_default().push(i);
+    }
+    // For each writer, the handlers that reach it (name, file, 1-based line).
+    let mut reached: HashMap<usize, Vec<(String, String, usize)>> = HashMap::new();
+    for (h, (hfile, hf)) in funcs.iter().enumerate() {
+        if !hf.handler {
+            continue;
+        }
+        let mut seen: HashSet<usize> = HashSet::from([h]);
+        let mut queue: VecDeque<(usize, usize)> = VecDeque::from([(h, 0)]);
+        while let Some((i, depth)) = queue.pop_front() {
+            if depth >= MAX_DEPTH {
+                continue;
+            }
+            let f = &funcs[i].1;
+            for (k, callee) in f.calls.iter().enumerate() {
+                let Some(targets) = by_name.get(callee.as_str()) else {
+                    continue;
+                };
+                let receiver = f.receivers.get(k).map(|s| s.as_str()).unwrap_or("");
+                for &t in targets {
+                    if seen.contains(&t) {
+                        continue;
+                    }
+                    let tf = &funcs[t].1;
+                    if tf.handler {
+                        continue;
+                    }
+                    if GENERIC.contains(&callee.as_str()) {
+                        // Only through a receiver that names the class (storage_service →
+                        // FileSystemStorageService).
+                        let Some(owner) = &tf.owner else { continue };
+                        if receiver.is_empty() || !shares_word(receiver, owner) {
+                            continue;
+                        }
+                    }
+                    seen.insert(t);
+                    if !tf.writes.is_empty() {
+                        reached.entry(t).or_default().push((
+                            hf.name.clone(),
+                            hfile.clone(),
+                            hf.row + 1,
+                        ));
+                    }
+                    queue.push_back((t, depth + 1));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut keys: Vec<usize> = reached.keys().copied().collect();
+    keys.sort_unstable();
+    for t in keys {
+        let (file, f) = &funcs[t];
+        let owner_named = f.owner.as_deref().is_some_and(storage_like);
+        if !(owner_named || storage_like(&f.name) || storage_like(file)) {
+            continue;
+        }
+        let mut handlers = reached.remove(&t).unwrap_or_default();
+        handlers.sort();
+        handlers.dedup();
+        let shown: Vec<String> = handlers
+            .iter()
+            .take(3)
+            .map(|(n, hf, l)| format!("`{n}` ({hf}:{l})"))
+            .collect();
+        let more = handlers.len().saturating_sub(3);
+        let qual = match &f.owner {
+            Some(o) => format!("{o}.{}", f.name),
+            None => f.name.clone(),
+        };
+        for w in &f.writes {
+            out.push((
+                file.clone(),
+                Hit::at_row(
+                    w.rule,
+                    w.row,
+                    w.col,
+                    format!(
+                        "{} in `{qual}` writes to this instance's disk; reached from handler {}{}",
+                        w.what,
+                        shown.join(", "),
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// True when the receiver text and the class name share a word of 4+ letters
+/// (`storage_service` / `FileSystemStorageService`, `get_uploader()` / `FilesystemUploader`).
+fn shares_word(receiver: &str, owner: &str) -> bool {
+    let words = |s: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = String::new();
+        let mut prev_lower = false;
+        for c in s.chars() {
+            if !c.is_ascii_alphanumeric() || (c.is_ascii_uppercase() && prev_lower) {
+                if cur.len() >= 4 {
+                    out.push(cur.to_ascii_lowercase());
+                }
+                cur.clear();
+            }
+            if c.is_ascii_alphanumeric() {
+                cur.push(c);
+            }
+            prev_lower = c.is_ascii_lowercase();
+        }
+        if cur.len() >= 4 {
+            out.push(cur.to_ascii_lowercase());
+        }
+        out
+    };
+    let r = words(receiver);
+    let o = words(owner);
+    r.iter().any(|w| {
+        o.iter()
+            .any(|x| x == w || x.starts_with(w.as_str()) || w.starts_with(x.as_str()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::LocalWrite;
+
+    fn func(name: &str, owner: Option<&str>, handler: bool, calls: &[(&str, &str)]) -> FuncInfo {
+        FuncInfo {
+            name: name.into(),
+            owner: owner.map(Into::into),
+            handler,
+            row: 0,
+            calls: calls.iter().map(|c| c.0.to_string()).collect(),
+            receivers: calls.iter().map(|c| c.1.to_string()).collect(),
+            writes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_handler_reaching_a_storage_write_two_calls_away_is_reported_at_the_write() {
+        let mut w = func("upload", Some("FilesystemUploader"), false, &[]);
+        w.writes.push(LocalWrite {
+            rule: "PY-LOCAL-WRITE",
+            row: 9,
+            col: 4,
+            what: "open(path, \"wb\")".into(),
+        });
+        let mut funcs = vec![
+            ("api/files.py".into(), func("post", Some("FilesList"), true, &[("upload_file", "")])),
+            ("utils/uploads/__init__.py".into(), func("upload_file", None, false, &[("upload", "get_uploader()")])),
+            ("utils/uploads/uploaders.py".into(), w),
+        ];
+        let hits = local_writes(&mut funcs);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].0, "utils/uploads/uploaders.py");
+        assert_eq!(hits[0].1.row, 9);
+        assert!(hits[0].1.message.contains("`post` (api/files.py:1)"), "{}", hits[0].1.message);
+    }
+
+    #[test]
+    fn generic_names_link_only_through_a_matching_receiver_and_unreached_writers_stay_silent() {
+        let mut w = func("save", Some("ReportWriter"), false, &[]);
+        w.writes.push(LocalWrite {
+            rule: "PY-LOCAL-WRITE",
+            row: 1,
+            col: 0,
+            what: "open".into(),
+        });
+        let mut funcs = vec![
+            ("views.py".into(), func("edit", None, true, &[("save", "form")])),
+            ("report.py".into(), w.clone()),
+        ];
+        assert!(local_writes(&mut funcs).is_empty(), "form.save() is not ReportWriter.save()");
+        let mut funcs = vec![
+            ("views.py".into(), func("edit", None, true, &[("save", "report_writer")])),
+            ("report.py".into(), w.clone()),
+        ];
+        assert_eq!(local_writes(&mut funcs).len(), 1);
+        let mut funcs = vec![("report.py".into(), w)];
+        assert!(local_writes(&mut funcs).is_empty(), "no handler reaches it");
+    }
+}
