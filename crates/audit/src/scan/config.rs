@@ -92,8 +92,14 @@ fn dev_or_test_file(rel: &str) -> bool {
             matches!(
                 seg.to_ascii_lowercase().as_str(),
                 "test" | "tests" | "testing" | "development" | "dev" | "e2e" | "ci"
+                    | ".github" | ".gitlab" | ".circleci" | ".buildkite" | ".woodpecker"
             )
         })
+        || matches!(
+            name,
+            ".travis.yml" | ".gitlab-ci.yml" | "azure-pipelines.yml" | "bitbucket-pipelines.yml"
+                | "codecov.yml" | ".pre-commit-config.yaml" | "dependabot.yml" | "mkdocs.yml"
+        )
 }
 
 fn strip_comment<'a>(v: &'a str, markers: &[&str]) -> &'a str {
@@ -289,9 +295,15 @@ pub(crate) fn settings(rel: &str, src: &str) -> Vec<Setting> {
         .collect()
 }
 
-/// Keys in development or test sections (`development.adapter`, `[test] ...`).
+/// Keys in development or test sections (`development.adapter`, `[test] ...`), or named
+/// for tests (`TESTING_DATABASE_URL`).
 fn dev_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
+    if k.split(['.', '_', '-'])
+        .any(|w| matches!(w, "test" | "testing" | "tests" | "ci"))
+    {
+        return true;
+    }
     let first = k.split('.').next().unwrap_or("");
     matches!(first, "development" | "test" | "testing" | "dev" | "local")
         || k.contains(".test.")

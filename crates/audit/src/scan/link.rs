@@ -71,9 +71,11 @@ pub(crate) fn local_writes(funcs: &mut [(String, FuncInfo)]) -> Vec<(String, Hit
                     }
                     if GENERIC.contains(&callee.as_str()) {
                         // Only through a receiver that names the class (storage_service →
-                        // FileSystemStorageService).
+                        // FileSystemStorageService), or `self` within one class.
                         let Some(owner) = &tf.owner else { continue };
-                        if receiver.is_empty() || !shares_word(receiver, owner) {
+                        let own = matches!(receiver, "self" | "this" | "cls" | "$this" | "s")
+                            && f.owner.as_ref() == Some(owner);
+                        if !own && (receiver.is_empty() || !shares_word(receiver, owner)) {
                             continue;
                         }
                     }
