@@ -53,8 +53,8 @@ pub(crate) fn is_manifest(name: &str) -> bool {
     ) || (name.starts_with("requirements") && name.ends_with(".txt"))
 }
 
-/// True for test files and folders, fixtures, mocks and test helpers, which are not
-/// deployed.
+/// True for test files and folders, fixtures, mocks, test helpers and developer tooling
+/// (scripts/, hack/, tools/, docs/), which are not deployed.
 pub(crate) fn is_test_path(rel: &str) -> bool {
     let lower = rel.to_ascii_lowercase();
     let name = lower.rsplit('/').next().unwrap_or(&lower);
@@ -84,6 +84,12 @@ pub(crate) fn is_test_path(rel: &str) -> bool {
                 | "integration-tests"
                 | "benches"
                 | "benchmarks"
+                | "scripts"
+                | "hack"
+                | "tools"
+                | "devtools"
+                | "docs"
+                | "schemadoc"
         ) || seg.ends_with("_tests")
             || seg.ends_with("-tests")
             || seg.starts_with("test_")

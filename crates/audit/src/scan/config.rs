@@ -421,6 +421,18 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
             "CFG-LOCAL-DISK",
             format!("{m}: uploads stored on this instance's disk"),
         ),
+        _ if key.starts_with("storage_")
+            && key.ends_with("_type")
+            || key == "storage_type" && section.is_empty() =>
+        {
+            if !(v == "local" || v.starts_with("local_")) {
+                return None;
+            }
+            (
+                "CFG-LOCAL-DISK",
+                format!("{m}: uploads stored on this instance's disk"),
+            )
+        }
         ("upload_provider", "filesystem" | "local") => (
             "CFG-LOCAL-DISK",
             format!("{m}: uploads stored on this instance's disk"),
@@ -541,8 +553,14 @@ pub(crate) fn scan_project(facts: &Facts) -> Vec<(String, Hit)> {
         let Some((rule, message)) = classify(s, facts) else {
             continue;
         };
-        let mut h = Hit::at_row(rule, s.row, 0, message)
-            .construct(format!("project:{}{}", project_dir(&s.file), s.key.to_ascii_lowercase()));
+        // The database is one construct however many keys describe it (URL, driver);
+        // so is the upload storage (`STORAGE_TYPE`, `STORAGE_IMAGE_TYPE`).
+        let construct = if rule == "CFG-EMBEDDED-DB" || rule == "CFG-LOCAL-DISK" {
+            format!("project:{}:{rule}", project_dir(&s.file))
+        } else {
+            format!("project:{}{}", project_dir(&s.file), s.key.to_ascii_lowercase())
+        };
+        let mut h = Hit::at_row(rule, s.row, 0, message).construct(construct);
         match s.source {
             Source::Config => {}
             Source::Example => {

@@ -75,8 +75,9 @@ impl Facts {
             {
                 continue;
             }
-            let php_config = f.rel.ends_with(".php")
-                && (f.rel.starts_with("config/") || f.rel.contains("/config/"));
+            let lower = f.rel.to_ascii_lowercase();
+            let php_config =
+                lower.ends_with(".php") && (lower.starts_with("config/") || lower.contains("/config/"));
             if config::is_config_file(&f.rel) || php_config {
                 let Ok(text) = std::fs::read(&f.abs) else {
                     continue;
@@ -99,6 +100,14 @@ impl Facts {
         })
     }
 
+    /// Lower-cased texts of the manifests governing `rel`.
+    pub(crate) fn manifests_of<'a>(&'a self, rel: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.manifests
+            .iter()
+            .filter(move |(dir, _)| dir.is_empty() || rel.starts_with(dir.as_str()))
+            .map(|(_, t)| t.as_str())
+    }
+
     /// The most authoritative setting of `key` (case-insensitive, exact flattened key)
     /// that governs `rel`: from the same directory tree, deployed config before examples
     /// before code defaults before commented defaults.
@@ -111,13 +120,26 @@ impl Facts {
     }
 }
 
+impl Facts {
+    /// A deployed or example setting of `key` in any config file of the project.
+    pub(crate) fn setting_anywhere(&self, key: &str) -> Option<&Setting> {
+        self.settings
+            .iter()
+            .filter(|s| s.key.eq_ignore_ascii_case(key) && s.source <= Source::Example)
+            .min_by_key(|s| s.source)
+    }
+}
+
 /// The project a file belongs to, for config resolution: the directory above a
 /// `config/` folder, or the file's own directory.
 pub(crate) fn project_dir(rel: &str) -> &str {
-    if let Some(i) = rel.rfind("config/")
+    let lower = rel.to_ascii_lowercase();
+    if let Some(i) = lower.rfind("config/")
         && (i == 0 || rel.as_bytes()[i - 1] == b'/')
     {
-        return &rel[..i];
+        // `app/Config/` (BookStack) belongs to the app root like `config/`.
+        let root = &rel[..i];
+        return root.strip_suffix("app/").or_else(|| root.strip_suffix("App/")).unwrap_or(root);
     }
     match rel.rfind('/') {
         Some(i) => &rel[..=i],

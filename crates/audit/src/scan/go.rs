@@ -204,6 +204,48 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                         ));
                     }
                 }
+                "bleve.New" | "bleve.Open" | "bleve.NewUsing" | "bleve.OpenUsing" | "bleve.NewMemOnly" => {
+                    hits.push(
+                        Hit::at("GO-SEARCH-LOCAL", n, format!("{ft}: the search index is on this instance"))
+                            .construct("go-bleve"),
+                    )
+                }
+                "sql.Open" | "sqlx.Open" | "sqlx.Connect" | "xorm.NewEngine"
+                    if args.and_then(|a| a.named_child(0)).and_then(|a| string_value(a, src)).is_some_and(|d| d.starts_with("sqlite")) =>
+                {
+                    hits.push(with_case(
+                        Hit::at("GO-EMBEDDED-DB", n, format!("{ft}(\"sqlite...\"): the database is a file on this instance"))
+                            .construct("go-sqlite"),
+                        n,
+                        src,
+                    ))
+                }
+                "sqlite.Open" if imports.iter().any(|i| i.contains("sqlite")) => hits.push(with_case(
+                    Hit::at("GO-EMBEDDED-DB", n, "gorm sqlite.Open: the database is a file on this instance")
+                        .construct("go-sqlite"),
+                    n,
+                    src,
+                )),
+                "bolt.Open" | "bbolt.Open" | "badger.Open" | "leveldb.OpenFile" | "buntdb.Open" | "pebble.Open" => {
+                    hits.push(with_case(
+                        Hit::at("GO-EMBEDDED-DB", n, format!("{ft}: an embedded key-value store on this instance's disk"))
+                            .construct("go-kv"),
+                        n,
+                        src,
+                    ))
+                }
+                "cache.New" if imports.iter().any(|i| i.contains("patrickmn/go-cache")) => {
+                    hits.push(Hit::at("GO-CACHE-LOCAL", n, "go-cache: an in-process cache"))
+                }
+                "ristretto.NewCache" | "bigcache.New" | "bigcache.NewBigCache" | "freecache.NewCache"
+                | "lru.New" | "lru.NewWithEvict" | "expirable.NewLRU" | "ttlcache.New" | "gcache.New" => {
+                    hits.push(Hit::at("GO-CACHE-LOCAL", n, format!("{ft}: an in-process cache")))
+                }
+                "globallock.NewMemoryLocker" | "NewMemoryLocker" => hits.push(Hit::at(
+                    "GO-LOCK-MEMORY",
+                    n,
+                    format!("{ft}: a global lock that excludes only within this process"),
+                )),
                 "tollbooth.NewLimiter" => hits.push(Hit::at(
                     "GO-RATELIMIT-MEMORY",
                     n,
@@ -226,6 +268,11 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     ));
                 }
                 _ => {}
+            }
+            if matches!(last, "MustString" | "In")
+                && let Some(h) = ini_code_default(n, src, ctx)
+            {
+                hits.push(h);
             }
             if matches!(last, "SaveUploadedFile" | "SaveFile")
                 && func.kind() == "selector_expression"
@@ -254,8 +301,69 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         }
     }
 
+    walk(root, |t| {
+        if t.kind() != "type_spec" {
+            return;
+        }
+        let Some(ty) = field(t, "type") else { return };
+        if ty.kind() != "struct_type" {
+            return;
+        }
+        let tname = field(t, "name").map(|x| text(x, src)).unwrap_or("?");
+        let mut subscribers: Option<Node> = None;
+        let mut locks: Option<Node> = None;
+        walk(ty, |f| {
+            if f.kind() != "field_declaration" {
+                return;
+            }
+            let ft = field(f, "type").map(|x| text(x, src)).unwrap_or("");
+            if !ft.starts_with("map[") {
+                return;
+            }
+            if ft.contains("sync.Mutex") || ft.contains("sync.RWMutex") || ft.contains("*semaphore") {
+                locks.get_or_insert(f);
+            } else if subscriber_type(ft) {
+                subscribers.get_or_insert(f);
+            }
+        });
+        if let Some(f) = subscribers {
+            hits.push(Hit::at(
+                "GO-PUBSUB-MEMORY",
+                t,
+                format!(
+                    "`{tname}` keeps subscribers in process (`{}`): messages reach only clients of this instance",
+                    squash(text(f, src))
+                ),
+            ));
+        }
+        if let Some(f) = locks {
+            hits.push(Hit::at(
+                "GO-LOCK-MEMORY",
+                t,
+                format!("`{tname}` keeps a lock table (`{}`): it excludes only within this process", squash(text(f, src))),
+            ));
+        }
+    });
+
     for (name, v) in vars {
         if v.writes.is_empty() {
+            continue;
+        }
+        let decl_text = text(v.node, src);
+        if decl_text.contains("sync.Mutex") || decl_text.contains("sync.RWMutex") {
+            hits.push(Hit::at(
+                "GO-LOCK-MEMORY",
+                v.node,
+                format!("package-level lock table `{name}`: it excludes only within this process"),
+            ));
+            continue;
+        }
+        if subscriber_type(decl_text.split_once("map").map(|(_, r)| r).unwrap_or("")) {
+            hits.push(Hit::at(
+                "GO-PUBSUB-MEMORY",
+                v.node,
+                format!("package-level `{name}` keeps subscribers in process: messages reach only clients of this instance"),
+            ));
             continue;
         }
         let mut w = v.writes.clone();
@@ -273,6 +381,107 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         hit = hit.per_user_if(&name);
         hits.push(hit);
     }
+}
+
+/// A map type whose keys or values are connections, clients or channels: subscribers.
+fn subscriber_type(t: &str) -> bool {
+    let t = t.trim_start_matches("map");
+    t.contains("chan ")
+        || t.contains("Conn")
+        || t.contains("Client")
+        || t.contains("Subscriber")
+        || t.contains("Listener")
+        || t.contains("Broadcaster")
+        || t.contains("Socket")
+        || t.contains("Stream")
+}
+
+fn squash(t: &str) -> String {
+    t.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Adds the enclosing `case "sqlite3":` (a configured choice) as a condition.
+fn with_case(h: Hit, n: Node, src: &str) -> Hit {
+    match ancestor(n, &["expression_case", "if_statement", "function_declaration", "method_declaration"]) {
+        Some(c) if c.kind() == "expression_case" => {
+            let v = field(c, "value").map(|x| text(x, src)).unwrap_or("");
+            h.condition(format!("when the configured value is {v}"))
+        }
+        _ => h,
+    }
+}
+
+/// `sec.Key("PROVIDER").MustString("memory")` where `sec` is `cfg.Section("session")`:
+/// the code's default for an INI key, reported when no config file sets the key.
+fn ini_code_default(n: Node, src: &str, ctx: &FileCtx) -> Option<Hit> {
+    let func = field(n, "function")?;
+    let value = field(n, "arguments")?
+        .named_child(0)
+        .and_then(|a| string_value(a, src))?;
+    let key_call = field(func, "operand")?;
+    if key_call.kind() != "call_expression" {
+        return None;
+    }
+    let kf = field(key_call, "function")?;
+    if !text(kf, src).ends_with(".Key") {
+        return None;
+    }
+    let key = field(key_call, "arguments")?
+        .named_child(0)
+        .and_then(|a| string_value(a, src))?;
+    let sec_expr = field(kf, "operand")?;
+    let section = section_name(sec_expr, n, src)?;
+    let full = format!("{section}.{key}");
+    if ctx.facts.setting_anywhere(&full).is_some() {
+        return None;
+    }
+    let setting = super::facts::Setting {
+        file: ctx.rel.to_string(),
+        key: full.clone(),
+        value: value.clone(),
+        row: n.start_position().row,
+        source: super::facts::Source::CodeDefault,
+    };
+    let (rule, message) = super::config::classify(&setting, ctx.facts)?;
+    let rule = match rule {
+        "CFG-LOCK-MEMORY" => "GO-LOCK-MEMORY",
+        "CFG-SEARCH-LOCAL" => "GO-SEARCH-LOCAL",
+        "CFG-EMBEDDED-DB" => "GO-EMBEDDED-DB",
+        other => other,
+    };
+    Some(
+        Hit::at(rule, n, format!("code default {message}"))
+            .condition(format!("the code's default, used unless [{section}] {key} is set in the config file"))
+            .construct(format!("project:ini:{}", full.to_ascii_lowercase())),
+    )
+}
+
+/// The section name of `cfg.Section("s")` or of a variable assigned from it in the same
+/// function.
+fn section_name(e: Node, at: Node, src: &str) -> Option<String> {
+    if e.kind() == "call_expression"
+        && field(e, "function").is_some_and(|f| text(f, src).ends_with("Section"))
+    {
+        return field(e, "arguments")?
+            .named_child(0)
+            .and_then(|a| string_value(a, src));
+    }
+    if e.kind() != "identifier" {
+        return None;
+    }
+    let name = text(e, src);
+    let f = ancestor(at, &["function_declaration", "method_declaration", "func_literal"])?;
+    let mut out = None;
+    walk(f, |a| {
+        if out.is_none()
+            && matches!(a.kind(), "short_var_declaration" | "assignment_statement")
+            && field(a, "left").is_some_and(|l| text(l, src) == name)
+            && let Some(r) = field(a, "right").and_then(|r| r.named_child(0))
+        {
+            out = section_name(r, at, src);
+        }
+    });
+    out
 }
 
 /// A ticker in a function that writes to one connection (pings, per-connection pushes):
@@ -311,13 +520,22 @@ fn in_runtime_function(n: Node, src: &str) -> bool {
     let Some(f) = ancestor(n, FUNCS) else {
         return false;
     };
+    // `once.Do(func() { ... })`: written once, at first use.
+    if f.kind() == "func_literal"
+        && let Some(call) = f.parent().and_then(|p| p.parent())
+        && call.kind() == "call_expression"
+        && field(call, "function").is_some_and(|x| text(x, src).ends_with(".Do"))
+    {
+        return false;
+    }
     // A closure passed as an argument (a route handler registered in `setupRouter`) runs
     // per request whatever its enclosing function is called; only `init` stays start-up.
     if f.kind() == "func_literal" && f.parent().is_some_and(|p| p.kind() == "argument_list") {
         return enclosing_name(n, src).is_none_or(|name| name != "init");
     }
     match enclosing_name(n, src) {
-        Some(name) => !startup_function(&name),
+        // `NewContext()`, `NewServer()`: constructors and initialisers run at start-up.
+        Some(name) => !(startup_function(&name) || name.starts_with("New")),
         None => true,
     }
 }

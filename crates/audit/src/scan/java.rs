@@ -169,6 +169,11 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     n,
                     "Bucket4j local bucket counts per instance",
                 )),
+                (_, "enableSimpleBroker") => hits.push(Hit::at(
+                    "JAVA-PUBSUB-MEMORY",
+                    n,
+                    "enableSimpleBroker: the STOMP broker is in this process; subscribers on other instances never get the messages",
+                )),
                 ("RateLimiter", "create") => hits.push(Hit::at(
                     "JAVA-RATELIMIT-MEMORY",
                     n,
@@ -260,6 +265,14 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     "@Scheduled method runs on every instance",
                 ));
             }
+            if name == "SpringBootApplication"
+                && let Some(h2) = h2_fallback(ctx)
+            {
+                hits.push(
+                    Hit::at("JAVA-EMBEDDED-DB", n, format!("{h2} is on the runtime classpath and no spring.datasource.url is configured: Spring Boot starts an embedded database in this instance's memory"))
+                        .condition("no spring.datasource.url in the main application.properties/yml"),
+                );
+            }
             if name == "EnableCaching" && !shared_cache_dep {
                 hits.push(
                     Hit::at("JAVA-LOCAL-CACHE", n, "@EnableCaching with no shared cache provider: Spring caches live in this process")
@@ -270,8 +283,18 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         _ => {}
     });
 
+    exports(root, src, hits);
     for (name, f) in fields {
         if f.writes.is_empty() {
+            continue;
+        }
+        let decl = text(f.node, src);
+        if decl.contains("SseEmitter") || decl.contains("WebSocketSession") || decl.contains("Session>") && decl.contains("websocket") {
+            hits.push(Hit::at(
+                "JAVA-PUBSUB-MEMORY",
+                f.node,
+                format!("`{name}` holds connected clients: messages fan out only to clients of this instance"),
+            ));
             continue;
         }
         let mut w = f.writes.clone();
@@ -293,6 +316,106 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         hit = hit.per_user_if(&name);
         hits.push(hit);
     }
+}
+
+/// H2/HSQLDB/Derby on the runtime classpath (not test scope) of a Spring Boot project
+/// whose main config names no datasource URL: Spring Boot's embedded fallback.
+fn h2_fallback(ctx: &FileCtx) -> Option<&'static str> {
+    let has_url = ctx.facts.settings.iter().any(|s| {
+        let k = s.key.to_ascii_lowercase();
+        let name = s.file.rsplit('/').next().unwrap_or(&s.file);
+        // The main config only: `application-mysql.properties` is a profile.
+        let main = matches!(
+            name,
+            "application.properties" | "application.yml" | "application.yaml" | "bootstrap.yml" | "bootstrap.properties"
+        );
+        (k == "spring.datasource.url" || k == "spring.r2dbc.url" || k.ends_with("datasource.jdbc-url"))
+            && !s.value.trim().is_empty()
+            && main
+    });
+    if has_url {
+        return None;
+    }
+    for (dep, name) in [("com.h2database", "H2"), ("org.hsqldb", "HSQLDB"), ("org.apache.derby", "Derby")] {
+        if ctx.facts.manifests_of(ctx.rel).any(|m| runtime_dependency(m, dep)) {
+            return Some(name);
+        }
+    }
+    None
+}
+
+/// `dep` is declared in a pom.xml or Gradle build outside the test scope.
+fn runtime_dependency(manifest: &str, dep: &str) -> bool {
+    let mut at = 0;
+    while let Some(i) = manifest[at..].find(dep) {
+        let pos = at + i;
+        // Maven: the enclosing <dependency> block; Gradle: the line.
+        let block_start = manifest[..pos].rfind("<dependency>").unwrap_or(pos);
+        let block_end = manifest[pos..].find("</dependency>").map(|e| pos + e).unwrap_or(pos);
+        let block = &manifest[block_start..block_end.max(pos)];
+        let line_start = manifest[..pos].rfind('\n').map(|x| x + 1).unwrap_or(0);
+        let line = &manifest[line_start..pos];
+        let test_scope = block.contains("<scope>test</scope>")
+            || line.contains("testimplementation")
+            || line.contains("testruntimeonly")
+            || line.contains("testcompile");
+        if !test_scope {
+            return true;
+        }
+        at = pos + dep.len();
+    }
+    false
+}
+
+/// Per-method facts for the cross-file pass: controller actions are handlers; file writes
+/// outside upload methods are recorded for `link`.
+fn exports(root: Node, src: &str, sink: &mut Sink) {
+    walk(root, |m| {
+        if m.kind() != "method_declaration" {
+            return;
+        }
+        let name = field(m, "name").map(|x| text(x, src).to_string()).unwrap_or_default();
+        let owner = ancestor(m, &["class_declaration"]);
+        let mods = named_children(m)
+            .into_iter()
+            .find(|c| c.kind() == "modifiers")
+            .map(|x| text(x, src))
+            .unwrap_or("");
+        let handler = owner.is_some_and(|c| class_annotated(c, src, &["Controller", "RestController"]))
+            && mods.contains("Mapping");
+        let mut info = super::FuncInfo {
+            name,
+            owner: owner.and_then(|c| field(c, "name")).map(|x| text(x, src).to_string()),
+            handler,
+            row: m.start_position().row,
+            ..Default::default()
+        };
+        let Some(body) = field(m, "body") else { return };
+        let upload = in_upload_method(body, src);
+        walk(body, |n| {
+            if n.kind() != "method_invocation" {
+                return;
+            }
+            let name = field(n, "name").map(|x| text(x, src)).unwrap_or("");
+            let obj = field(n, "object").map(|x| text(x, src)).unwrap_or("");
+            info.calls.push(name.to_string());
+            info.receivers.push(obj.to_ascii_lowercase());
+            if !handler
+                && !upload
+                && info.writes.is_empty()
+                && obj == "Files"
+                && matches!(name, "write" | "copy" | "writeString" | "newOutputStream" | "move")
+            {
+                info.writes.push(super::LocalWrite {
+                    rule: "JAVA-LOCAL-WRITE",
+                    row: n.start_position().row,
+                    col: n.start_position().column,
+                    what: format!("Files.{name}(...)"),
+                });
+            }
+        });
+        sink.funcs.push(info);
+    });
 }
 
 fn class_annotated(class: Node, src: &str, names: &[&str]) -> bool {

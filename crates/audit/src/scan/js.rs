@@ -84,6 +84,8 @@ struct Coll<'t> {
     kind: CollKind,
     /// Write operations seen inside functions: method names or `[]=`.
     writes: Vec<String>,
+    /// Values added are connections or responses (`clients.push(res)`): subscribers.
+    subscribers: bool,
 }
 
 pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
@@ -146,6 +148,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
 
     // Module-scope collections.
     let mut colls: BTreeMap<String, Coll> = BTreeMap::new();
+    // Module-scope EventEmitters: (declaration, listened to in a handler, emitted to).
+    let mut emitters: BTreeMap<String, (Node, bool, bool)> = BTreeMap::new();
     for stmt in named_children(root) {
         let decl = if stmt.kind() == "export_statement" {
             field(stmt, "declaration").unwrap_or(stmt)
@@ -166,6 +170,24 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 continue;
             }
             let is_let = !text(decl, src).starts_with("const");
+            if value.kind() == "new_expression"
+                && let Some(ctor) = field(value, "constructor")
+            {
+                let ct = text(ctor, src);
+                let last = ct.rsplit('.').next().unwrap_or(ct);
+                if matches!(last, "EventEmitter" | "EventEmitter2") {
+                    emitters.insert(text(name, src).to_string(), (d, false, false));
+                }
+                if matches!(last, "Mutex" | "Semaphore" | "AsyncLock" | "Lock")
+                    && in_runtime_use(root, text(name, src), src)
+                {
+                    hits.push(Hit::at(
+                        "JS-LOCK-MEMORY",
+                        d,
+                        format!("module-scope `{}` ({ct}) excludes only within this process", text(name, src)),
+                    ));
+                }
+            }
             let kind = if value.kind() == "number" && is_let {
                 Some(CollKind::Counter)
             } else {
@@ -178,6 +200,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                         decl: d,
                         kind,
                         writes: Vec::new(),
+                        subscribers: false,
                     },
                 );
             }
@@ -224,6 +247,28 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     )
                 {
                     c.writes.push(last.to_string());
+                    if matches!(last, "push" | "add" | "set" | "unshift")
+                        && args.is_some_and(|a| {
+                            named_children(a).iter().any(|x| subscriber_value(*x, src))
+                        })
+                    {
+                        c.subscribers = true;
+                    }
+                }
+                if callee.kind() == "member_expression"
+                    && let Some(obj) = field(callee, "object")
+                    && let Some(e) = emitters.get_mut(text(obj, src))
+                {
+                    if matches!(last, "on" | "addListener" | "once") && in_request_handler(n, src) {
+                        e.1 = true;
+                    }
+                    if last == "emit" {
+                        e.2 = true;
+                    }
+                }
+                // Embedded databases.
+                if let Some(what) = embedded_db(n, callee_text, last, first_obj, &imports, src) {
+                    hits.push(Hit::at("JS-EMBEDDED-DB", n, what).construct("js-sqlite"));
                 }
                 // express-session
                 if session_names.iter().any(|s| s == callee_text) {
@@ -289,6 +334,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 if let Some(what) = timer
                     && server
                     && !frontend
+                    && !housekeeping(n, &colls, src)
                 {
                     hits.push(Hit::at(
                         "JS-TIMER-JOB",
@@ -357,6 +403,19 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     }
                 }
             }
+            "decorator" => {
+                let t = text(n, src);
+                if imports.contains_key("@nestjs/schedule")
+                    && (t.starts_with("@Cron(") || t.starts_with("@Interval(") || t.starts_with("@Timeout(")) == true
+                    && !t.starts_with("@Timeout(")
+                {
+                    hits.push(Hit::at(
+                        "JS-TIMER-JOB",
+                        n,
+                        format!("{} (@nestjs/schedule) runs in every instance", t.split('(').next().unwrap_or(t)),
+                    ));
+                }
+            }
             "update_expression" => {
                 if let Some(arg) = field(n, "argument")
                     && arg.kind() == "identifier"
@@ -415,8 +474,35 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         }
     }
 
+    exports(root, src, hits);
+    for (name, (d, listened, emitted)) in &emitters {
+        if *listened && *emitted {
+            hits.push(Hit::at(
+                "JS-PUBSUB-MEMORY",
+                *d,
+                format!("module-scope EventEmitter `{name}`: request handlers subscribe and events are emitted in this process only"),
+            ));
+        }
+    }
     for (name, c) in colls {
         if c.writes.is_empty() {
+            continue;
+        }
+        if c.subscribers {
+            hits.push(Hit::at(
+                "JS-PUBSUB-MEMORY",
+                c.decl,
+                format!("module-scope `{name}` holds connected clients: messages fan out only to clients of this process"),
+            ));
+            continue;
+        }
+        let lname = name.to_ascii_lowercase();
+        if lname.contains("lock") || lname.contains("mutex") || lname.contains("semaphore") {
+            hits.push(Hit::at(
+                "JS-LOCK-MEMORY",
+                c.decl,
+                format!("module-scope lock table `{name}` ({}): excludes only within this process", dedup(&c.writes)),
+            ));
             continue;
         }
         let queue = c.kind == CollKind::Array
@@ -451,6 +537,166 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         hit = hit.per_user_if(&name);
         hits.push(hit);
     }
+}
+
+/// Per-function facts for the cross-file pass (see `link`): name, class, whether it is a
+/// request handler, calls, and fs writes not already reported in a handler.
+fn exports(root: Node, src: &str, sink: &mut Sink) {
+    walk(root, |f| {
+        if !FUNCTIONS.contains(&f.kind()) {
+            return;
+        }
+        let name = field(f, "name")
+            .map(|x| text(x, src).to_string())
+            .or_else(|| {
+                let p = f.parent()?;
+                (p.kind() == "variable_declarator" || p.kind() == "pair" || p.kind() == "assignment_expression")
+                    .then(|| field(p, "name").or_else(|| field(p, "key")).or_else(|| field(p, "left")).map(|x| text(x, src).rsplit('.').next().unwrap_or("").to_string()))?
+            })
+            .unwrap_or_default();
+        let Some(body) = field(f, "body") else { return };
+        let owner = ancestor(f, &["class_declaration", "class"])
+            .and_then(|c| field(c, "name"))
+            .map(|x| text(x, src).to_string());
+        let handler = in_request_handler(body, src);
+        let mut info = super::FuncInfo {
+            name,
+            owner,
+            handler,
+            row: f.start_position().row,
+            ..Default::default()
+        };
+        walk(body, |n| {
+            if n.kind() != "call_expression" || ancestor(n, FUNCTIONS) != Some(f) {
+                return;
+            }
+            let Some(c) = field(n, "function") else { return };
+            let ct = text(c, src);
+            let last = ct.rsplit('.').next().unwrap_or(ct);
+            let recv = if c.kind() == "member_expression" {
+                field(c, "object").map(|o| text(o, src).to_ascii_lowercase()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            info.calls.push(last.to_string());
+            info.receivers.push(recv);
+            if !handler
+                && matches!(last, "writeFile" | "writeFileSync" | "createWriteStream" | "copyFile" | "copyFileSync" | "rename" | "renameSync" | "appendFile")
+                && (ct.starts_with("fs") || ct.starts_with("fsp") || ct.starts_with("promises") || ct == last)
+                && info.writes.is_empty()
+            {
+                info.writes.push(super::LocalWrite {
+                    rule: "JS-LOCAL-WRITE",
+                    row: n.start_position().row,
+                    col: n.start_position().column,
+                    what: format!("{ct}(...)"),
+                });
+            }
+        });
+        if !info.name.is_empty() {
+            sink.funcs.push(info);
+        }
+    });
+}
+
+/// A value that is a client connection or a response stream (`res`, `ws`, `socket`,
+/// `{ id, res }`).
+fn subscriber_value(n: Node, src: &str) -> bool {
+    let names = [
+        "res", "response", "ws", "socket", "conn", "connection", "client", "stream",
+        "subscriber", "sse",
+    ];
+    match n.kind() {
+        "identifier" => names.contains(&text(n, src)),
+        "object" => named_children(n).iter().any(|p| match p.kind() {
+            "shorthand_property_identifier" => names.contains(&text(*p, src)),
+            "pair" => field(*p, "value").is_some_and(|v| subscriber_value(v, src)),
+            _ => false,
+        }),
+        _ => false,
+    }
+}
+
+/// True when `name` is used inside some function (not only at module top level).
+fn in_runtime_use(root: Node, name: &str, src: &str) -> bool {
+    walk_any(root, |n| {
+        n.kind() == "identifier" && text(n, src) == name && ancestor(n, FUNCTIONS).is_some()
+    })
+}
+
+/// A timer whose callback only tidies this process's own structures (deletes expired
+/// entries, clears a map, pings its own connections): housekeeping of per-instance data,
+/// not shared work run N times.
+fn housekeeping(call: Node, colls: &BTreeMap<String, Coll>, src: &str) -> bool {
+    let Some(cb) = field(call, "arguments").and_then(|a| a.named_child(0)) else {
+        return false;
+    };
+    let body = match cb.kind() {
+        "arrow_function" | "function_expression" | "function" => field(cb, "body").unwrap_or(cb),
+        _ => return false,
+    };
+    let t = text(body, src);
+    let lower = t.to_ascii_lowercase();
+    let tidy_words = ["delete", "clear", "prune", "cleanup", "clean", "expire", "evict", "purge", "ping", "sweep", "gc"];
+    let tidy = tidy_words.iter().any(|w| lower.contains(w));
+    // Any call on something that is not a module collection or a local: shared work.
+    let mut outside = false;
+    walk(body, |n| {
+        if n.kind() == "call_expression"
+            && let Some(f) = field(n, "function")
+        {
+            let ft = text(f, src);
+            let root_name = ft.split(['.', '[', '(']).next().unwrap_or(ft);
+            let last = ft.rsplit('.').next().unwrap_or(ft);
+            let benign = colls.contains_key(root_name)
+                || matches!(root_name, "Date" | "Math" | "Object" | "console" | "Array" | "JSON")
+                || tidy_words.iter().any(|w| last.to_ascii_lowercase().contains(w))
+                || matches!(last, "forEach" | "keys" | "values" | "entries" | "get" | "has" | "now" | "filter" | "terminate" | "isAlive");
+            if !benign {
+                outside = true;
+            }
+        }
+    });
+    tidy && !outside
+}
+
+/// A call or `new` that opens an embedded database for the application, with a message.
+fn embedded_db(
+    n: Node,
+    callee: &str,
+    last: &str,
+    first: Option<Node>,
+    imports: &HashMap<String, Vec<String>>,
+    src: &str,
+) -> Option<String> {
+    let from = |m: &str| imports.get(m).is_some_and(|names| names.iter().any(|x| callee == x || callee.starts_with(&format!("{x}."))));
+    let is_new = n.kind() == "new_expression";
+    if is_new && (from("sqlite3") && last == "Database" || from("better-sqlite3")) {
+        return Some(format!("new {callee}(...): the database is a SQLite file on this instance"));
+    }
+    if (from("lowdb") || from("lowdb/node") || from("lowdb/adapters/FileSync")) && (last == "Low" || last == "FileSync" || last == "JSONFile" || last == "low" || last == "LowSync" || last == "JSONFileSync") {
+        return Some(format!("{callee}: lowdb keeps the data in a JSON file on this instance"));
+    }
+    if from("nedb") || from("@seald-io/nedb") || from("nedb-promises") {
+        if is_new || last == "create" {
+            return Some(format!("{callee}: NeDB keeps the data in a file on this instance"));
+        }
+    }
+    // ORM options: { dialect: 'sqlite' } (Sequelize), { type: 'sqlite' } (TypeORM),
+    // { client: 'sqlite3' } (knex).
+    let obj = first?;
+    if obj.kind() != "object" {
+        return None;
+    }
+    for key in ["dialect", "type", "client"] {
+        if let Some(v) = object_key(obj, key, src)
+            && let Some(v) = string_value(v, src)
+            && matches!(v.as_str(), "sqlite" | "sqlite3" | "better-sqlite3")
+        {
+            return Some(format!("{callee}({{ {key}: '{v}' }}): the database is a SQLite file on this instance"));
+        }
+    }
+    None
 }
 
 fn dedup(v: &[String]) -> String {

@@ -121,6 +121,29 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 _ => {}
             }
         }
+        "object_creation_expression" => {
+            let t = text(n, src);
+            if t.starts_with("new PDO") || t.starts_with("new \\PDO") {
+                let dsn = field(n, "arguments")
+                    .or_else(|| named_children(n).into_iter().find(|c| c.kind() == "arguments"))
+                    .and_then(|a| a.named_child(0))
+                    .and_then(|a| a.named_child(0))
+                    .map(|a| text(a, src).trim_matches(['"', '\'']).to_string())
+                    .unwrap_or_default();
+                if dsn.starts_with("sqlite:") {
+                    hits.push(
+                        Hit::at("PHP-EMBEDDED-DB", n, "new PDO(\"sqlite:...\"): the database is a file on this instance")
+                            .construct("php-sqlite"),
+                    );
+                }
+            }
+            if t.starts_with("new SQLite3") || t.starts_with("new \\SQLite3") {
+                hits.push(
+                    Hit::at("PHP-EMBEDDED-DB", n, "new SQLite3(...): the database is a file on this instance")
+                        .construct("php-sqlite"),
+                );
+            }
+        }
         "member_call_expression" => {
             let name = field(n, "name").map(|x| text(x, src)).unwrap_or("");
             let obj = field(n, "object").map(|x| text(x, src)).unwrap_or("");
@@ -191,7 +214,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         for n in session_starts.into_iter().take(1) {
             hits.push(
                 Hit::at("PHP-SESSION-FILES", n, "session_start() with the default files handler keeps sessions on this server's disk")
-                    .condition("no session_set_save_handler()/ini_set('session.save_handler') here; php.ini defaults to files"),
+                    .condition("no session_set_save_handler()/ini_set('session.save_handler') here; php.ini defaults to files")
+                    // Every session_start() of the application uses the one session store.
+                    .construct("project:php-native-session"),
             );
         }
     }
