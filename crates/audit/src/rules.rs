@@ -4,18 +4,19 @@
 //!
 //! One severity scale, applied the same way to every rule in every language: a rule's
 //! severity is its category's (`Category::severity`, enforced by a test), and a finding
-//! may move off it only through two shared adjustments made in `scan`: a global-state
-//! store whose name says it holds per-user data (sessions, carts, users, tokens...) is
-//! raised to high, and state that a declared runtime makes harmless (PHP statics under
-//! PHP-FPM) is lowered to low with the reason stated as the finding's condition.
+//! moves off it only through one shared adjustment made in `scan`: a global-state store
+//! whose name says it holds per-user data (sessions, carts, users, tokens...) is raised
+//! to high.
 //!
 //! | severity | what a second instance does to it | categories |
 //! |---|---|---|
 //! | high | users lose or split data or messages | sessions, local-files, database, queues, pubsub, locks |
 //! | medium | instances disagree or repeat work | global-state, caches, jobs, rate-limits, search-index, flags |
-//! | low | duplicated but harmless | (only through the adjustment above) |
+//! | low | duplicated but harmless | none at present (kept for `--min-severity`) |
 //!
-//! Confidence is separate: how sure the audit is that the state exists as deployed.
+//! Confidence is separate: how sure the audit is that the state exists as deployed
+//! (high: said explicitly; medium: follows from a default; low: a commented default in
+//! an example file, or a default that only matters if a feature is used).
 
 use serde::Serialize;
 

@@ -11,7 +11,6 @@ use tree_sitter::Node;
 
 use super::tree::{ancestor, field, named_children, query, string_value, text, walk};
 use super::{FileCtx, Hit, Sink, startup_function};
-use crate::Confidence;
 
 const FUNCS: &[&str] = &["function_declaration", "method_declaration", "func_literal"];
 
@@ -215,14 +214,14 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 {
                     hits.push(with_case(
                         Hit::at("GO-EMBEDDED-DB", n, format!("{ft}(\"sqlite...\"): the database is a file on this instance"))
-                            .construct("go-sqlite"),
+                            .construct(format!("go-db:{}", text(n, src))),
                         n,
                         src,
                     ))
                 }
                 "sqlite.Open" if imports.iter().any(|i| i.contains("sqlite")) => hits.push(with_case(
                     Hit::at("GO-EMBEDDED-DB", n, "gorm sqlite.Open: the database is a file on this instance")
-                        .construct("go-sqlite"),
+                        .construct(format!("go-db:{}", text(n, src))),
                     n,
                     src,
                 )),

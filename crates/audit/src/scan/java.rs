@@ -13,7 +13,6 @@ use tree_sitter::Node;
 
 use super::tree::{ancestor, field, named_children, text, walk};
 use super::{FileCtx, Hit, Sink, startup_function};
-use crate::Confidence;
 
 const SINGLETON_ANNOTATIONS: &[&str] = &[
     "Service",

@@ -12,7 +12,6 @@ use tree_sitter::Node;
 
 use super::tree::{ancestor, field, named_children, string_value, text, walk};
 use super::{FileCtx, Hit, Sink, startup_function};
-use crate::Confidence;
 
 const FUNCTIONS: &[&str] = &[
     "function_declaration",
@@ -268,7 +267,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 }
                 // Embedded databases.
                 if let Some(what) = embedded_db(n, callee_text, last, first_obj, &imports, src) {
-                    hits.push(Hit::at("JS-EMBEDDED-DB", n, what).construct("js-sqlite"));
+                    let arg = args.map(|a| text(a, src)).unwrap_or("");
+                    hits.push(Hit::at("JS-EMBEDDED-DB", n, what).construct(format!("js-db:{arg}")));
                 }
                 // express-session
                 if session_names.iter().any(|s| s == callee_text) {

@@ -35,8 +35,6 @@ pub(crate) struct Hit {
     pub message: String,
     /// The store holds per-user data (by its name): global state is raised to high.
     pub per_user: bool,
-    /// The declared runtime makes this state harmless (severity low; `condition` says why).
-    pub harmless: bool,
     pub confidence: Confidence,
     pub condition: Option<String>,
     /// Merge key: hits with the same key are one construct and reported once (the key
@@ -66,7 +64,6 @@ impl Hit {
             col,
             message: message.into(),
             per_user: false,
-            harmless: false,
             confidence: Confidence::High,
             condition: None,
             construct: None,
@@ -76,13 +73,6 @@ impl Hit {
     /// Marks the store as holding per-user data when `name` says so.
     pub(crate) fn per_user_if(mut self, name: &str) -> Hit {
         self.per_user |= per_user_name(name);
-        self
-    }
-
-    /// Marks the state harmless under the declared runtime; `why` becomes the condition.
-    pub(crate) fn harmless(mut self, why: impl Into<String>) -> Hit {
-        self.harmless = true;
-        self.condition = Some(why.into());
         self
     }
 
@@ -135,11 +125,12 @@ pub(crate) struct FuncInfo {
     pub writes: Vec<LocalWrite>,
 }
 
-/// A hit that needs a project-wide fact: emitted when a function named `wrapper` was
-/// found (anywhere in the project) to wrap an in-process memoiser (`lru_cache`).
+/// A hit that needs a project-wide fact, emitted only when some file of the project
+/// reported the tag `needs` (e.g. `memo:timed_lru_cache` when a function of that name
+/// wraps `lru_cache`, `uses:rails-cache` when some file calls `Rails.cache`).
 #[derive(Debug, Clone)]
 pub(crate) struct Deferred {
-    pub wrapper: String,
+    pub needs: String,
     pub hit: Hit,
 }
 
@@ -148,8 +139,9 @@ pub(crate) struct Deferred {
 pub(crate) struct Sink {
     pub hits: Vec<Hit>,
     pub funcs: Vec<FuncInfo>,
-    /// Names of functions defined here that wrap `functools.lru_cache`/`cache`.
-    pub memo_wrappers: Vec<String>,
+    /// Project facts this file establishes (`memo:NAME`, `uses:rails-cache`), for
+    /// `Deferred` hits.
+    pub tags: Vec<String>,
     pub deferred: Vec<Deferred>,
 }
 
@@ -211,7 +203,7 @@ pub(crate) fn scan_files(files: &[SourceFile], options: &Options) -> Report {
         all.suppressed.append(&mut o.suppressed);
         all.warnings.append(&mut o.warnings);
         all.funcs.append(&mut o.funcs);
-        all.memo_wrappers.append(&mut o.memo_wrappers);
+        all.tags.append(&mut o.tags);
         all.deferred.append(&mut o.deferred);
         all.files += o.files;
         all.lines += o.lines;
@@ -221,10 +213,9 @@ pub(crate) fn scan_files(files: &[SourceFile], options: &Options) -> Report {
     // hits that waited for a project fact.
     let mut project: Vec<(String, Hit)> = config::scan_project(&facts);
     project.extend(link::local_writes(&mut all.funcs));
-    let wrappers: std::collections::HashSet<&str> =
-        all.memo_wrappers.iter().map(|s| s.as_str()).collect();
+    let tags: std::collections::HashSet<&str> = all.tags.iter().map(|s| s.as_str()).collect();
     for (rel, d) in std::mem::take(&mut all.deferred) {
-        if wrappers.contains(d.wrapper.as_str()) {
+        if tags.contains(d.needs.as_str()) {
             project.push((rel, d.hit));
         }
     }
@@ -261,7 +252,7 @@ struct FileOutcome {
     suppressed: Vec<Suppressed>,
     warnings: Vec<String>,
     funcs: Vec<(String, FuncInfo)>,
-    memo_wrappers: Vec<String>,
+    tags: Vec<String>,
     deferred: Vec<(String, Deferred)>,
     files: usize,
     lines: usize,
@@ -298,7 +289,7 @@ fn scan_one(f: &SourceFile, options: &Options, facts: &Facts, out: &mut FileOutc
     let sink = scan_source(lang, &ctx);
     out.funcs
         .extend(sink.funcs.into_iter().map(|x| (f.rel.clone(), x)));
-    out.memo_wrappers.extend(sink.memo_wrappers);
+    out.tags.extend(sink.tags);
     out.deferred
         .extend(sink.deferred.into_iter().map(|d| (f.rel.clone(), d)));
     if sink.hits.is_empty() {
@@ -358,11 +349,9 @@ fn emit(rel: &str, lines: &[&str], hits: Vec<Hit>, out: &mut FileOutcome) {
 }
 
 /// The one severity scale (see `rules`): the category's, raised to high for global
-/// state holding per-user data, lowered to low when the runtime makes it harmless.
+/// state holding per-user data.
 fn severity(rule: &Rule, h: &Hit) -> Severity {
-    if h.harmless {
-        Severity::Low
-    } else if h.per_user && rule.category == Category::GlobalState {
+    if h.per_user && rule.category == Category::GlobalState {
         Severity::High
     } else {
         rule.category.severity()

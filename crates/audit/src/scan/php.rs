@@ -3,7 +3,7 @@
 //!
 //! PHP-FPM starts every request with fresh statics, so static arrays are only
 //! per-instance state under long-running workers (Octane, Swoole, RoadRunner): they are
-//! reported low and conditional unless such a worker is a dependency. Must never flag
+//! reported only when such a worker is a dependency. Must never flag
 //! a static array only read, nor sessions with a registered shared handler.
 
 use std::collections::BTreeMap;
@@ -12,7 +12,6 @@ use tree_sitter::Node;
 
 use super::tree::{ancestor, field, named_children, string_value, text, walk};
 use super::{FileCtx, Hit, Sink, startup_function};
-use crate::Confidence;
 
 const WORKERS: &[&str] = &[
     "laravel/octane",
@@ -224,15 +223,15 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         .into_iter()
         .chain(props)
         .filter(|(_, s)| s.writes > 0);
+    // Under PHP-FPM statics die with the request: only long-running workers keep them.
+    if !long_running {
+        return;
+    }
     for (name, s) in statics {
-        let mut h = Hit::at(
+        hits.push(Hit::at(
             "PHP-STATIC-ARRAY",
             s.node,
-            format!("static array `${name}` is written at run time"),
-        );
-        if !long_running {
-            h = h.harmless("only per-instance state under long-running workers (Octane/Swoole/RoadRunner); per-request under PHP-FPM");
-        }
-        hits.push(h);
+            format!("static array `${name}` is written at run time and lives as long as the worker"),
+        ));
     }
 }

@@ -267,17 +267,23 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         && !has_caches_setting
         && let Some(n) = installed_apps
     {
-        hits.push(
-            Hit::at(
+        hits.deferred.push(super::Deferred {
+            needs: "uses:django-cache".into(),
+            hit: Hit::at(
                 "PY-CACHE-LOCAL",
                 n,
                 "Django settings without CACHES: the default cache is LocMemCache (per process)",
             )
             .condition(
-                "CACHES is not set in this settings module; only matters if the cache is used",
-            )
-            .confidence(Confidence::Low),
-        );
+                "CACHES is not set in this settings module, and the project uses Django's cache",
+            ),
+        });
+    }
+    // Uses of Django's cache framework (for the settings default above).
+    if imports.iter().any(|m| m.starts_with("django.core.cache") || m.starts_with("django.views.decorators.cache"))
+        || ctx.src.contains("cache_page(")
+    {
+        hits.tags.push("uses:django-cache".into());
     }
 
     let limiter_imported = imports
@@ -514,7 +520,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                                 per_user.join(", ")
                             ),
                         ),
-                        wrapper: w,
+                        needs: format!("memo:{w}"),
                     }),
                     (None, None) => {}
                 }
@@ -784,7 +790,7 @@ fn class_pubsub(root: Node, src: &str, hits: &mut Sink) {
         // A class that publishes through a shared broker and fans out locally from it
         // is the stateless pattern.
         let whole = text(c, src).to_ascii_lowercase();
-        if whole.contains("redis") || whole.contains("pubsub") || whole.contains("broker") {
+        if whole.contains("redis") || whole.contains(".pubsub(") || whole.contains("broker") {
             return;
         }
         // self.X attributes that receive queues, and those iterated with .put().
@@ -870,7 +876,7 @@ fn exports(root: Node, src: &str, decorators: &HashSet<String>, sink: &mut Sink)
         let body = field(d, "body");
         let body_text = body.map(|b| text(b, src)).unwrap_or("");
         if body_text.contains("lru_cache") || body_text.contains("functools.cache") {
-            sink.memo_wrappers.push(name.clone());
+            sink.tags.push(format!("memo:{name}"));
         }
         if dev_or_test_context(d, src) {
             return;

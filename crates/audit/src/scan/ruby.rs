@@ -52,6 +52,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         return;
     }
     let controller = ctx.rel.contains("controllers/");
+    if ctx.src.contains("Rails.cache") || ctx.src.contains("caches_action") || ctx.src.contains("cache(") && ctx.rel.ends_with(".erb") {
+        hits.tags.push("uses:rails-cache".into());
+    }
     let production = ctx.rel.ends_with("config/environments/production.rb");
     let mut saw_cache_store = false;
     let mut vars: BTreeMap<String, Var> = BTreeMap::new();
@@ -236,16 +239,16 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
 
     // `config/application.rb` is read as a project fact: a cache store set there applies.
     if production && !saw_cache_store && !ctx.has_dep("config.cache_store") {
-        hits.push(
-            Hit::at_row(
+        hits.deferred.push(super::Deferred {
+            needs: "uses:rails-cache".into(),
+            hit: Hit::at_row(
                 "RB-CACHE-LOCAL",
                 0,
                 0,
                 "production.rb sets no config.cache_store: Rails falls back to a per-instance :file_store",
             )
-            .condition("config.cache_store is not set for production; only matters if Rails.cache is used")
-            .confidence(Confidence::Low),
-        );
+            .condition("config.cache_store is not set for production, and the app uses Rails.cache"),
+        });
     }
 
     for (name, v) in vars {
