@@ -110,6 +110,7 @@ pub enum SessionStore {
     /// Sessions in this process (the anti-pattern).
     Memory {
         /// token -> (user, expires at unix ms)
+        // scaleout-audit: ignore[RS-SESSION-MEMORY] `--sessions memory` is the deliberate anti-pattern the demo shows; it warns at start and the default is JWT
         map: Mutex<HashMap<String, (SessionUser, u64)>>,
         /// Session lifetime.
         ttl_s: u64,
