@@ -2,6 +2,14 @@
 //! Positive fixtures mark each line that must be reported with `expect: RULE-ID` in a
 //! comment; the rule must fire on exactly those lines. Negative fixtures hold the look-alike
 //! code that must not fire (constant tables, start-up-only writes, shared stores).
+//!
+//! Every class of miss and noise named in issue 13 (frontend bundles, tests and tooling,
+//! dev-only branches, test configs, write-once state, Flask-Caching backends, housekeeping
+//! timers, duplicate findings; commented and code defaults, config adapters, drivers on
+//! SQLite, embedded databases, maintenance flags, uploads through a storage class, tokio
+//! broadcast, SSE queue managers, schedulers, lock tables, lru_cache wrappers, global
+//! locks, search indexers) has `fixtures/classes/<class>/{pos,neg}/`: the positive must
+//! produce exactly its `expect:` lines (any rule), the negative no finding at all.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -94,10 +102,70 @@ fn every_rule_has_positive_and_negative_fixtures_that_behave() {
     );
 }
 
+/// `(relative path, line, rule)` of every `expect: RULE` marker under `dir`.
+fn expected_any(dir: &Path) -> BTreeSet<(String, usize, String)> {
+    let mut out = BTreeSet::new();
+    for rule in RULES {
+        for (p, l) in expected(dir, rule.id) {
+            out.insert((p, l, rule.id.to_string()));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_issue_class_has_a_positive_and_a_negative_that_behave() {
+    let root = fixtures().join("classes");
+    let mut failures = Vec::new();
+    let mut classes = 0;
+    for e in std::fs::read_dir(&root).unwrap() {
+        let dir = e.unwrap().path();
+        let class = dir.file_name().unwrap().to_string_lossy().into_owned();
+        classes += 1;
+        let (pos, neg) = (dir.join("pos"), dir.join("neg"));
+        if !pos.is_dir() || !neg.is_dir() {
+            failures.push(format!("{class}: missing pos/ or neg/"));
+            continue;
+        }
+        let want = expected_any(&pos);
+        if want.is_empty() {
+            failures.push(format!("{class}: positive marks no `expect:` line"));
+        }
+        let got: BTreeSet<(String, usize, String)> = audit_path(&pos, &Options::default())
+            .unwrap()
+            .findings
+            .iter()
+            .map(|f| (f.path.clone(), f.line, f.rule_id.to_string()))
+            .collect();
+        if got != want {
+            failures.push(format!("{class}: positive gave {got:?}, expected {want:?}"));
+        }
+        let fired: Vec<String> = audit_path(&neg, &Options::default())
+            .unwrap()
+            .findings
+            .iter()
+            .map(|f| format!("{}:{} {} {}", f.path, f.line, f.rule_id, f.message))
+            .collect();
+        if !fired.is_empty() {
+            failures.push(format!("{class}: negative fired: {fired:?}"));
+        }
+    }
+    assert!(classes >= 25, "only {classes} class fixtures");
+    assert!(
+        failures.is_empty(),
+        "{} problems:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 #[test]
 fn no_fixture_directory_names_an_unknown_rule() {
     for e in std::fs::read_dir(fixtures()).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name == "classes" {
+            continue;
+        }
         assert!(
             audit::rule(&name).is_some(),
             "fixtures/{name} names no rule"
