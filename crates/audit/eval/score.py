@@ -5,7 +5,8 @@
 Labels (labels/dev.toml, labels/holdout.toml) list the real per-instance state of each
 repository as [[state]] entries: file, line, the rule family that should report it, and a
 one-line justification. A finding is a true positive when it points at a labelled state
-(same file, line within +-2 or one of the state's `lines`); a second finding on the same
+(same file and line within +-2, or within +-2 of one of the state's `lines` or
+`also` places: other lines and files that are the same construct); a second finding on the same
 state is a duplicate and counts as a false positive, as does a finding that points at no
 labelled state. Recall = labelled states found / labelled states.
 
@@ -110,12 +111,13 @@ def match(repo: dict, findings: list[dict], states: list[dict], strict: bool):
         path = prefix_path(repo, f["path"])
         cands = []
         for i, s in enumerate(live):
-            if s["file"] != path:
-                continue
-            lines = [s["line"]] + list(s.get("lines", []))
-            d = min(abs(f["line"] - l) for l in lines)
-            if d <= TOL or f["line"] in lines:
-                cands.append((d, i))
+            places = [(s["file"], l) for l in [s["line"]] + list(s.get("lines", []))]
+            for a in s.get("also", []):
+                af, al = a.rsplit(":", 1)
+                places.append((af, int(al)))
+            ds = [abs(f["line"] - l) for pf, l in places if pf == path]
+            if ds and min(ds) <= TOL:
+                cands.append((min(ds), i))
         cands.sort()
         free = [i for _, i in cands if i not in used]
         if free:

@@ -510,6 +510,15 @@ pub static RULES: &[Rule] = &[
         fix: FIX_SEARCH,
     },
     Rule {
+        id: "GO-QUEUE-MEMORY",
+        language: "go",
+        category: Queues,
+        severity: Queues.severity(),
+        title: "package-level buffered channel or queue fed by functions and drained by a goroutine",
+        why: WHY_QUEUE,
+        fix: FIX_QUEUE,
+    },
+    Rule {
         id: "GO-CACHE-LOCAL",
         language: "go",
         category: Caches,

@@ -236,3 +236,61 @@ fn parallel_and_serial_scans_agree() {
     assert!(!one.findings.is_empty());
     assert_eq!(key(&one), key(&four));
 }
+
+#[test]
+fn the_same_store_gets_the_same_severity_in_every_file() {
+    // One user store spelled three ways: a typed field in a file that imports axum, a
+    // field in a module that relies on the crate's dependency, a type alias. Same scale.
+    let t = TempTree::new("severity");
+    t.write(
+        "Cargo.toml",
+        "[package]\nname = \"app\"\n[dependencies]\naxum = \"0.8\"\n",
+    );
+    t.write(
+        "src/main.rs",
+        "use axum::Router;\nuse std::collections::HashMap;\nuse std::sync::Mutex;\nstruct AppState {\n    users: Mutex<HashMap<u64, User>>,\n}\n",
+    );
+    t.write(
+        "src/store.rs",
+        "use std::collections::HashMap;\nuse tokio::sync::RwLock;\npub struct Repo {\n    accounts: RwLock<HashMap<u64, User>>,\n}\n",
+    );
+    t.write(
+        "src/alias.rs",
+        "use std::collections::HashMap;\nuse std::sync::{Arc, Mutex};\npub type Users = Arc<Mutex<HashMap<u64, User>>>;\n",
+    );
+    let r = audit_path(t.path(), &Options::default()).unwrap();
+    assert_eq!(r.findings.len(), 3, "{:#?}", r.findings);
+    for f in &r.findings {
+        assert_eq!(f.rule_id, "RS-STATE-MAP", "{f:?}");
+        assert_eq!(f.severity, Severity::High, "{}: {}", f.path, f.message);
+    }
+}
+
+#[test]
+fn conditions_are_stated_when_the_code_has_them() {
+    let t = TempTree::new("condition");
+    t.write(
+        "config.py",
+        "import os\n\nclass ServerConfig:\n    REDIS_URL = os.getenv(\"REDIS_URL\")\n    if REDIS_URL:\n        CACHE_TYPE = \"redis\"\n    else:\n        CACHE_TYPE = \"filesystem\"\n",
+    );
+    let r = audit_path(t.path(), &Options::default()).unwrap();
+    assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
+    let f = &r.findings[0];
+    assert_eq!((f.rule_id, f.line), ("PY-CACHE-LOCAL", 8));
+    assert_eq!(f.condition.as_deref(), Some("unless `REDIS_URL`"));
+    assert_eq!(f.confidence, Confidence::Medium);
+}
+
+#[test]
+fn the_summary_counts_files_with_findings_and_files_scanned() {
+    let t = TempTree::new("summary");
+    t.write("server.js", SESSION_JS).write("clean.py", "X = 1\n");
+    let r = audit_path(t.path(), &Options::default()).unwrap();
+    assert_eq!(r.files_scanned, 2);
+    assert_eq!(r.files_with_findings(), 1);
+    let text = audit::render_text(&r);
+    assert!(
+        text.contains("1 findings in 1 of 2 files scanned (3 lines;"),
+        "{text}"
+    );
+}

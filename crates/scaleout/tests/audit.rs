@@ -33,7 +33,7 @@ fn findings_exit_1_with_a_stateful_verdict_and_grouped_text() {
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     let text = stdout(&o);
     assert!(text.contains("server.js\n"), "{text}");
-    assert!(text.contains("4:9 JS-SESSION-MEMORY [high]"), "{text}");
+    assert!(text.contains("4:9 JS-SESSION-MEMORY [high, "), "{text}");
     assert!(text.contains("fix: "), "{text}");
     assert!(
         text.lines()
@@ -83,4 +83,44 @@ fn errors_exit_2() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("nonexistent"));
     let o = audit(&[".", "--format", "xml"]);
     assert_eq!(o.status.code(), Some(2), "clap rejects an unknown format");
+}
+
+/// Dog-food: the reference shop's `--sessions memory` store (a `Mutex<HashMap>` inside an
+/// enum variant the app state holds, in a module that does not import axum) is found and
+/// suppressed inline with its reason, and the summary counts the files it scanned.
+#[test]
+fn the_shops_memory_session_store_is_found_and_suppressed_with_its_reason() {
+    let shop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shop");
+    let o = audit(&[shop.to_str().unwrap(), "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let suppressed = v["suppressed"].as_array().unwrap();
+    let s = suppressed
+        .iter()
+        .find(|s| s["rule_id"] == "RS-SESSION-MEMORY")
+        .unwrap_or_else(|| panic!("no suppressed session store: {suppressed:?}"));
+    assert_eq!(s["path"], "src/sessions.rs");
+    assert!(
+        s["reason"].as_str().unwrap().contains("anti-pattern"),
+        "{s:?}"
+    );
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["rule_id"] != "RS-SESSION-MEMORY"),
+        "the session store is reported once, suppressed"
+    );
+    let files = v["files_scanned"].as_u64().unwrap();
+    assert!(files >= 10, "{files} files scanned");
+    let o = audit(&[shop.to_str().unwrap()]);
+    let text = stdout(&o);
+    let summary = text
+        .lines()
+        .find(|l| l.contains("files scanned"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        summary.contains(&format!("of {files} files scanned")) && summary.contains("1 suppressed"),
+        "{summary}"
+    );
 }

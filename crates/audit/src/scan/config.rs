@@ -319,6 +319,45 @@ pub(crate) fn php_env_defaults(rel: &str, src: &str) -> Vec<Setting> {
     let Some(t) = crate::lang::parse(Lang::Php, src) else {
         return out;
     };
+    // Literal values of the returned array, keyed by their path (`app.maintenance.driver`
+    // in config/app.php): the configuration itself, not a default.
+    let stem = rel
+        .rsplit('/')
+        .next()
+        .unwrap_or(rel)
+        .trim_end_matches(".php")
+        .to_string();
+    tree::walk(t.root_node(), |n| {
+        if n.kind() != "array_element_initializer" {
+            return;
+        }
+        let kids = tree::named_children(n);
+        let (Some(k), Some(v)) = (kids.first(), kids.get(1)) else {
+            return;
+        };
+        let (Some(k), Some(v)) = (tree::string_value(*k, src), tree::string_value(*v, src)) else {
+            return;
+        };
+        let mut path = vec![k];
+        let mut cur = n.parent();
+        while let Some(p) = cur {
+            if p.kind() == "array_element_initializer"
+                && let Some(pk) = p.named_child(0).and_then(|x| tree::string_value(x, src))
+            {
+                path.push(pk);
+            }
+            cur = p.parent();
+        }
+        path.push(stem.clone());
+        path.reverse();
+        out.push(Setting {
+            file: rel.to_string(),
+            key: path.join("."),
+            value: v,
+            row: n.start_position().row,
+            source: Source::Config,
+        });
+    });
     tree::walk(t.root_node(), |n| {
         if n.kind() != "function_call_expression" {
             return;
@@ -433,6 +472,19 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
                 format!("{m}: uploads stored on this instance's disk"),
             )
         }
+        // Where uploads, attachments, avatars and LFS objects are written: a local path.
+        _ if matches!(last, "path" | "root" | "root_path" | "dir" | "folder" | "upload_path" | "avatar_upload_path" | "objects_path" | "upload_folder" | "media_root")
+            && (section.contains("attachment") || section.contains("picture") || section.contains("lfs") || section.contains("upload")
+                || last.contains("upload") || last == "media_root")
+            && !v.contains("://")
+            && !last.contains("temp")
+            && !key.contains("temp") =>
+        {
+            (
+                "CFG-LOCAL-DISK",
+                format!("{m}: files written under a local path on this instance"),
+            )
+        }
         ("upload_provider", "filesystem" | "local") => (
             "CFG-LOCAL-DISK",
             format!("{m}: uploads stored on this instance's disk"),
@@ -505,7 +557,7 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
             )
         }
         // ---- maintenance flag ----
-        ("app_maintenance_driver", "file") => (
+        ("app_maintenance_driver", "file") | ("app.maintenance.driver", "file") => (
             "CFG-MAINTENANCE-FILE",
             format!("{m}: `artisan down` writes storage/framework/down on this instance only"),
         ),

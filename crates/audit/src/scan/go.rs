@@ -60,6 +60,72 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             go_called.insert(t.rsplit('.').next().unwrap_or(t).to_string());
         }
     });
+    // Package-level channels and queues: (declaration, buffered, sent to from a function).
+    let mut chans: BTreeMap<String, (Node, bool, bool)> = BTreeMap::new();
+    for decl in named_children(root) {
+        if decl.kind() != "var_declaration" {
+            continue;
+        }
+        walk(decl, |s| {
+            if s.kind() != "var_spec" {
+                return;
+            }
+            let ty = field(s, "type").map(|t| text(t, src)).unwrap_or("");
+            let value = field(s, "value").map(|v| text(v, src)).unwrap_or("");
+            let is_chan = ty.starts_with("chan ") || value.starts_with("make(chan ");
+            let is_queue = value.contains("Queue(") && !value.contains("Broadcast");
+            if !(is_chan || is_queue) {
+                return;
+            }
+            let buffered = is_queue || (value.starts_with("make(chan ") && value.matches(',').count() >= 1);
+            for c in named_children(s) {
+                if c.kind() == "identifier" {
+                    chans.insert(text(c, src).to_string(), (s, buffered, is_queue));
+                }
+            }
+        });
+    }
+    walk(root, |n| match n.kind() {
+        "assignment_statement" => {
+            if let (Some(l), Some(r)) = (field(n, "left"), field(n, "right"))
+                && let Some((_, buffered, _)) = chans.get_mut(text(l, src))
+            {
+                let rt = text(r, src);
+                if rt.starts_with("make(chan ") && rt.contains(',') {
+                    *buffered = true;
+                }
+            }
+        }
+        "send_statement" => {
+            if let Some(ch) = field(n, "channel")
+                && let Some((_, _, sent)) = chans.get_mut(text(ch, src))
+                && in_runtime_function(n, src)
+            {
+                *sent = true;
+            }
+        }
+        "call_expression" => {
+            if let Some(f) = field(n, "function")
+                && f.kind() == "selector_expression"
+                && let Some(op) = field(f, "operand")
+                && let Some((_, _, sent)) = chans.get_mut(text(op, src))
+                && matches!(field(f, "field").map(|x| text(x, src)), Some("Add" | "Push" | "Enqueue" | "AddFunc"))
+                && in_runtime_function(n, src)
+            {
+                *sent = true;
+            }
+        }
+        _ => {}
+    });
+    for (name, (node, buffered, sent)) in &chans {
+        if *buffered && *sent {
+            hits.push(Hit::at(
+                "GO-QUEUE-MEMORY",
+                *node,
+                format!("package-level queue `{name}` holds work in this process until a goroutine drains it"),
+            ));
+        }
+    }
     for decl in named_children(root) {
         if decl.kind() != "var_declaration" {
             continue;
@@ -219,6 +285,16 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                         src,
                     ))
                 }
+                "gorm.Open"
+                    if args.and_then(|a| a.named_child(0)).and_then(|a| string_value(a, src)).is_some_and(|d| d.starts_with("sqlite")) =>
+                {
+                    hits.push(with_case(
+                        Hit::at("GO-EMBEDDED-DB", n, "gorm.Open(\"sqlite3\", ...): the database is a file on this instance")
+                            .construct(format!("go-db:{}", text(n, src))),
+                        n,
+                        src,
+                    ))
+                }
                 "sqlite.Open" if imports.iter().any(|i| i.contains("sqlite")) => hits.push(with_case(
                     Hit::at("GO-EMBEDDED-DB", n, "gorm sqlite.Open: the database is a file on this instance")
                         .construct(format!("go-db:{}", text(n, src))),
@@ -287,6 +363,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         _ => {}
     });
 
+    if configured_db_is_server(ctx) {
+        hits.hits.retain(|h| !(h.rule == "GO-EMBEDDED-DB" && h.condition.is_some()));
+    }
     if !scs_store_set {
         for n in scs_calls {
             hits.push(
@@ -408,6 +487,18 @@ fn with_case(h: Hit, n: Node, src: &str) -> Hit {
         }
         _ => h,
     }
+}
+
+/// True when the project's config names a database type that is not embedded (`[database]
+/// TYPE = postgres`): a code path that opens SQLite only for another choice is not taken.
+fn configured_db_is_server(ctx: &FileCtx) -> bool {
+    ctx.facts.settings.iter().any(|s| {
+        let k = s.key.to_ascii_lowercase();
+        let v = s.value.trim().to_ascii_lowercase();
+        (k.ends_with("database.type") || k.ends_with("database.db_type") || k == "db_type")
+            && s.source <= super::facts::Source::Example
+            && matches!(v.as_str(), "postgres" | "postgresql" | "mysql" | "mssql" | "tidb")
+    })
 }
 
 /// `sec.Key("PROVIDER").MustString("memory")` where `sec` is `cfg.Section("session")`:

@@ -325,7 +325,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 let Some(func) = field(n, "function") else {
                     return;
                 };
-                let ft = text(func, src);
+                let ft_full = text(func, src);
+                // `broadcast::channel::<String>` → `broadcast::channel`.
+                let ft = ft_full.split("::<").next().unwrap_or(ft_full);
                 let last = ft.rsplit("::").next().unwrap_or(ft);
                 let last = last.rsplit('.').next().unwrap_or(last);
                 if web
