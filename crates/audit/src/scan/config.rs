@@ -93,6 +93,7 @@ fn dev_or_test_file(rel: &str) -> bool {
                 seg.to_ascii_lowercase().as_str(),
                 "test" | "tests" | "testing" | "development" | "dev" | "e2e" | "ci"
                     | ".github" | ".gitlab" | ".circleci" | ".buildkite" | ".woodpecker"
+                | "locale" | "locales" | "i18n" | "translations" | "lang"
             )
         })
         || matches!(

@@ -363,6 +363,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         _ => {}
     });
 
+    // Test helpers in non-test files (`func TestDBInit()`): not the served application.
+    hits.hits.retain(|h| {
+        !(h.rule == "GO-EMBEDDED-DB" && test_helper_at(root, h.row, src))
+    });
     if configured_db_is_server(ctx) {
         hits.hits.retain(|h| !(h.rule == "GO-EMBEDDED-DB" && h.condition.is_some()));
     }
@@ -487,6 +491,24 @@ fn with_case(h: Hit, n: Node, src: &str) -> Hit {
         }
         _ => h,
     }
+}
+
+/// True when row `row` lies in a function named `Test*`/`test*`/`*ForTest*`.
+fn test_helper_at(root: Node, row: usize, src: &str) -> bool {
+    let mut found = false;
+    walk(root, |f| {
+        if matches!(f.kind(), "function_declaration" | "method_declaration")
+            && f.start_position().row <= row
+            && row <= f.end_position().row
+            && field(f, "name").is_some_and(|n| {
+                let t = text(n, src);
+                t.starts_with("Test") || t.starts_with("test") || t.contains("ForTest")
+            })
+        {
+            found = true;
+        }
+    });
+    found
 }
 
 /// True when the project's config names a database type that is not embedded (`[database]

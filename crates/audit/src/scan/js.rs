@@ -475,6 +475,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     }
 
     exports(root, src, hits);
+    class_stores(root, src, hits);
     for (name, (d, listened, emitted)) in &emitters {
         if *listened && *emitted {
             hits.push(Hit::at(
@@ -537,6 +538,138 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         hit = hit.per_user_if(&name);
         hits.push(hit);
     }
+}
+
+/// Class names (or decorators) of objects an application creates once and shares:
+/// repositories, stores, services, managers. A collection field they write in a method is
+/// a per-instance store.
+fn singleton_class(name: &str, decorators: &str) -> bool {
+    ["Repository", "Store", "Service", "Manager", "Registry", "Gateway", "Provider", "Controller"]
+        .iter()
+        .any(|k| name.contains(k))
+        || decorators.contains("@Injectable")
+        || decorators.contains("@Controller")
+}
+
+/// Collection fields of singleton-like classes written from methods (not the
+/// constructor): `private todos = new Map()` in an `InMemoryTodoRepository`.
+fn class_stores(root: Node, src: &str, hits: &mut Sink) {
+    walk(root, |n| {
+        if n.kind() == "new_expression"
+            && let Some(c) = field(n, "constructor")
+        {
+            let t = text(c, src);
+            hits.tags.push(format!("new:{}", t.rsplit('.').next().unwrap_or(t)));
+        }
+    });
+    walk(root, |c| {
+        if !matches!(c.kind(), "class_declaration" | "class") {
+            return;
+        }
+        let name = field(c, "name").map(|x| text(x, src)).unwrap_or("");
+        let decorators: String = named_children(c)
+            .iter()
+            .filter(|d| d.kind() == "decorator")
+            .map(|d| text(*d, src))
+            .chain(c.parent().filter(|p| p.kind() == "export_statement").into_iter().flat_map(|p| {
+                named_children(p)
+                    .into_iter()
+                    .filter(|d| d.kind() == "decorator")
+                    .map(|d| text(d, src))
+            }))
+            .collect();
+        if !singleton_class(name, &decorators) {
+            return;
+        }
+        let Some(body) = field(c, "body") else { return };
+        // Fields: `x = new Map()` / `x = []` / `this.x = {}` in the constructor.
+        let mut fields: BTreeMap<String, Node> = BTreeMap::new();
+        for m in named_children(body) {
+            if m.kind() == "public_field_definition"
+                && let (Some(n), Some(v)) = (field(m, "name"), field(m, "value"))
+                && collection_kind(v, src).is_some_and(|k| k != CollKind::Object || text(v, src) == "{}")
+            {
+                fields.insert(text(n, src).to_string(), m);
+            }
+            if m.kind() == "method_definition"
+                && field(m, "name").is_some_and(|n| text(n, src) == "constructor")
+            {
+                walk(m, |a| {
+                    if a.kind() == "assignment_expression"
+                        && let (Some(l), Some(r)) = (field(a, "left"), field(a, "right"))
+                        && l.kind() == "member_expression"
+                        && field(l, "object").is_some_and(|o| o.kind() == "this")
+                        && collection_kind(r, src).is_some()
+                        && let Some(p) = field(l, "property")
+                    {
+                        fields.insert(text(p, src).to_string(), a);
+                    }
+                });
+            }
+        }
+        if fields.is_empty() {
+            return;
+        }
+        let mut written: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for m in named_children(body) {
+            if m.kind() != "method_definition"
+                || field(m, "name").is_some_and(|n| text(n, src) == "constructor")
+            {
+                continue;
+            }
+            walk(m, |n| {
+                let target = |e: Node| -> Option<String> {
+                    (e.kind() == "member_expression"
+                        && field(e, "object").is_some_and(|o| o.kind() == "this"))
+                    .then(|| field(e, "property").map(|p| text(p, src).to_string()))?
+                };
+                match n.kind() {
+                    "call_expression" => {
+                        if let Some(f) = field(n, "function")
+                            && f.kind() == "member_expression"
+                            && let Some(obj) = field(f, "object")
+                            && let Some(t) = target(obj)
+                            && let Some(op) = field(f, "property").map(|p| text(p, src))
+                            && matches!(op, "set" | "add" | "delete" | "clear" | "push" | "unshift" | "splice" | "shift" | "pop")
+                        {
+                            written.entry(t).or_default().push(op.to_string());
+                        }
+                    }
+                    "assignment_expression" => {
+                        if let Some(l) = field(n, "left")
+                            && l.kind() == "subscript_expression"
+                            && let Some(obj) = field(l, "object")
+                            && let Some(t) = target(obj)
+                        {
+                            written.entry(t).or_default().push("[]=".into());
+                        }
+                    }
+                    _ => {}
+                }
+            });
+        }
+        let injected = decorators.contains("@Injectable") || decorators.contains("@Controller");
+        for (f, node) in &fields {
+            if let Some(ops) = written.get(f) {
+                let hit = Hit::at(
+                    "JS-GLOBAL-MUTABLE",
+                    *node,
+                    format!("`{name}.{f}` is a collection the shared `{name}` writes at run time ({})", dedup(ops)),
+                )
+                .per_user_if(f);
+                if injected {
+                    hits.push(hit);
+                } else {
+                    // Only a class the application instantiates (an in-memory variant
+                    // kept next to the Redis one it actually uses is not deployed state).
+                    hits.deferred.push(super::Deferred {
+                        needs: format!("new:{name}"),
+                        hit,
+                    });
+                }
+            }
+        }
+    });
 }
 
 /// Per-function facts for the cross-file pass (see `link`): name, class, whether it is a

@@ -12,7 +12,6 @@ use tree_sitter::Node;
 
 use super::tree::{ancestor, field, named_children, string_value, text, walk};
 use super::{FileCtx, Hit, Sink, per_user_name, startup_function};
-use crate::Confidence;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {

@@ -12,7 +12,6 @@ use tree_sitter::Node;
 
 use super::tree::{ancestor, field, named_children, string_value, text, walk};
 use super::{FileCtx, Hit, Sink, startup_function};
-use crate::Confidence;
 
 const WRITE_METHODS: &[&str] = &[
     "push",
