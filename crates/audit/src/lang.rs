@@ -43,10 +43,20 @@ impl Lang {
             return None;
         }
         // `app.ini.example`, `settings.yml.sample`, `config.toml.dist`: config examples.
-        for suf in [".example", ".sample", ".dist", ".default", ".template", ".tmpl"] {
+        for suf in [
+            ".example",
+            ".sample",
+            ".dist",
+            ".default",
+            ".template",
+            ".tmpl",
+        ] {
             if let Some(base) = name.strip_suffix(suf)
                 && let Some(ext) = base.rsplit_once('.').map(|(_, e)| e)
-                && matches!(ext, "ini" | "properties" | "yml" | "yaml" | "cfg" | "conf" | "toml")
+                && matches!(
+                    ext,
+                    "ini" | "properties" | "yml" | "yaml" | "cfg" | "conf" | "toml"
+                )
             {
                 return Some(Lang::Config);
             }

@@ -142,9 +142,9 @@ pub(crate) fn is_frontend_path(rel: &str) -> bool {
     let dirs = &segs[..segs.len().saturating_sub(1)];
     dirs.iter().any(|seg| {
         FRONTEND_DIRS.contains(seg)
-            || FRONTEND_DIRS.iter().any(|d| {
-                seg.ends_with(&format!("-{d}")) || seg.ends_with(&format!("_{d}"))
-            })
+            || FRONTEND_DIRS
+                .iter()
+                .any(|d| seg.ends_with(&format!("-{d}")) || seg.ends_with(&format!("_{d}")))
     }) || lower.contains("app/javascript/")
         || lower.contains("resources/js/")
         || lower.contains("resources/assets/")
@@ -239,17 +239,27 @@ mod tests {
 
     #[test]
     fn frontend_code_is_recognised() {
-        assert!(is_frontend_path("CTFd/themes/core/static/assets/index.94b01c79.js"));
+        assert!(is_frontend_path(
+            "CTFd/themes/core/static/assets/index.94b01c79.js"
+        ));
         assert!(is_frontend_path("web_src/js/features/upload.js"));
         assert!(is_frontend_path("public/js/app.js"));
         assert!(is_frontend_path("examples/chat/angular-client/src/app.ts"));
-        assert!(is_frontend_path("app/javascript/controllers/upload_controller.js"));
+        assert!(is_frontend_path(
+            "app/javascript/controllers/upload_controller.js"
+        ));
         assert!(is_frontend_path("src/Button.tsx"));
         assert!(is_frontend_path("lib/vendor.min.js"));
         assert!(!is_frontend_path("server/index.js"));
-        assert!(!is_frontend_path("examples/client-side-load-balancing-example/index.js"));
+        assert!(!is_frontend_path(
+            "examples/client-side-load-balancing-example/index.js"
+        ));
         assert!(!is_frontend_path("src/api/upload.ts"));
-        assert!(generated_or_bundled(&format!("var a={};\n{}", 1, "x".repeat(1200))));
+        assert!(generated_or_bundled(&format!(
+            "var a={};\n{}",
+            1,
+            "x".repeat(1200)
+        )));
         assert!(!generated_or_bundled("const a = 1;\nmodule.exports = a;\n"));
     }
 }

@@ -284,7 +284,8 @@ fn conditions_are_stated_when_the_code_has_them() {
 #[test]
 fn the_summary_counts_files_with_findings_and_files_scanned() {
     let t = TempTree::new("summary");
-    t.write("server.js", SESSION_JS).write("clean.py", "X = 1\n");
+    t.write("server.js", SESSION_JS)
+        .write("clean.py", "X = 1\n");
     let r = audit_path(t.path(), &Options::default()).unwrap();
     assert_eq!(r.files_scanned, 2);
     assert_eq!(r.files_with_findings(), 1);

@@ -34,7 +34,14 @@ enum Format {
 /// The file name with an example suffix (`.example`, `.sample`, `.dist`, `.default`,
 /// `.template`) removed, and whether there was one.
 fn strip_example(name: &str) -> (&str, bool) {
-    for suf in [".example", ".sample", ".dist", ".default", ".template", ".tmpl"] {
+    for suf in [
+        ".example",
+        ".sample",
+        ".dist",
+        ".default",
+        ".template",
+        ".tmpl",
+    ] {
         if let Some(base) = name.strip_suffix(suf)
             && !base.is_empty()
         {
@@ -91,15 +98,35 @@ fn dev_or_test_file(rel: &str) -> bool {
         || rel.split('/').any(|seg| {
             matches!(
                 seg.to_ascii_lowercase().as_str(),
-                "test" | "tests" | "testing" | "development" | "dev" | "e2e" | "ci"
-                    | ".github" | ".gitlab" | ".circleci" | ".buildkite" | ".woodpecker"
-                | "locale" | "locales" | "i18n" | "translations" | "lang"
+                "test"
+                    | "tests"
+                    | "testing"
+                    | "development"
+                    | "dev"
+                    | "e2e"
+                    | "ci"
+                    | ".github"
+                    | ".gitlab"
+                    | ".circleci"
+                    | ".buildkite"
+                    | ".woodpecker"
+                    | "locale"
+                    | "locales"
+                    | "i18n"
+                    | "translations"
+                    | "lang"
             )
         })
         || matches!(
             name,
-            ".travis.yml" | ".gitlab-ci.yml" | "azure-pipelines.yml" | "bitbucket-pipelines.yml"
-                | "codecov.yml" | ".pre-commit-config.yaml" | "dependabot.yml" | "mkdocs.yml"
+            ".travis.yml"
+                | ".gitlab-ci.yml"
+                | "azure-pipelines.yml"
+                | "bitbucket-pipelines.yml"
+                | "codecov.yml"
+                | ".pre-commit-config.yaml"
+                | "dependabot.yml"
+                | "mkdocs.yml"
         )
 }
 
@@ -431,10 +458,15 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
             "CFG-SESSION-LOCAL",
             format!("{m}: servlet sessions stay in container memory"),
         ),
-        _ if last == "provider" && section.ends_with("session") && matches!(v.as_str(), "memory" | "file") => (
-            "CFG-SESSION-LOCAL",
-            format!("[{section}] {m}: sessions kept per instance"),
-        ),
+        _ if last == "provider"
+            && section.ends_with("session")
+            && matches!(v.as_str(), "memory" | "file") =>
+        {
+            (
+                "CFG-SESSION-LOCAL",
+                format!("[{section}] {m}: sessions kept per instance"),
+            )
+        }
         // ---- caches ----
         ("cache_driver" | "cache_store", "file" | "apc" | "apcu") => (
             "CFG-CACHE-LOCAL",
@@ -442,7 +474,10 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
         ),
         ("cache_driver" | "cache_store", "database") => (
             "CFG-CACHE-LOCAL",
-            format!("{m} on {}: cache in a SQLite file on this instance", db_local()?),
+            format!(
+                "{m} on {}: cache in a SQLite file on this instance",
+                db_local()?
+            ),
         ),
         ("cache_type", "simple" | "simplecache" | "filesystem" | "filesystemcache") => (
             "CFG-CACHE-LOCAL",
@@ -452,17 +487,21 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
             "CFG-CACHE-LOCAL",
             format!("{m}: Spring caches per instance"),
         ),
-        _ if last == "adapter" && section.ends_with("cache") && matches!(v.as_str(), "memory" | "file") => (
-            "CFG-CACHE-LOCAL",
-            format!("[{section}] {m}: cache kept per instance"),
-        ),
+        _ if last == "adapter"
+            && section.ends_with("cache")
+            && matches!(v.as_str(), "memory" | "file") =>
+        {
+            (
+                "CFG-CACHE-LOCAL",
+                format!("[{section}] {m}: cache kept per instance"),
+            )
+        }
         // ---- files ----
         ("filesystem_disk" | "filesystem_driver" | "filesystem_default", "local" | "public") => (
             "CFG-LOCAL-DISK",
             format!("{m}: uploads stored on this instance's disk"),
         ),
-        _ if key.starts_with("storage_")
-            && key.ends_with("_type")
+        _ if key.starts_with("storage_") && key.ends_with("_type")
             || key == "storage_type" && section.is_empty() =>
         {
             if !(v == "local" || v.starts_with("local_")) {
@@ -474,9 +513,24 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
             )
         }
         // Where uploads, attachments, avatars and LFS objects are written: a local path.
-        _ if matches!(last, "path" | "root" | "root_path" | "dir" | "folder" | "upload_path" | "avatar_upload_path" | "objects_path" | "upload_folder" | "media_root")
-            && (section.contains("attachment") || section.contains("picture") || section.contains("lfs") || section.contains("upload")
-                || last.contains("upload") || last == "media_root")
+        _ if matches!(
+            last,
+            "path"
+                | "root"
+                | "root_path"
+                | "dir"
+                | "folder"
+                | "upload_path"
+                | "avatar_upload_path"
+                | "objects_path"
+                | "upload_folder"
+                | "media_root"
+        ) && (section.contains("attachment")
+            || section.contains("picture")
+            || section.contains("lfs")
+            || section.contains("upload")
+            || last.contains("upload")
+            || last == "media_root")
             && !v.contains("://")
             && !last.contains("temp")
             && !key.contains("temp") =>
@@ -490,22 +544,23 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
             "CFG-LOCAL-DISK",
             format!("{m}: uploads stored on this instance's disk"),
         ),
-        _ if matches!(last, "storage" | "storage_type")
-            && v == "local"
-            && !section.is_empty() =>
-        {
-            (
-                "CFG-LOCAL-DISK",
-                format!("[{section}] {m}: files stored on this instance's disk"),
-            )
-        }
+        _ if matches!(last, "storage" | "storage_type") && v == "local" && !section.is_empty() => (
+            "CFG-LOCAL-DISK",
+            format!("[{section}] {m}: files stored on this instance's disk"),
+        ),
         // ---- embedded databases ----
         ("db_connection", "sqlite") => (
             "CFG-EMBEDDED-DB",
             format!("{m}: the application database is a SQLite file on this instance"),
         ),
-        _ if matches!(last, "type" | "db_type" | "adapter" | "driver" | "engine" | "dialect")
-            && (section.ends_with("database") || section.ends_with("db") || section.contains("datasource") || section.starts_with("production") || section.starts_with("default"))
+        _ if matches!(
+            last,
+            "type" | "db_type" | "adapter" | "driver" | "engine" | "dialect"
+        ) && (section.ends_with("database")
+            || section.ends_with("db")
+            || section.contains("datasource")
+            || section.starts_with("production")
+            || section.starts_with("default"))
             && matches!(v.as_str(), "sqlite" | "sqlite3" | "h2" | "hsqldb" | "derby") =>
         {
             if section.starts_with("default") && !section.contains("database") {
@@ -516,7 +571,10 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
                 format!("{m}: the database is embedded in this instance"),
             )
         }
-        _ if (last.contains("url") || last.contains("uri") || last == "dsn" || last == "database")
+        _ if (last.contains("url")
+            || last.contains("uri")
+            || last == "dsn"
+            || last == "database")
             && (v.starts_with("sqlite:")
                 || v.starts_with("jdbc:sqlite:")
                 || v.starts_with("jdbc:h2:")
@@ -524,25 +582,40 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
                 || v.starts_with("jdbc:derby:")
                 || (last == "database"
                     && section.starts_with("production")
-                    && (v.ends_with(".sqlite3") || v.ends_with(".sqlite") || v.ends_with(".db")))) =>
+                    && (v.ends_with(".sqlite3")
+                        || v.ends_with(".sqlite")
+                        || v.ends_with(".db")))) =>
         {
             (
                 "CFG-EMBEDDED-DB",
                 format!("{m}: the database is embedded in this instance"),
             )
         }
-        _ if last == "driver-class-name" && matches!(v.as_str(), "org.h2.driver" | "org.sqlite.jdbc" | "org.hsqldb.jdbcdriver") => (
-            "CFG-EMBEDDED-DB",
-            format!("{m}: the database is embedded in this instance"),
-        ),
+        _ if last == "driver-class-name"
+            && matches!(
+                v.as_str(),
+                "org.h2.driver" | "org.sqlite.jdbc" | "org.hsqldb.jdbcdriver"
+            ) =>
+        {
+            (
+                "CFG-EMBEDDED-DB",
+                format!("{m}: the database is embedded in this instance"),
+            )
+        }
         // ---- queues ----
         ("queue_connection" | "queue_driver", "database") => (
             "CFG-QUEUE-LOCAL",
-            format!("{m} on {}: queued jobs in a SQLite file on this instance", db_local()?),
+            format!(
+                "{m} on {}: queued jobs in a SQLite file on this instance",
+                db_local()?
+            ),
         ),
         _ if last == "type"
             && section.starts_with("queue")
-            && matches!(v.as_str(), "level" | "channel" | "persistable-channel" | "unique-level" | "memory") =>
+            && matches!(
+                v.as_str(),
+                "level" | "channel" | "persistable-channel" | "unique-level" | "memory"
+            ) =>
         {
             (
                 "CFG-QUEUE-LOCAL",
@@ -550,7 +623,9 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
             )
         }
         _ if (last.contains("broker_url") || last == "broker")
-            && (v.starts_with("memory://") || v.starts_with("filesystem://") || v.starts_with("sqla+sqlite")) =>
+            && (v.starts_with("memory://")
+                || v.starts_with("filesystem://")
+                || v.starts_with("sqla+sqlite")) =>
         {
             (
                 "CFG-QUEUE-LOCAL",
@@ -576,10 +651,17 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
             "CFG-SEARCH-LOCAL",
             format!("{m}: the search index is on this instance"),
         ),
-        _ if key.contains("hibernate.search") && (v == "local-filesystem" || v == "local-heap" || v == "filesystem" || v == "ram") => (
-            "CFG-SEARCH-LOCAL",
-            format!("{m}: the Lucene index is on this instance"),
-        ),
+        _ if key.contains("hibernate.search")
+            && (v == "local-filesystem"
+                || v == "local-heap"
+                || v == "filesystem"
+                || v == "ram") =>
+        {
+            (
+                "CFG-SEARCH-LOCAL",
+                format!("{m}: the Lucene index is on this instance"),
+            )
+        }
         // ---- locks ----
         _ if last == "service_type" && section.ends_with("global_lock") && v == "memory" => (
             "CFG-LOCK-MEMORY",
@@ -611,7 +693,11 @@ pub(crate) fn scan_project(facts: &Facts) -> Vec<(String, Hit)> {
         let construct = if rule == "CFG-EMBEDDED-DB" || rule == "CFG-LOCAL-DISK" {
             format!("project:{}:{rule}", project_dir(&s.file))
         } else {
-            format!("project:{}{}", project_dir(&s.file), s.key.to_ascii_lowercase())
+            format!(
+                "project:{}{}",
+                project_dir(&s.file),
+                s.key.to_ascii_lowercase()
+            )
         };
         let mut h = Hit::at_row(rule, s.row, 0, message).construct(construct);
         match s.source {
@@ -651,7 +737,10 @@ pub(crate) fn scan_project(facts: &Facts) -> Vec<(String, Hit)> {
                     "CFG-WS-MEMORY",
                     s.row,
                     0,
-                    format!("{} = {}: Action Cable broadcasts stay in this process", s.key, s.value),
+                    format!(
+                        "{} = {}: Action Cable broadcasts stay in this process",
+                        s.key, s.value
+                    ),
                 ),
             ));
         }
@@ -710,7 +799,13 @@ mod tests {
             "spring:\n  cache:\n    type: redis\n---\nspring:\n  config:\n    activate:\n      on-profile: dev\n  cache:\n    type: simple\n",
         );
         assert!(y.iter().all(|e| e.value != "simple"), "{y:?}");
-        assert!(settings("config/application-dev.properties", "spring.cache.type=simple\n").is_empty());
+        assert!(
+            settings(
+                "config/application-dev.properties",
+                "spring.cache.type=simple\n"
+            )
+            .is_empty()
+        );
         assert!(settings(".env.testing", "SESSION_DRIVER=file\n").is_empty());
         assert!(!settings(".env.example", "SESSION_DRIVER=file\n").is_empty());
     }

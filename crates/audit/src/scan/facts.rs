@@ -71,20 +71,21 @@ impl Facts {
                 };
                 facts.manifests.push((dir, text.to_ascii_lowercase()));
             }
-            if f.size > options.max_file_bytes || (!options.include_tests && is_test_path(&f.rel))
-            {
+            if f.size > options.max_file_bytes || (!options.include_tests && is_test_path(&f.rel)) {
                 continue;
             }
             let lower = f.rel.to_ascii_lowercase();
-            let php_config =
-                lower.ends_with(".php") && (lower.starts_with("config/") || lower.contains("/config/"));
+            let php_config = lower.ends_with(".php")
+                && (lower.starts_with("config/") || lower.contains("/config/"));
             if config::is_config_file(&f.rel) || php_config {
                 let Ok(text) = std::fs::read(&f.abs) else {
                     continue;
                 };
                 let text = String::from_utf8_lossy(&text);
                 if php_config {
-                    facts.settings.extend(config::php_env_defaults(&f.rel, &text));
+                    facts
+                        .settings
+                        .extend(config::php_env_defaults(&f.rel, &text));
                 } else {
                     facts.settings.extend(config::settings(&f.rel, &text));
                 }
@@ -139,7 +140,10 @@ pub(crate) fn project_dir(rel: &str) -> &str {
     {
         // `app/Config/` (BookStack) belongs to the app root like `config/`.
         let root = &rel[..i];
-        return root.strip_suffix("app/").or_else(|| root.strip_suffix("App/")).unwrap_or(root);
+        return root
+            .strip_suffix("app/")
+            .or_else(|| root.strip_suffix("App/"))
+            .unwrap_or(root);
     }
     match rel.rfind('/') {
         Some(i) => &rel[..=i],

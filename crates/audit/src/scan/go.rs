@@ -77,7 +77,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             if !(is_chan || is_queue) {
                 return;
             }
-            let buffered = is_queue || (value.starts_with("make(chan ") && value.matches(',').count() >= 1);
+            let buffered =
+                is_queue || (value.starts_with("make(chan ") && value.matches(',').count() >= 1);
             for c in named_children(s) {
                 if c.kind() == "identifier" {
                     chans.insert(text(c, src).to_string(), (s, buffered, is_queue));
@@ -109,7 +110,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 && f.kind() == "selector_expression"
                 && let Some(op) = field(f, "operand")
                 && let Some((_, _, sent)) = chans.get_mut(text(op, src))
-                && matches!(field(f, "field").map(|x| text(x, src)), Some("Add" | "Push" | "Enqueue" | "AddFunc"))
+                && matches!(
+                    field(f, "field").map(|x| text(x, src)),
+                    Some("Add" | "Push" | "Enqueue" | "AddFunc")
+                )
                 && in_runtime_function(n, src)
             {
                 *sent = true;
@@ -269,53 +273,91 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                         ));
                     }
                 }
-                "bleve.New" | "bleve.Open" | "bleve.NewUsing" | "bleve.OpenUsing" | "bleve.NewMemOnly" => {
-                    hits.push(
-                        Hit::at("GO-SEARCH-LOCAL", n, format!("{ft}: the search index is on this instance"))
-                            .construct("go-bleve"),
+                "bleve.New" | "bleve.Open" | "bleve.NewUsing" | "bleve.OpenUsing"
+                | "bleve.NewMemOnly" => hits.push(
+                    Hit::at(
+                        "GO-SEARCH-LOCAL",
+                        n,
+                        format!("{ft}: the search index is on this instance"),
                     )
-                }
+                    .construct("go-bleve"),
+                ),
                 "sql.Open" | "sqlx.Open" | "sqlx.Connect" | "xorm.NewEngine"
-                    if args.and_then(|a| a.named_child(0)).and_then(|a| string_value(a, src)).is_some_and(|d| d.starts_with("sqlite")) =>
+                    if args
+                        .and_then(|a| a.named_child(0))
+                        .and_then(|a| string_value(a, src))
+                        .is_some_and(|d| d.starts_with("sqlite")) =>
                 {
                     hits.push(with_case(
-                        Hit::at("GO-EMBEDDED-DB", n, format!("{ft}(\"sqlite...\"): the database is a file on this instance"))
-                            .construct(format!("go-db:{}", text(n, src))),
+                        Hit::at(
+                            "GO-EMBEDDED-DB",
+                            n,
+                            format!("{ft}(\"sqlite...\"): the database is a file on this instance"),
+                        )
+                        .construct(format!("go-db:{}", text(n, src))),
                         n,
                         src,
                     ))
                 }
                 "gorm.Open"
-                    if args.and_then(|a| a.named_child(0)).and_then(|a| string_value(a, src)).is_some_and(|d| d.starts_with("sqlite")) =>
+                    if args
+                        .and_then(|a| a.named_child(0))
+                        .and_then(|a| string_value(a, src))
+                        .is_some_and(|d| d.starts_with("sqlite")) =>
                 {
                     hits.push(with_case(
-                        Hit::at("GO-EMBEDDED-DB", n, "gorm.Open(\"sqlite3\", ...): the database is a file on this instance")
-                            .construct(format!("go-db:{}", text(n, src))),
+                        Hit::at(
+                            "GO-EMBEDDED-DB",
+                            n,
+                            "gorm.Open(\"sqlite3\", ...): the database is a file on this instance",
+                        )
+                        .construct(format!("go-db:{}", text(n, src))),
                         n,
                         src,
                     ))
                 }
-                "sqlite.Open" if imports.iter().any(|i| i.contains("sqlite")) => hits.push(with_case(
-                    Hit::at("GO-EMBEDDED-DB", n, "gorm sqlite.Open: the database is a file on this instance")
+                "sqlite.Open" if imports.iter().any(|i| i.contains("sqlite")) => {
+                    hits.push(with_case(
+                        Hit::at(
+                            "GO-EMBEDDED-DB",
+                            n,
+                            "gorm sqlite.Open: the database is a file on this instance",
+                        )
                         .construct(format!("go-db:{}", text(n, src))),
+                        n,
+                        src,
+                    ))
+                }
+                "bolt.Open" | "bbolt.Open" | "badger.Open" | "leveldb.OpenFile" | "buntdb.Open"
+                | "pebble.Open" => hits.push(with_case(
+                    Hit::at(
+                        "GO-EMBEDDED-DB",
+                        n,
+                        format!("{ft}: an embedded key-value store on this instance's disk"),
+                    )
+                    .construct("go-kv"),
                     n,
                     src,
                 )),
-                "bolt.Open" | "bbolt.Open" | "badger.Open" | "leveldb.OpenFile" | "buntdb.Open" | "pebble.Open" => {
-                    hits.push(with_case(
-                        Hit::at("GO-EMBEDDED-DB", n, format!("{ft}: an embedded key-value store on this instance's disk"))
-                            .construct("go-kv"),
+                "cache.New" if imports.iter().any(|i| i.contains("patrickmn/go-cache")) => hits
+                    .push(Hit::at(
+                        "GO-CACHE-LOCAL",
                         n,
-                        src,
-                    ))
-                }
-                "cache.New" if imports.iter().any(|i| i.contains("patrickmn/go-cache")) => {
-                    hits.push(Hit::at("GO-CACHE-LOCAL", n, "go-cache: an in-process cache"))
-                }
-                "ristretto.NewCache" | "bigcache.New" | "bigcache.NewBigCache" | "freecache.NewCache"
-                | "lru.New" | "lru.NewWithEvict" | "expirable.NewLRU" | "ttlcache.New" | "gcache.New" => {
-                    hits.push(Hit::at("GO-CACHE-LOCAL", n, format!("{ft}: an in-process cache")))
-                }
+                        "go-cache: an in-process cache",
+                    )),
+                "ristretto.NewCache"
+                | "bigcache.New"
+                | "bigcache.NewBigCache"
+                | "freecache.NewCache"
+                | "lru.New"
+                | "lru.NewWithEvict"
+                | "expirable.NewLRU"
+                | "ttlcache.New"
+                | "gcache.New" => hits.push(Hit::at(
+                    "GO-CACHE-LOCAL",
+                    n,
+                    format!("{ft}: an in-process cache"),
+                )),
                 "globallock.NewMemoryLocker" | "NewMemoryLocker" => hits.push(Hit::at(
                     "GO-LOCK-MEMORY",
                     n,
@@ -364,11 +406,11 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     });
 
     // Test helpers in non-test files (`func TestDBInit()`): not the served application.
-    hits.hits.retain(|h| {
-        !(h.rule == "GO-EMBEDDED-DB" && test_helper_at(root, h.row, src))
-    });
+    hits.hits
+        .retain(|h| !(h.rule == "GO-EMBEDDED-DB" && test_helper_at(root, h.row, src)));
     if configured_db_is_server(ctx) {
-        hits.hits.retain(|h| !(h.rule == "GO-EMBEDDED-DB" && h.condition.is_some()));
+        hits.hits
+            .retain(|h| !(h.rule == "GO-EMBEDDED-DB" && h.condition.is_some()));
     }
     if !scs_store_set {
         for n in scs_calls {
@@ -402,7 +444,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             if !ft.starts_with("map[") {
                 return;
             }
-            if ft.contains("sync.Mutex") || ft.contains("sync.RWMutex") || ft.contains("*semaphore") {
+            if ft.contains("sync.Mutex") || ft.contains("sync.RWMutex") || ft.contains("*semaphore")
+            {
                 locks.get_or_insert(f);
             } else if subscriber_type(ft) {
                 subscribers.get_or_insert(f);
@@ -422,7 +465,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             hits.push(Hit::at(
                 "GO-LOCK-MEMORY",
                 t,
-                format!("`{tname}` keeps a lock table (`{}`): it excludes only within this process", squash(text(f, src))),
+                format!(
+                    "`{tname}` keeps a lock table (`{}`): it excludes only within this process",
+                    squash(text(f, src))
+                ),
             ));
         }
     });
@@ -484,7 +530,15 @@ fn squash(t: &str) -> String {
 
 /// Adds the enclosing `case "sqlite3":` (a configured choice) as a condition.
 fn with_case(h: Hit, n: Node, src: &str) -> Hit {
-    match ancestor(n, &["expression_case", "if_statement", "function_declaration", "method_declaration"]) {
+    match ancestor(
+        n,
+        &[
+            "expression_case",
+            "if_statement",
+            "function_declaration",
+            "method_declaration",
+        ],
+    ) {
         Some(c) if c.kind() == "expression_case" => {
             let v = field(c, "value").map(|x| text(x, src)).unwrap_or("");
             h.condition(format!("when the configured value is {v}"))
@@ -519,7 +573,10 @@ fn configured_db_is_server(ctx: &FileCtx) -> bool {
         let v = s.value.trim().to_ascii_lowercase();
         (k.ends_with("database.type") || k.ends_with("database.db_type") || k == "db_type")
             && s.source <= super::facts::Source::Example
-            && matches!(v.as_str(), "postgres" | "postgresql" | "mysql" | "mssql" | "tidb")
+            && matches!(
+                v.as_str(),
+                "postgres" | "postgresql" | "mysql" | "mssql" | "tidb"
+            )
     })
 }
 
@@ -563,7 +620,9 @@ fn ini_code_default(n: Node, src: &str, ctx: &FileCtx) -> Option<Hit> {
     };
     Some(
         Hit::at(rule, n, format!("code default {message}"))
-            .condition(format!("the code's default, used unless [{section}] {key} is set in the config file"))
+            .condition(format!(
+                "the code's default, used unless [{section}] {key} is set in the config file"
+            ))
             .construct(format!("project:ini:{}", full.to_ascii_lowercase())),
     )
 }
@@ -582,7 +641,10 @@ fn section_name(e: Node, at: Node, src: &str) -> Option<String> {
         return None;
     }
     let name = text(e, src);
-    let f = ancestor(at, &["function_declaration", "method_declaration", "func_literal"])?;
+    let f = ancestor(
+        at,
+        &["function_declaration", "method_declaration", "func_literal"],
+    )?;
     let mut out = None;
     walk(f, |a| {
         if out.is_none()

@@ -288,7 +288,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             continue;
         }
         let decl = text(f.node, src);
-        if decl.contains("SseEmitter") || decl.contains("WebSocketSession") || decl.contains("Session>") && decl.contains("websocket") {
+        if decl.contains("SseEmitter")
+            || decl.contains("WebSocketSession")
+            || decl.contains("Session>") && decl.contains("websocket")
+        {
             hits.push(Hit::at(
                 "JAVA-PUBSUB-MEMORY",
                 f.node,
@@ -326,17 +329,31 @@ fn h2_fallback(ctx: &FileCtx) -> Option<&'static str> {
         // The main config only: `application-mysql.properties` is a profile.
         let main = matches!(
             name,
-            "application.properties" | "application.yml" | "application.yaml" | "bootstrap.yml" | "bootstrap.properties"
+            "application.properties"
+                | "application.yml"
+                | "application.yaml"
+                | "bootstrap.yml"
+                | "bootstrap.properties"
         );
-        (k == "spring.datasource.url" || k == "spring.r2dbc.url" || k.ends_with("datasource.jdbc-url"))
+        (k == "spring.datasource.url"
+            || k == "spring.r2dbc.url"
+            || k.ends_with("datasource.jdbc-url"))
             && !s.value.trim().is_empty()
             && main
     });
     if has_url {
         return None;
     }
-    for (dep, name) in [("com.h2database", "H2"), ("org.hsqldb", "HSQLDB"), ("org.apache.derby", "Derby")] {
-        if ctx.facts.manifests_of(ctx.rel).any(|m| runtime_dependency(m, dep)) {
+    for (dep, name) in [
+        ("com.h2database", "H2"),
+        ("org.hsqldb", "HSQLDB"),
+        ("org.apache.derby", "Derby"),
+    ] {
+        if ctx
+            .facts
+            .manifests_of(ctx.rel)
+            .any(|m| runtime_dependency(m, dep))
+        {
             return Some(name);
         }
     }
@@ -350,7 +367,10 @@ fn runtime_dependency(manifest: &str, dep: &str) -> bool {
         let pos = at + i;
         // Maven: the enclosing <dependency> block; Gradle: the line.
         let block_start = manifest[..pos].rfind("<dependency>").unwrap_or(pos);
-        let block_end = manifest[pos..].find("</dependency>").map(|e| pos + e).unwrap_or(pos);
+        let block_end = manifest[pos..]
+            .find("</dependency>")
+            .map(|e| pos + e)
+            .unwrap_or(pos);
         let block = &manifest[block_start..block_end.max(pos)];
         let line_start = manifest[..pos].rfind('\n').map(|x| x + 1).unwrap_or(0);
         let line = &manifest[line_start..pos];
@@ -373,18 +393,23 @@ fn exports(root: Node, src: &str, sink: &mut Sink) {
         if m.kind() != "method_declaration" {
             return;
         }
-        let name = field(m, "name").map(|x| text(x, src).to_string()).unwrap_or_default();
+        let name = field(m, "name")
+            .map(|x| text(x, src).to_string())
+            .unwrap_or_default();
         let owner = ancestor(m, &["class_declaration"]);
         let mods = named_children(m)
             .into_iter()
             .find(|c| c.kind() == "modifiers")
             .map(|x| text(x, src))
             .unwrap_or("");
-        let handler = owner.is_some_and(|c| class_annotated(c, src, &["Controller", "RestController"]))
+        let handler = owner
+            .is_some_and(|c| class_annotated(c, src, &["Controller", "RestController"]))
             && mods.contains("Mapping");
         let mut info = super::FuncInfo {
             name,
-            owner: owner.and_then(|c| field(c, "name")).map(|x| text(x, src).to_string()),
+            owner: owner
+                .and_then(|c| field(c, "name"))
+                .map(|x| text(x, src).to_string()),
             handler,
             row: m.start_position().row,
             ..Default::default()
@@ -403,7 +428,10 @@ fn exports(root: Node, src: &str, sink: &mut Sink) {
                 && !upload
                 && info.writes.is_empty()
                 && obj == "Files"
-                && matches!(name, "write" | "copy" | "writeString" | "newOutputStream" | "move")
+                && matches!(
+                    name,
+                    "write" | "copy" | "writeString" | "newOutputStream" | "move"
+                )
             {
                 info.writes.push(super::LocalWrite {
                     rule: "JAVA-LOCAL-WRITE",

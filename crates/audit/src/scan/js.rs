@@ -183,7 +183,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     hits.push(Hit::at(
                         "JS-LOCK-MEMORY",
                         d,
-                        format!("module-scope `{}` ({ct}) excludes only within this process", text(name, src)),
+                        format!(
+                            "module-scope `{}` ({ct}) excludes only within this process",
+                            text(name, src)
+                        ),
                     ));
                 }
             }
@@ -406,13 +409,15 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             "decorator" => {
                 let t = text(n, src);
                 if imports.contains_key("@nestjs/schedule")
-                    && (t.starts_with("@Cron(") || t.starts_with("@Interval(") || t.starts_with("@Timeout(")) == true
-                    && !t.starts_with("@Timeout(")
+                    && (t.starts_with("@Cron(") || t.starts_with("@Interval("))
                 {
                     hits.push(Hit::at(
                         "JS-TIMER-JOB",
                         n,
-                        format!("{} (@nestjs/schedule) runs in every instance", t.split('(').next().unwrap_or(t)),
+                        format!(
+                            "{} (@nestjs/schedule) runs in every instance",
+                            t.split('(').next().unwrap_or(t)
+                        ),
                     ));
                 }
             }
@@ -502,7 +507,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             hits.push(Hit::at(
                 "JS-LOCK-MEMORY",
                 c.decl,
-                format!("module-scope lock table `{name}` ({}): excludes only within this process", dedup(&c.writes)),
+                format!(
+                    "module-scope lock table `{name}` ({}): excludes only within this process",
+                    dedup(&c.writes)
+                ),
             ));
             continue;
         }
@@ -544,9 +552,18 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
 /// repositories, stores, services, managers. A collection field they write in a method is
 /// a per-instance store.
 fn singleton_class(name: &str, decorators: &str) -> bool {
-    ["Repository", "Store", "Service", "Manager", "Registry", "Gateway", "Provider", "Controller"]
-        .iter()
-        .any(|k| name.contains(k))
+    [
+        "Repository",
+        "Store",
+        "Service",
+        "Manager",
+        "Registry",
+        "Gateway",
+        "Provider",
+        "Controller",
+    ]
+    .iter()
+    .any(|k| name.contains(k))
         || decorators.contains("@Injectable")
         || decorators.contains("@Controller")
 }
@@ -559,7 +576,8 @@ fn class_stores(root: Node, src: &str, hits: &mut Sink) {
             && let Some(c) = field(n, "constructor")
         {
             let t = text(c, src);
-            hits.tags.push(format!("new:{}", t.rsplit('.').next().unwrap_or(t)));
+            hits.tags
+                .push(format!("new:{}", t.rsplit('.').next().unwrap_or(t)));
         }
     });
     walk(root, |c| {
@@ -571,12 +589,17 @@ fn class_stores(root: Node, src: &str, hits: &mut Sink) {
             .iter()
             .filter(|d| d.kind() == "decorator")
             .map(|d| text(*d, src))
-            .chain(c.parent().filter(|p| p.kind() == "export_statement").into_iter().flat_map(|p| {
-                named_children(p)
+            .chain(
+                c.parent()
+                    .filter(|p| p.kind() == "export_statement")
                     .into_iter()
-                    .filter(|d| d.kind() == "decorator")
-                    .map(|d| text(d, src))
-            }))
+                    .flat_map(|p| {
+                        named_children(p)
+                            .into_iter()
+                            .filter(|d| d.kind() == "decorator")
+                            .map(|d| text(d, src))
+                    }),
+            )
             .collect();
         if !singleton_class(name, &decorators) {
             return;
@@ -587,7 +610,8 @@ fn class_stores(root: Node, src: &str, hits: &mut Sink) {
         for m in named_children(body) {
             if m.kind() == "public_field_definition"
                 && let (Some(n), Some(v)) = (field(m, "name"), field(m, "value"))
-                && collection_kind(v, src).is_some_and(|k| k != CollKind::Object || text(v, src) == "{}")
+                && collection_kind(v, src)
+                    .is_some_and(|k| k != CollKind::Object || text(v, src) == "{}")
             {
                 fields.insert(text(n, src).to_string(), m);
             }
@@ -630,7 +654,18 @@ fn class_stores(root: Node, src: &str, hits: &mut Sink) {
                             && let Some(obj) = field(f, "object")
                             && let Some(t) = target(obj)
                             && let Some(op) = field(f, "property").map(|p| text(p, src))
-                            && matches!(op, "set" | "add" | "delete" | "clear" | "push" | "unshift" | "splice" | "shift" | "pop")
+                            && matches!(
+                                op,
+                                "set"
+                                    | "add"
+                                    | "delete"
+                                    | "clear"
+                                    | "push"
+                                    | "unshift"
+                                    | "splice"
+                                    | "shift"
+                                    | "pop"
+                            )
                         {
                             written.entry(t).or_default().push(op.to_string());
                         }
@@ -654,7 +689,10 @@ fn class_stores(root: Node, src: &str, hits: &mut Sink) {
                 let hit = Hit::at(
                     "JS-GLOBAL-MUTABLE",
                     *node,
-                    format!("`{name}.{f}` is a collection the shared `{name}` writes at run time ({})", dedup(ops)),
+                    format!(
+                        "`{name}.{f}` is a collection the shared `{name}` writes at run time ({})",
+                        dedup(ops)
+                    ),
                 )
                 .per_user_if(f);
                 if injected {
@@ -683,8 +721,15 @@ fn exports(root: Node, src: &str, sink: &mut Sink) {
             .map(|x| text(x, src).to_string())
             .or_else(|| {
                 let p = f.parent()?;
-                (p.kind() == "variable_declarator" || p.kind() == "pair" || p.kind() == "assignment_expression")
-                    .then(|| field(p, "name").or_else(|| field(p, "key")).or_else(|| field(p, "left")).map(|x| text(x, src).rsplit('.').next().unwrap_or("").to_string()))?
+                (p.kind() == "variable_declarator"
+                    || p.kind() == "pair"
+                    || p.kind() == "assignment_expression")
+                    .then(|| {
+                        field(p, "name")
+                            .or_else(|| field(p, "key"))
+                            .or_else(|| field(p, "left"))
+                            .map(|x| text(x, src).rsplit('.').next().unwrap_or("").to_string())
+                    })?
             })
             .unwrap_or_default();
         let Some(body) = field(f, "body") else { return };
@@ -703,19 +748,36 @@ fn exports(root: Node, src: &str, sink: &mut Sink) {
             if n.kind() != "call_expression" || ancestor(n, FUNCTIONS) != Some(f) {
                 return;
             }
-            let Some(c) = field(n, "function") else { return };
+            let Some(c) = field(n, "function") else {
+                return;
+            };
             let ct = text(c, src);
             let last = ct.rsplit('.').next().unwrap_or(ct);
             let recv = if c.kind() == "member_expression" {
-                field(c, "object").map(|o| text(o, src).to_ascii_lowercase()).unwrap_or_default()
+                field(c, "object")
+                    .map(|o| text(o, src).to_ascii_lowercase())
+                    .unwrap_or_default()
             } else {
                 String::new()
             };
             info.calls.push(last.to_string());
             info.receivers.push(recv);
             if !handler
-                && matches!(last, "writeFile" | "writeFileSync" | "createWriteStream" | "copyFile" | "copyFileSync" | "rename" | "renameSync" | "appendFile")
-                && (ct.starts_with("fs") || ct.starts_with("fsp") || ct.starts_with("promises") || ct == last)
+                && matches!(
+                    last,
+                    "writeFile"
+                        | "writeFileSync"
+                        | "createWriteStream"
+                        | "copyFile"
+                        | "copyFileSync"
+                        | "rename"
+                        | "renameSync"
+                        | "appendFile"
+                )
+                && (ct.starts_with("fs")
+                    || ct.starts_with("fsp")
+                    || ct.starts_with("promises")
+                    || ct == last)
                 && info.writes.is_empty()
             {
                 info.writes.push(super::LocalWrite {
@@ -736,8 +798,16 @@ fn exports(root: Node, src: &str, sink: &mut Sink) {
 /// `{ id, res }`).
 fn subscriber_value(n: Node, src: &str) -> bool {
     let names = [
-        "res", "response", "ws", "socket", "conn", "connection", "client", "stream",
-        "subscriber", "sse",
+        "res",
+        "response",
+        "ws",
+        "socket",
+        "conn",
+        "connection",
+        "client",
+        "stream",
+        "subscriber",
+        "sse",
     ];
     match n.kind() {
         "identifier" => names.contains(&text(n, src)),
@@ -770,7 +840,10 @@ fn housekeeping(call: Node, colls: &BTreeMap<String, Coll>, src: &str) -> bool {
     };
     let t = text(body, src);
     let lower = t.to_ascii_lowercase();
-    let tidy_words = ["delete", "clear", "prune", "cleanup", "clean", "expire", "evict", "purge", "ping", "sweep", "gc"];
+    let tidy_words = [
+        "delete", "clear", "prune", "cleanup", "clean", "expire", "evict", "purge", "ping",
+        "sweep", "gc",
+    ];
     let tidy = tidy_words.iter().any(|w| lower.contains(w));
     // Any call on something that is not a module collection or a local: shared work.
     let mut outside = false;
@@ -782,9 +855,26 @@ fn housekeeping(call: Node, colls: &BTreeMap<String, Coll>, src: &str) -> bool {
             let root_name = ft.split(['.', '[', '(']).next().unwrap_or(ft);
             let last = ft.rsplit('.').next().unwrap_or(ft);
             let benign = colls.contains_key(root_name)
-                || matches!(root_name, "Date" | "Math" | "Object" | "console" | "Array" | "JSON")
-                || tidy_words.iter().any(|w| last.to_ascii_lowercase().contains(w))
-                || matches!(last, "forEach" | "keys" | "values" | "entries" | "get" | "has" | "now" | "filter" | "terminate" | "isAlive");
+                || matches!(
+                    root_name,
+                    "Date" | "Math" | "Object" | "console" | "Array" | "JSON"
+                )
+                || tidy_words
+                    .iter()
+                    .any(|w| last.to_ascii_lowercase().contains(w))
+                || matches!(
+                    last,
+                    "forEach"
+                        | "keys"
+                        | "values"
+                        | "entries"
+                        | "get"
+                        | "has"
+                        | "now"
+                        | "filter"
+                        | "terminate"
+                        | "isAlive"
+                );
             if !benign {
                 outside = true;
             }
@@ -802,18 +892,37 @@ fn embedded_db(
     imports: &HashMap<String, Vec<String>>,
     src: &str,
 ) -> Option<String> {
-    let from = |m: &str| imports.get(m).is_some_and(|names| names.iter().any(|x| callee == x || callee.starts_with(&format!("{x}."))));
+    let from = |m: &str| {
+        imports.get(m).is_some_and(|names| {
+            names
+                .iter()
+                .any(|x| callee == x || callee.starts_with(&format!("{x}.")))
+        })
+    };
     let is_new = n.kind() == "new_expression";
     if is_new && (from("sqlite3") && last == "Database" || from("better-sqlite3")) {
-        return Some(format!("new {callee}(...): the database is a SQLite file on this instance"));
+        return Some(format!(
+            "new {callee}(...): the database is a SQLite file on this instance"
+        ));
     }
-    if (from("lowdb") || from("lowdb/node") || from("lowdb/adapters/FileSync")) && (last == "Low" || last == "FileSync" || last == "JSONFile" || last == "low" || last == "LowSync" || last == "JSONFileSync") {
-        return Some(format!("{callee}: lowdb keeps the data in a JSON file on this instance"));
+    if (from("lowdb") || from("lowdb/node") || from("lowdb/adapters/FileSync"))
+        && (last == "Low"
+            || last == "FileSync"
+            || last == "JSONFile"
+            || last == "low"
+            || last == "LowSync"
+            || last == "JSONFileSync")
+    {
+        return Some(format!(
+            "{callee}: lowdb keeps the data in a JSON file on this instance"
+        ));
     }
-    if from("nedb") || from("@seald-io/nedb") || from("nedb-promises") {
-        if is_new || last == "create" {
-            return Some(format!("{callee}: NeDB keeps the data in a file on this instance"));
-        }
+    if (from("nedb") || from("@seald-io/nedb") || from("nedb-promises"))
+        && (is_new || last == "create")
+    {
+        return Some(format!(
+            "{callee}: NeDB keeps the data in a file on this instance"
+        ));
     }
     // ORM options: { dialect: 'sqlite' } (Sequelize), { type: 'sqlite' } (TypeORM),
     // { client: 'sqlite3' } (knex).
@@ -826,7 +935,9 @@ fn embedded_db(
             && let Some(v) = string_value(v, src)
             && matches!(v.as_str(), "sqlite" | "sqlite3" | "better-sqlite3")
         {
-            return Some(format!("{callee}({{ {key}: '{v}' }}): the database is a SQLite file on this instance"));
+            return Some(format!(
+                "{callee}({{ {key}: '{v}' }}): the database is a SQLite file on this instance"
+            ));
         }
     }
     None

@@ -16,19 +16,86 @@ const MAX_DEPTH: usize = 3;
 
 /// Callee names too common to link on without a matching receiver.
 const GENERIC: &[&str] = &[
-    "save", "write", "get", "set", "put", "post", "create", "update", "delete", "remove",
-    "add", "run", "call", "open", "close", "read", "process", "handle", "execute", "init",
-    "new", "main", "__init__", "send", "load", "store", "copy", "move", "render", "build",
-    "apply", "start", "stop", "to_s", "to_string", "from", "into", "default", "clone",
-    "append", "push", "insert", "flush", "sync", "exec", "invoke", "perform", "emit",
-    "log", "info", "debug", "warn", "error", "format", "parse", "validate", "check",
+    "save",
+    "write",
+    "get",
+    "set",
+    "put",
+    "post",
+    "create",
+    "update",
+    "delete",
+    "remove",
+    "add",
+    "run",
+    "call",
+    "open",
+    "close",
+    "read",
+    "process",
+    "handle",
+    "execute",
+    "init",
+    "new",
+    "main",
+    "__init__",
+    "send",
+    "load",
+    "store",
+    "copy",
+    "move",
+    "render",
+    "build",
+    "apply",
+    "start",
+    "stop",
+    "to_s",
+    "to_string",
+    "from",
+    "into",
+    "default",
+    "clone",
+    "append",
+    "push",
+    "insert",
+    "flush",
+    "sync",
+    "exec",
+    "invoke",
+    "perform",
+    "emit",
+    "log",
+    "info",
+    "debug",
+    "warn",
+    "error",
+    "format",
+    "parse",
+    "validate",
+    "check",
 ];
 
 /// Names (of a file, class or function) that say it deals with stored files.
 const STORAGE_WORDS: &[&str] = &[
-    "upload", "storage", "store", "file", "media", "attachment", "avatar", "image",
-    "picture", "photo", "asset", "document", "disk", "blob", "archive", "export",
-    "thumbnail", "backup", "writer",
+    "upload",
+    "storage",
+    "store",
+    "file",
+    "media",
+    "attachment",
+    "avatar",
+    "image",
+    "picture",
+    "photo",
+    "asset",
+    "document",
+    "disk",
+    "blob",
+    "archive",
+    "export",
+    "thumbnail",
+    "backup",
+    "writer",
 ];
 
 fn storage_like(s: &str) -> bool {
@@ -197,15 +264,25 @@ mod tests {
             what: "open(path, \"wb\")".into(),
         });
         let mut funcs = vec![
-            ("api/files.py".into(), func("post", Some("FilesList"), true, &[("upload_file", "")])),
-            ("utils/uploads/__init__.py".into(), func("upload_file", None, false, &[("upload", "get_uploader()")])),
+            (
+                "api/files.py".into(),
+                func("post", Some("FilesList"), true, &[("upload_file", "")]),
+            ),
+            (
+                "utils/uploads/__init__.py".into(),
+                func("upload_file", None, false, &[("upload", "get_uploader()")]),
+            ),
             ("utils/uploads/uploaders.py".into(), w),
         ];
         let hits = local_writes(&mut funcs);
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].0, "utils/uploads/uploaders.py");
         assert_eq!(hits[0].1.row, 9);
-        assert!(hits[0].1.message.contains("`post` (api/files.py:1)"), "{}", hits[0].1.message);
+        assert!(
+            hits[0].1.message.contains("`post` (api/files.py:1)"),
+            "{}",
+            hits[0].1.message
+        );
     }
 
     #[test]
@@ -218,12 +295,21 @@ mod tests {
             what: "open".into(),
         });
         let mut funcs = vec![
-            ("views.py".into(), func("edit", None, true, &[("save", "form")])),
+            (
+                "views.py".into(),
+                func("edit", None, true, &[("save", "form")]),
+            ),
             ("report.py".into(), w.clone()),
         ];
-        assert!(local_writes(&mut funcs).is_empty(), "form.save() is not ReportWriter.save()");
+        assert!(
+            local_writes(&mut funcs).is_empty(),
+            "form.save() is not ReportWriter.save()"
+        );
         let mut funcs = vec![
-            ("views.py".into(), func("edit", None, true, &[("save", "report_writer")])),
+            (
+                "views.py".into(),
+                func("edit", None, true, &[("save", "report_writer")]),
+            ),
             ("report.py".into(), w.clone()),
         ];
         assert_eq!(local_writes(&mut funcs).len(), 1);

@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) use facts::Facts;
 
 use crate::walk::SourceFile;
-use crate::{Category, Confidence, Finding, Lang, Options, Report, Rule, Severity, Suppressed, rules};
+use crate::{
+    Category, Confidence, Finding, Lang, Options, Report, Rule, Severity, Suppressed, rules,
+};
 
 /// A raw hit from a detector, before rule metadata and suppressions are applied.
 #[derive(Debug, Clone)]
@@ -343,7 +345,11 @@ fn emit(rel: &str, lines: &[&str], hits: Vec<Hit>, out: &mut FileOutcome) {
             condition: h.condition,
             why: rule.why,
             fix: rule.fix,
-            related: h.construct.into_iter().map(|c| format!("\u{0}{c}")).collect(),
+            related: h
+                .construct
+                .into_iter()
+                .map(|c| format!("\u{0}{c}"))
+                .collect(),
         });
     }
 }
@@ -384,7 +390,9 @@ fn merge(mut findings: Vec<Finding>) -> Vec<Finding> {
         if let Some(k) = &key
             && let Some(&i) = by_key.get(k)
         {
-            if !out[i].related.contains(&place) && format!("{}:{}", out[i].path, out[i].line) != place {
+            if !out[i].related.contains(&place)
+                && format!("{}:{}", out[i].path, out[i].line) != place
+            {
                 out[i].related.push(place);
             }
             continue;

@@ -124,22 +124,34 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             let t = text(n, src);
             if t.starts_with("new PDO") || t.starts_with("new \\PDO") {
                 let dsn = field(n, "arguments")
-                    .or_else(|| named_children(n).into_iter().find(|c| c.kind() == "arguments"))
+                    .or_else(|| {
+                        named_children(n)
+                            .into_iter()
+                            .find(|c| c.kind() == "arguments")
+                    })
                     .and_then(|a| a.named_child(0))
                     .and_then(|a| a.named_child(0))
                     .map(|a| text(a, src).trim_matches(['"', '\'']).to_string())
                     .unwrap_or_default();
                 if dsn.starts_with("sqlite:") {
                     hits.push(
-                        Hit::at("PHP-EMBEDDED-DB", n, "new PDO(\"sqlite:...\"): the database is a file on this instance")
-                            .construct("php-sqlite"),
+                        Hit::at(
+                            "PHP-EMBEDDED-DB",
+                            n,
+                            "new PDO(\"sqlite:...\"): the database is a file on this instance",
+                        )
+                        .construct("php-sqlite"),
                     );
                 }
             }
             if t.starts_with("new SQLite3") || t.starts_with("new \\SQLite3") {
                 hits.push(
-                    Hit::at("PHP-EMBEDDED-DB", n, "new SQLite3(...): the database is a file on this instance")
-                        .construct("php-sqlite"),
+                    Hit::at(
+                        "PHP-EMBEDDED-DB",
+                        n,
+                        "new SQLite3(...): the database is a file on this instance",
+                    )
+                    .construct("php-sqlite"),
                 );
             }
         }
@@ -231,7 +243,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         hits.push(Hit::at(
             "PHP-STATIC-ARRAY",
             s.node,
-            format!("static array `${name}` is written at run time and lives as long as the worker"),
+            format!(
+                "static array `${name}` is written at run time and lives as long as the worker"
+            ),
         ));
     }
 }

@@ -170,7 +170,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             let mut h = Hit::at(
                 "PY-EMBEDDED-DB",
                 *n,
-                format!("{k} falls back to SQLite ({}): the database is a file on this instance", shorten(v)),
+                format!(
+                    "{k} falls back to SQLite ({}): the database is a file on this instance",
+                    shorten(v)
+                ),
             )
             .construct("py-sqlite");
             h = match env {
@@ -224,7 +227,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 Hit::at(
                     "PY-EMBEDDED-DB",
                     *n,
-                    format!("{k} = \"{}\": the database is a SQLite file on this instance", shorten(v)),
+                    format!(
+                        "{k} = \"{}\": the database is a SQLite file on this instance",
+                        shorten(v)
+                    ),
                 )
                 .construct("py-sqlite"),
                 *n,
@@ -235,7 +241,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             hits.push(Hit::at(
                 "PY-SEARCH-LOCAL",
                 *n,
-                format!("Haystack {}: the search index is on this instance", v.rsplit('.').next().unwrap_or(v)),
+                format!(
+                    "Haystack {}: the search index is on this instance",
+                    v.rsplit('.').next().unwrap_or(v)
+                ),
             ));
         }
         if v == "django.core.cache.backends.locmem.LocMemCache"
@@ -279,8 +288,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         });
     }
     // Uses of Django's cache framework (for the settings default above).
-    if imports.iter().any(|m| m.starts_with("django.core.cache") || m.starts_with("django.views.decorators.cache"))
-        || ctx.src.contains("cache_page(")
+    if imports.iter().any(|m| {
+        m.starts_with("django.core.cache") || m.starts_with("django.views.decorators.cache")
+    }) || ctx.src.contains("cache_page(")
     {
         hits.tags.push("uses:django-cache".into());
     }
@@ -340,21 +350,34 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 ));
             }
             // Background jobs.
-            if imports.iter().any(|m| m.starts_with("whoosh")) && matches!(last, "create_in" | "open_dir")
+            if imports.iter().any(|m| m.starts_with("whoosh"))
+                && matches!(last, "create_in" | "open_dir")
                 || ft == "tantivy.Index"
             {
                 hits.push(
-                    Hit::at("PY-SEARCH-LOCAL", n, format!("{ft}(): the search index is on this instance's disk"))
-                        .construct("py-search"),
+                    Hit::at(
+                        "PY-SEARCH-LOCAL",
+                        n,
+                        format!("{ft}(): the search index is on this instance's disk"),
+                    )
+                    .construct("py-search"),
                 );
             }
-            if (ft == "sqlite3.connect" || (last == "create_engine"
-                && args.and_then(|a| a.named_child(0)).and_then(|a| string_value(a, src)).is_some_and(|v| v.starts_with("sqlite"))))
+            if (ft == "sqlite3.connect"
+                || (last == "create_engine"
+                    && args
+                        .and_then(|a| a.named_child(0))
+                        .and_then(|a| string_value(a, src))
+                        .is_some_and(|v| v.starts_with("sqlite"))))
                 && !dev_or_test_context(n, src)
             {
                 hits.push(with_branch(
-                    Hit::at("PY-EMBEDDED-DB", n, format!("{ft}(): the database is a SQLite file on this instance"))
-                        .construct("py-sqlite"),
+                    Hit::at(
+                        "PY-EMBEDDED-DB",
+                        n,
+                        format!("{ft}(): the database is a SQLite file on this instance"),
+                    )
+                    .construct("py-sqlite"),
                     n,
                     src,
                 ));
@@ -464,19 +487,34 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             // go to whatever backend CACHE_TYPE configures, which is reported there.
             let mut memo: Option<&str> = None;
             let mut wrapper: Option<String> = None;
-            for d in named_children(n).into_iter().filter(|d| d.kind() == "decorator") {
+            for d in named_children(n)
+                .into_iter()
+                .filter(|d| d.kind() == "decorator")
+            {
                 let t = text(d, src).trim_start_matches('@');
                 let head = t.split('(').next().unwrap_or(t).trim();
                 let last = head.rsplit('.').next().unwrap_or(head);
                 let module = head.rsplit_once('.').map(|(m, _)| m).unwrap_or("");
                 match last {
-                    "lru_cache" | "cache" | "ttl_cache" | "lfu_cache" | "fifo_cache" | "rr_cache"
-                        if module.is_empty() || module == "functools" || module.ends_with("cachetools.func") || module == "cachetools" =>
+                    "lru_cache" | "cache" | "ttl_cache" | "lfu_cache" | "fifo_cache"
+                    | "rr_cache"
+                        if module.is_empty()
+                            || module == "functools"
+                            || module.ends_with("cachetools.func")
+                            || module == "cachetools" =>
                     {
                         memo = Some(last)
                     }
-                    "cached" if module.is_empty() && imports.iter().any(|m| m.starts_with("cachetools")) => memo = Some(last),
-                    _ if !module.contains('.') && module.is_empty() && !BUILTIN_DECORATORS.contains(&last) => {
+                    "cached"
+                        if module.is_empty()
+                            && imports.iter().any(|m| m.starts_with("cachetools")) =>
+                    {
+                        memo = Some(last)
+                    }
+                    _ if !module.contains('.')
+                        && module.is_empty()
+                        && !BUILTIN_DECORATORS.contains(&last) =>
+                    {
                         wrapper = Some(last.to_string())
                     }
                     _ => {}
@@ -533,7 +571,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             hits.push(Hit::at(
                 "PY-LOCK-MEMORY",
                 c.node,
-                format!("module-level lock table `{name}`: its locks exclude only within this process"),
+                format!(
+                    "module-level lock table `{name}`: its locks exclude only within this process"
+                ),
             ));
             continue;
         }
@@ -609,7 +649,11 @@ const BUILTIN_DECORATORS: &[&str] = &[
 /// Keys that name a database connection.
 fn db_key(k: &str) -> bool {
     let k = k.to_ascii_uppercase();
-    k.contains("DATABASE") || k.contains("SQLALCHEMY") || k.ends_with("_DB_URL") || k == "DB_URL" || k == "DB_URI"
+    k.contains("DATABASE")
+        || k.contains("SQLALCHEMY")
+        || k.ends_with("_DB_URL")
+        || k == "DB_URL"
+        || k == "DB_URI"
 }
 
 fn shorten(v: &str) -> String {
@@ -632,7 +676,11 @@ fn env_fallback(r: Node, src: &str) -> Option<(String, Option<String>)> {
         }
         "call" => {
             let f = text(field(r, "function")?, src);
-            if !(f.ends_with("environ.get") || f.ends_with("getenv") || f == "config" || f.ends_with("env.str")) {
+            if !(f.ends_with("environ.get")
+                || f.ends_with("getenv")
+                || f == "config"
+                || f.ends_with("env.str"))
+            {
                 return None;
             }
             let args = field(r, "arguments")?;
@@ -679,20 +727,31 @@ fn dev_or_test_context(n: Node, src: &str) -> bool {
     while let Some(p) = cur.parent() {
         match p.kind() {
             "class_definition" => {
-                let name = field(p, "name").map(|x| text(x, src)).unwrap_or("").to_ascii_lowercase();
-                if ["test", "dev", "debug", "local"].iter().any(|k| name.contains(k))
-                    && (name.contains("config") || name.contains("settings") || name.starts_with("test"))
+                let name = field(p, "name")
+                    .map(|x| text(x, src))
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                if ["test", "dev", "debug", "local"]
+                    .iter()
+                    .any(|k| name.contains(k))
+                    && (name.contains("config")
+                        || name.contains("settings")
+                        || name.starts_with("test"))
                 {
                     return true;
                 }
             }
             "if_statement" => {
                 let cond = field(p, "condition").map(|c| text(c, src)).unwrap_or("");
-                let in_body = field(p, "consequence").is_some_and(|b| b.byte_range().contains(&n.start_byte()));
+                let in_body = field(p, "consequence")
+                    .is_some_and(|b| b.byte_range().contains(&n.start_byte()));
                 let lc = cond.to_ascii_lowercase();
                 if in_body
                     && !lc.starts_with("not ")
-                    && (lc.contains("debug") || lc.contains("testing") || lc.contains("development") || lc.contains("is_dev"))
+                    && (lc.contains("debug")
+                        || lc.contains("testing")
+                        || lc.contains("development")
+                        || lc.contains("is_dev"))
                 {
                     return true;
                 }
@@ -708,9 +767,17 @@ fn dev_or_test_context(n: Node, src: &str) -> bool {
 /// CONSTANT_NAME (not per-request logic such as `"db" not in g`).
 fn config_condition(c: &str) -> bool {
     let l = c.to_ascii_lowercase();
-    l.contains("config") || l.contains("environ") || l.contains("getenv") || l.contains("settings")
+    l.contains("config")
+        || l.contains("environ")
+        || l.contains("getenv")
+        || l.contains("settings")
         || c.split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
-            .any(|w| w.len() >= 3 && w.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_' || ch.is_ascii_digit()) && w.chars().any(|ch| ch.is_ascii_uppercase()))
+            .any(|w| {
+                w.len() >= 3
+                    && w.chars()
+                        .all(|ch| ch.is_ascii_uppercase() || ch == '_' || ch.is_ascii_digit())
+                    && w.chars().any(|ch| ch.is_ascii_uppercase())
+            })
 }
 
 /// Adds the condition of the nearest enclosing `if`/`else` to a hit ("unless
@@ -732,7 +799,10 @@ fn with_branch(h: Hit, n: Node, src: &str) -> Hit {
                     if c.len() <= 80 && p.kind() == "else_clause" {
                         return h.condition(format!("unless `{c}`"));
                     }
-                    if let Some(ec) = field(p, "condition").map(|x| text(x, src)).filter(|x| x.len() <= 80) {
+                    if let Some(ec) = field(p, "condition")
+                        .map(|x| text(x, src))
+                        .filter(|x| x.len() <= 80)
+                    {
                         return h.condition(format!("when `{ec}` (and not `{c}`)"));
                     }
                 }
@@ -742,7 +812,8 @@ fn with_branch(h: Hit, n: Node, src: &str) -> Hit {
                 if let Some(c) = field(p, "condition").map(|x| text(x, src))
                     && c.len() <= 80
                     && config_condition(c)
-                    && field(p, "consequence").is_some_and(|b| b.byte_range().contains(&n.start_byte()))
+                    && field(p, "consequence")
+                        .is_some_and(|b| b.byte_range().contains(&n.start_byte()))
                 {
                     return h.condition(format!("when `{c}`"));
                 }
@@ -827,7 +898,10 @@ fn class_pubsub(root: Node, src: &str, hits: &mut Sink) {
                 && f.kind() == "attribute"
                 && let Some(obj) = field(f, "object")
                 && let Some(attr) = text(obj, src).strip_prefix("self.")
-                && matches!(field(f, "attribute").map(|a| text(a, src)), Some("append" | "add"))
+                && matches!(
+                    field(f, "attribute").map(|a| text(a, src)),
+                    Some("append" | "add")
+                )
                 && field(n, "arguments").is_some_and(|a| {
                     let t = text(a, src).trim_matches(['(', ')']).to_string();
                     t.contains("Queue(") || queue_locals.contains(&t)
@@ -871,7 +945,10 @@ fn exports(root: Node, src: &str, decorators: &HashSet<String>, sink: &mut Sink)
         if d.kind() != "function_definition" {
             return;
         }
-        let name = field(d, "name").map(|x| text(x, src)).unwrap_or("").to_string();
+        let name = field(d, "name")
+            .map(|x| text(x, src))
+            .unwrap_or("")
+            .to_string();
         let body = field(d, "body");
         let body_text = body.map(|b| text(b, src)).unwrap_or("");
         if body_text.contains("lru_cache") || body_text.contains("functools.cache") {
@@ -899,11 +976,15 @@ fn exports(root: Node, src: &str, decorators: &HashSet<String>, sink: &mut Sink)
             if ancestor(n, &["function_definition"]) != Some(d) {
                 return;
             }
-            let Some(f) = field(n, "function") else { return };
+            let Some(f) = field(n, "function") else {
+                return;
+            };
             let ft = text(f, src);
             let last = ft.rsplit('.').next().unwrap_or(ft);
             let recv = if f.kind() == "attribute" {
-                field(f, "object").map(|o| text(o, src).to_ascii_lowercase()).unwrap_or_default()
+                field(f, "object")
+                    .map(|o| text(o, src).to_ascii_lowercase())
+                    .unwrap_or_default()
             } else {
                 String::new()
             };
@@ -914,7 +995,16 @@ fn exports(root: Node, src: &str, decorators: &HashSet<String>, sink: &mut Sink)
             }
             let args = field(n, "arguments");
             let write = (ft == "open" && args.is_some_and(|a| open_writes(a, src)))
-                || matches!(ft, "shutil.copyfileobj" | "shutil.copy" | "shutil.copy2" | "shutil.copyfile" | "shutil.move" | "os.rename" | "os.replace")
+                || matches!(
+                    ft,
+                    "shutil.copyfileobj"
+                        | "shutil.copy"
+                        | "shutil.copy2"
+                        | "shutil.copyfile"
+                        | "shutil.move"
+                        | "os.rename"
+                        | "os.replace"
+                )
                 || matches!(last, "write_bytes" | "write_text");
             if write {
                 info.writes.push(super::LocalWrite {
@@ -940,16 +1030,25 @@ fn is_handler_def(d: Node, src: &str) -> bool {
         && matches!(name, "get" | "post" | "put" | "patch" | "delete")
         && field(c, "superclasses").is_some_and(|s| {
             let t = text(s, src);
-            ["Resource", "View", "MethodView", "APIView", "ViewSet", "Handler", "Endpoint"]
-                .iter()
-                .any(|k| t.contains(k))
+            [
+                "Resource",
+                "View",
+                "MethodView",
+                "APIView",
+                "ViewSet",
+                "Handler",
+                "Endpoint",
+            ]
+            .iter()
+            .any(|k| t.contains(k))
         })
     {
         return true;
     }
     if let Some(body) = field(d, "body") {
         let t = text(body, src);
-        if t.contains("request.files") || t.contains("request.FILES") || t.contains("request.form") {
+        if t.contains("request.files") || t.contains("request.FILES") || t.contains("request.form")
+        {
             return true;
         }
     }

@@ -51,7 +51,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         return;
     }
     let controller = ctx.rel.contains("controllers/");
-    if ctx.src.contains("Rails.cache") || ctx.src.contains("caches_action") || ctx.src.contains("cache(") && ctx.rel.ends_with(".erb") {
+    if ctx.src.contains("Rails.cache")
+        || ctx.src.contains("caches_action")
+        || ctx.src.contains("cache(") && ctx.rel.ends_with(".erb")
+    {
         hits.tags.push("uses:rails-cache".into());
     }
     let production = ctx.rel.ends_with("config/environments/production.rb");

@@ -28,7 +28,14 @@ const COLLECTIONS: &[&str] = &[
 ];
 /// Web framework dependencies (as named in Cargo.toml).
 const WEB_DEPS: &[&str] = &[
-    "axum", "actix-web", "warp", "rocket", "poem", "salvo", "tide", "loco-rs",
+    "axum",
+    "actix-web",
+    "warp",
+    "rocket",
+    "poem",
+    "salvo",
+    "tide",
+    "loco-rs",
 ];
 const WEB_CRATES: &[&str] = &[
     "axum",
@@ -179,7 +186,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     hits.push(Hit::at(
                         "RS-CACHE-LOCAL",
                         n,
-                        format!("static `{name}` is an in-process cache ({})", squash(text(ty, src))),
+                        format!(
+                            "static `{name}` is an in-process cache ({})",
+                            squash(text(ty, src))
+                        ),
                     ));
                     return;
                 }
@@ -194,7 +204,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                             text(ty, src)
                         ),
                     );
-                    h = h.per_user_if(&name);
+                    h = h.per_user_if(name);
                     hits.push(h);
                 }
             }
@@ -221,7 +231,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                         n,
                         format!("{m}! `{name}` holds a mutable collection"),
                     );
-                    h = h.per_user_if(&name);
+                    h = h.per_user_if(name);
                     hits.push(h);
                 }
             }
@@ -246,8 +256,16 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 }
                 // Only types that name state: struct/enum fields and type aliases (a
                 // local `let` is not application state).
-                if ancestor(n, &["field_declaration", "type_item", "function_item", "let_declaration"])
-                    .is_none_or(|h| !matches!(h.kind(), "field_declaration" | "type_item"))
+                if ancestor(
+                    n,
+                    &[
+                        "field_declaration",
+                        "type_item",
+                        "function_item",
+                        "let_declaration",
+                    ],
+                )
+                .is_none_or(|h| !matches!(h.kind(), "field_declaration" | "type_item"))
                 {
                     return;
                 }
@@ -293,7 +311,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     .unwrap_or("");
                 if moka
                     && n.kind() == "field_declaration"
-                    && (tt.starts_with("Cache<") || tt.contains("::Cache<") || tt.starts_with("LruCache<"))
+                    && (tt.starts_with("Cache<")
+                        || tt.contains("::Cache<")
+                        || tt.starts_with("LruCache<"))
                 {
                     hits.push(
                         Hit::at(
@@ -305,7 +325,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     );
                 }
                 if (broadcast || tt.contains("broadcast::"))
-                    && (tt.contains("broadcast::Sender") || (broadcast && tt.starts_with("Sender<")))
+                    && (tt.contains("broadcast::Sender")
+                        || (broadcast && tt.starts_with("Sender<")))
                     && n.kind() == "field_declaration"
                 {
                     hits.push(
@@ -404,7 +425,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                         last,
                         "connect" | "connect_with" | "connect_lazy" | "open" | "establish" | "new"
                     )
-                    && (ft.contains("Sqlite") || ft.starts_with("Connection::open") || ft.starts_with("rusqlite::"))
+                    && (ft.contains("Sqlite")
+                        || ft.starts_with("Connection::open")
+                        || ft.starts_with("rusqlite::"))
                 {
                     let mut h = Hit::at(
                         "RS-EMBEDDED-DB",
@@ -416,7 +439,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     )
                     .construct("rs-sqlite");
                     let whole = text(root, src);
-                    if whole.contains("Postgres") || whole.contains("postgres") || whole.contains("MySql") {
+                    if whole.contains("Postgres")
+                        || whole.contains("postgres")
+                        || whole.contains("MySql")
+                    {
                         h = h.condition("SQLite is one of the supported databases: local only when the configured database URL is sqlite:");
                     }
                     hits.push(h);
@@ -510,9 +536,16 @@ fn holder_names(n: Node, src: &str) -> Vec<String> {
 /// by design, not state that breaks a scale-out.
 fn metrics_name(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["metric", "stats", "telemetry", "histogram", "counter", "prometheus"]
-        .iter()
-        .any(|k| n.contains(k))
+    [
+        "metric",
+        "stats",
+        "telemetry",
+        "histogram",
+        "counter",
+        "prometheus",
+    ]
+    .iter()
+    .any(|k| n.contains(k))
 }
 
 /// Which rule a locked collection belongs to, from what its names say it holds.
@@ -525,10 +558,12 @@ fn store_rule(names: &[String], ids: &HashSet<&str>, rel: &str) -> &'static str 
     let lrel = rel.to_ascii_lowercase();
     if all.iter().any(|s| s.contains("session")) {
         "RS-SESSION-MEMORY"
-    } else if all
-        .iter()
-        .any(|s| s.contains("ratelimit") || s.contains("rate_limit") || s.contains("limiter") || s.contains("throttl"))
-        || lrel.contains("rate_limit")
+    } else if all.iter().any(|s| {
+        s.contains("ratelimit")
+            || s.contains("rate_limit")
+            || s.contains("limiter")
+            || s.contains("throttl")
+    }) || lrel.contains("rate_limit")
         || lrel.contains("ratelimit")
     {
         "RS-RATELIMIT-MEMORY"
