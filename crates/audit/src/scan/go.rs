@@ -412,6 +412,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         hits.hits
             .retain(|h| !(h.rule == "GO-EMBEDDED-DB" && h.condition.is_some()));
     }
+    go_exports(root, src, hits);
     if !scs_store_set {
         for n in scs_calls {
             hits.push(
@@ -545,6 +546,57 @@ fn with_case(h: Hit, n: Node, src: &str) -> Hit {
         }
         _ => h,
     }
+}
+
+/// Functions for the cross-file pass: HTTP handlers and the storage code they call.
+fn go_exports(root: Node, src: &str, sink: &mut Sink) {
+    let shape = super::link::FuncShape {
+        funcs: &["function_declaration", "method_declaration"],
+        call: "call_expression",
+        name: &|f| field(f, "name").map(|n| text(n, src).to_string()),
+        owner: &|f| {
+            field(f, "receiver").map(|r| {
+                text(r, src)
+                    .trim_matches(['(', ')'])
+                    .rsplit([' ', '*'])
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+        },
+        handler: &|f| {
+            field(f, "parameters").is_some_and(|p| {
+                named_children(p).iter().any(|x| {
+                    field(*x, "type").is_some_and(|t| HANDLER_TYPES.contains(&text(t, src)))
+                })
+            })
+        },
+        callee: &|n| {
+            let f = field(n, "function")?;
+            let t = text(f, src);
+            let recv = if f.kind() == "selector_expression" {
+                field(f, "operand").map(|o| text(o, src)).unwrap_or("")
+            } else {
+                ""
+            };
+            Some((
+                t.rsplit('.').next().unwrap_or(t).to_string(),
+                recv.to_string(),
+            ))
+        },
+        write: &|n| {
+            let t = field(n, "function").map(|f| text(f, src))?;
+            let writes = matches!(t, "os.Create" | "os.WriteFile" | "ioutil.WriteFile")
+                || (t == "os.OpenFile"
+                    && field(n, "arguments").is_some_and(|a| {
+                        let at = text(a, src);
+                        at.contains("O_CREATE") || at.contains("O_WRONLY")
+                    }));
+            writes.then(|| format!("{t}(...)"))
+        },
+        rule: "GO-LOCAL-WRITE",
+    };
+    super::link::collect(root, &shape, sink);
 }
 
 /// True when row `row` lies in a function named `Test*`/`test*`/`*ForTest*`.

@@ -9,6 +9,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use tree_sitter::Node;
+
 use super::{FuncInfo, Hit};
 
 /// Calls followed from a handler: handler → helper → storage class → write.
@@ -182,6 +184,7 @@ pub(crate) fn local_writes(funcs: &mut [(String, FuncInfo)]) -> Vec<(String, Hit
             None => f.name.clone(),
         };
         for w in &f.writes {
+            let construct = format!("link:{}", f.owner.as_deref().unwrap_or(&f.name));
             out.push((
                 file.clone(),
                 Hit::at_row(
@@ -198,7 +201,8 @@ pub(crate) fn local_writes(funcs: &mut [(String, FuncInfo)]) -> Vec<(String, Hit
                             String::new()
                         }
                     ),
-                ),
+                )
+                .construct(construct),
             ));
         }
     }
@@ -316,4 +320,66 @@ mod tests {
         let mut funcs = vec![("report.py".into(), w)];
         assert!(local_writes(&mut funcs).is_empty(), "no handler reaches it");
     }
+}
+
+/// How one language's functions look to `collect`: the function node kinds, the call node
+/// kind, and closures for the parts that differ.
+pub(crate) struct FuncShape<'a> {
+    /// Node kinds of functions and methods.
+    pub funcs: &'a [&'a str],
+    /// Node kind of a call.
+    pub call: &'a str,
+    /// The function's simple name.
+    pub name: &'a dyn Fn(Node) -> Option<String>,
+    /// Its class / receiver type.
+    pub owner: &'a dyn Fn(Node) -> Option<String>,
+    /// True for a request handler.
+    pub handler: &'a dyn Fn(Node) -> bool,
+    /// `(callee simple name, receiver text)` of a call.
+    pub callee: &'a dyn Fn(Node) -> Option<(String, String)>,
+    /// A description of the local-disk write this call makes, if it makes one.
+    pub write: &'a dyn Fn(Node) -> Option<String>,
+    /// The rule a write reached from a handler is reported under.
+    pub rule: &'static str,
+}
+
+/// Per-function facts of one file for `local_writes`: every function's calls, and its
+/// first local-disk write when it is not itself a handler (handlers' own writes are
+/// reported by the language detectors).
+pub(crate) fn collect(root: Node, shape: &FuncShape, sink: &mut super::Sink) {
+    super::tree::walk(root, |f| {
+        if !shape.funcs.contains(&f.kind()) {
+            return;
+        }
+        let Some(name) = (shape.name)(f) else { return };
+        let handler = (shape.handler)(f);
+        let mut info = FuncInfo {
+            name,
+            owner: (shape.owner)(f),
+            handler,
+            row: f.start_position().row,
+            ..Default::default()
+        };
+        super::tree::walk(f, |n| {
+            if n.kind() != shape.call || super::tree::ancestor(n, shape.funcs) != Some(f) {
+                return;
+            }
+            if let Some((callee, recv)) = (shape.callee)(n) {
+                info.calls.push(callee);
+                info.receivers.push(recv.to_ascii_lowercase());
+            }
+            if !handler
+                && info.writes.is_empty()
+                && let Some(what) = (shape.write)(n)
+            {
+                info.writes.push(super::LocalWrite {
+                    rule: shape.rule,
+                    row: n.start_position().row,
+                    col: n.start_position().column,
+                    what,
+                });
+            }
+        });
+        sink.funcs.push(info);
+    });
 }

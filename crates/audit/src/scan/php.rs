@@ -235,6 +235,52 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         .into_iter()
         .chain(props)
         .filter(|(_, s)| s.writes > 0);
+    let controller = ctx.rel.contains("Controller");
+    let shape = super::link::FuncShape {
+        funcs: &["method_declaration", "function_definition"],
+        call: "function_call_expression",
+        name: &|f| field(f, "name").map(|n| text(n, src).to_string()),
+        owner: &|f| {
+            ancestor(f, &["class_declaration"])
+                .and_then(|c| field(c, "name"))
+                .map(|n| text(n, src).to_string())
+        },
+        handler: &|f| controller && f.kind() == "method_declaration",
+        callee: &|n| {
+            let t = field(n, "function").map(|f| text(f, src))?;
+            Some((t.trim_start_matches('\\').to_string(), String::new()))
+        },
+        write: &|n| {
+            let t = field(n, "function").map(|f| text(f, src))?;
+            matches!(
+                t.trim_start_matches('\\'),
+                "file_put_contents" | "fwrite" | "copy" | "rename"
+            )
+            .then(|| format!("{t}()"))
+        },
+        rule: "PHP-LOCAL-UPLOAD",
+    };
+    super::link::collect(root, &shape, hits);
+    // Method calls (`$this->storage->save()`) link by name too.
+    walk(root, |n| {
+        if n.kind() == "member_call_expression"
+            && let Some(m) = field(n, "name")
+            && let Some(f) = ancestor(n, &["method_declaration", "function_definition"])
+            && let Some(fname) = field(f, "name").map(|x| text(x, src))
+            && let Some(info) = hits
+                .funcs
+                .iter_mut()
+                .rev()
+                .find(|i| i.name == fname && i.row == f.start_position().row)
+        {
+            info.calls.push(text(m, src).to_string());
+            info.receivers.push(
+                field(n, "object")
+                    .map(|o| text(o, src).to_ascii_lowercase())
+                    .unwrap_or_default(),
+            );
+        }
+    });
     // Under PHP-FPM statics die with the request: only long-running workers keep them.
     if !long_running {
         return;

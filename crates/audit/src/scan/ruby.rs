@@ -253,6 +253,43 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         });
     }
 
+    let shape = super::link::FuncShape {
+        funcs: &["method", "singleton_method"],
+        call: "call",
+        name: &|f| field(f, "name").map(|n| text(n, src).to_string()),
+        owner: &|f| {
+            ancestor(f, &["class", "module"])
+                .and_then(|c| field(c, "name"))
+                .map(|n| text(n, src).to_string())
+        },
+        handler: &|_| controller,
+        callee: &|n| {
+            let m = field(n, "method").map(|m| text(m, src))?;
+            let recv = field(n, "receiver").map(|r| text(r, src)).unwrap_or("");
+            Some((m.to_string(), recv.to_string()))
+        },
+        write: &|n| {
+            let m = field(n, "method").map(|m| text(m, src))?;
+            let recv = field(n, "receiver").map(|r| text(r, src)).unwrap_or("");
+            let w = matches!(
+                (recv, m),
+                ("File", "write" | "binwrite")
+                    | ("IO", "copy_stream" | "binwrite")
+                    | ("FileUtils", "cp" | "mv" | "copy" | "move")
+            ) || (recv == "File"
+                && m == "open"
+                && field(n, "arguments").is_some_and(|a| {
+                    named_children(a)
+                        .iter()
+                        .skip(1)
+                        .any(|x| string_value(*x, src).is_some_and(|s| s.contains(['w', 'a'])))
+                }));
+            w.then(|| format!("{recv}.{m}"))
+        },
+        rule: "RB-LOCAL-STORAGE",
+    };
+    super::link::collect(root, &shape, hits);
+
     for (name, v) in vars {
         if v.writes.is_empty() {
             continue;

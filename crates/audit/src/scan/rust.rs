@@ -170,6 +170,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     // A module that takes multipart uploads: its file writes store uploads.
     let upload_module = text(root, src).contains("Multipart");
     let tests = test_ranges(root, src);
+    rs_exports(root, src, &tests, hits);
     walk(root, |n| {
         if in_ranges(&tests, n.start_byte()) {
             return;
@@ -593,6 +594,73 @@ fn short_call(ft: &str) -> String {
 /// so two spellings of one type compare equal.
 fn squash(t: &str) -> String {
     t.split_whitespace().collect::<String>().replace("::<", "<")
+}
+
+/// Functions for the cross-file pass: handlers (they take web extractors) and the
+/// storage code they call.
+fn rs_exports(root: Node, src: &str, tests: &[std::ops::Range<usize>], sink: &mut Sink) {
+    let shape = super::link::FuncShape {
+        funcs: &["function_item"],
+        call: "call_expression",
+        name: &|f| {
+            (!in_ranges(tests, f.start_byte()))
+                .then(|| field(f, "name").map(|n| text(n, src).to_string()))?
+        },
+        owner: &|f| {
+            ancestor(f, &["impl_item"])
+                .and_then(|i| field(i, "type"))
+                .map(|t| text(t, src).to_string())
+        },
+        handler: &|f| {
+            field(f, "parameters").is_some_and(|p| {
+                let t = text(p, src);
+                [
+                    "Multipart",
+                    "State(",
+                    "Json(",
+                    "Path(",
+                    "Query(",
+                    "Form(",
+                    "HttpRequest",
+                    "web::",
+                ]
+                .iter()
+                .any(|k| t.contains(k))
+            })
+        },
+        callee: &|n| {
+            let f = field(n, "function")?;
+            let t = text(f, src);
+            let (recv, last) = match f.kind() {
+                "field_expression" => (
+                    field(f, "value").map(|v| text(v, src)).unwrap_or(""),
+                    field(f, "field").map(|x| text(x, src)).unwrap_or(""),
+                ),
+                _ => ("", t.rsplit("::").next().unwrap_or(t)),
+            };
+            Some((last.to_string(), recv.to_string()))
+        },
+        write: &|n| {
+            let t = field(n, "function").map(|f| text(f, src))?;
+            matches!(
+                t,
+                "File::create"
+                    | "fs::write"
+                    | "std::fs::write"
+                    | "tokio::fs::write"
+                    | "fs::File::create"
+                    | "tokio::fs::File::create"
+                    | "std::fs::File::create"
+                    | "fs::copy"
+                    | "tokio::fs::copy"
+                    | "fs::rename"
+                    | "tokio::fs::rename"
+            )
+            .then(|| format!("{t}(...)"))
+        },
+        rule: "RS-LOCAL-WRITE",
+    };
+    super::link::collect(root, &shape, sink);
 }
 
 /// Inside a closure or async block passed to `spawn`.
