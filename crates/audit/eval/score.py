@@ -5,15 +5,16 @@
 Labels (labels/dev.toml, labels/holdout.toml) list the real per-instance state of each
 repository as [[state]] entries: file, line, the rule family that should report it, and a
 one-line justification. A finding is a true positive when it points at a labelled state
-(same file and line within +-2, or within +-2 of one of the state's `lines` or
-`also` places: other lines and files that are the same construct); a second finding on the same
+(same file and the same line as the state or one of its `lines` / `also` places, or
+within +-2 lines of one when the finding's rule names the same kind of state); a second finding on the same
 state is a duplicate and counts as a false positive, as does a finding that points at no
 labelled state. Recall = labelled states found / labelled states.
 
 Held-out states carry `added = "after-run"` when they were added after the tool's first
 run on the repository (a finding that turned out to be real state the labeller had
-missed). Such entries are scored twice: the strict figures ignore them (the finding counts
-as a false positive and the state does not exist), the adjudicated figures count them.
+missed), and [[alias]] entries (always after the run) say that a finding's place is the
+same construct as a state labelled at another place. Both only count in the adjudicated
+figures; the strict figures use the labels as committed before the run.
 
 Language of a finding or state: the extension of its file (.js/.jsx/.mjs -> javascript,
 .ts/.tsx -> typescript, ...); config files count under the repository's main language.
@@ -53,7 +54,7 @@ def language(path: str, repo: dict) -> str:
 
 
 def load_labels() -> list[dict]:
-    states = []
+    states, aliases = [], []
     for f in sorted((HERE / "labels").glob("*.toml")):
         data = tomllib.loads(f.read_text())
         for s in data.get("state", []):
@@ -61,6 +62,14 @@ def load_labels() -> list[dict]:
                 if k not in s:
                     raise SystemExit(f"{f.name}: state {s} lacks `{k}`")
             states.append(s)
+        aliases.extend(data.get("alias", []))
+    # An after-run alias says a finding's place is the same construct as a labelled state
+    # reported elsewhere; it only counts in the adjudicated figures.
+    for a in aliases:
+        target = [s for s in states if s["repo"] == a["repo"] and f"{s['file']}:{s['line']}" == a["state"]]
+        if len(target) != 1:
+            raise SystemExit(f"alias {a} names no single state")
+        target[0].setdefault("after_run_also", []).append(f"{a['file']}:{a['line']}")
     return states
 
 
@@ -97,6 +106,24 @@ def cached(repo: dict) -> dict:
     return json.loads(p.read_text())
 
 
+FAMILY = [
+    ("EMBEDDED-DB", "database"), ("SESSION", "sessions"), ("LRU", "caches"), ("CACHE", "caches"),
+    ("UPLOAD", "local-files"), ("LOCAL-WRITE", "local-files"), ("LOCAL-DISK", "local-files"),
+    ("LOCAL-STORAGE", "local-files"), ("QUEUE", "queues"), ("JOB", "jobs"), ("TICKER", "jobs"),
+    ("INTERVAL", "jobs"), ("SCHEDULED", "jobs"), ("TIMER", "jobs"), ("RATELIMIT", "rate-limits"),
+    ("PUBSUB", "pubsub"), ("WS-", "pubsub"), ("LOCK", "locks"), ("SEARCH", "search-index"),
+    ("MAINTENANCE", "flags"),
+]
+
+
+def family(rule: str) -> str:
+    """The kind of state a rule id names (global-state when nothing more specific)."""
+    for key, fam in FAMILY:
+        if key in rule:
+            return fam
+    return "global-state"
+
+
 def prefix_path(repo: dict, rel: str) -> str:
     scope = repo.get("scope", ".")
     return rel if scope in (".", "") else f"{scope}/{rel}"
@@ -112,11 +139,15 @@ def match(repo: dict, findings: list[dict], states: list[dict], strict: bool):
         cands = []
         for i, s in enumerate(live):
             places = [(s["file"], l) for l in [s["line"]] + list(s.get("lines", []))]
-            for a in s.get("also", []):
+            extra = s.get("also", []) + ([] if strict else s.get("after_run_also", []))
+            for a in extra:
                 af, al = a.rsplit(":", 1)
                 places.append((af, int(al)))
             ds = [abs(f["line"] - l) for pf, l in places if pf == path]
-            if ds and min(ds) <= TOL:
+            # An exact place matches whatever the rule; a nearby line only when the
+            # finding names the same kind of state (adjacent config keys are different
+            # constructs).
+            if ds and (min(ds) == 0 or (min(ds) <= TOL and family(f["rule_id"]) == family(s["rule"]))):
                 cands.append((min(ds), i))
         cands.sort()
         free = [i for _, i in cands if i not in used]
