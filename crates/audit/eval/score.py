@@ -184,9 +184,12 @@ def main() -> None:
     ap.add_argument("--scan")
     ap.add_argument("--offline", action="store_true")
     ap.add_argument("--show", default="", help="comma list: fp, fn, tp")
+    ap.add_argument("--round", type=int, help="only held-out repositories of this round (and no dev)")
     a = ap.parse_args()
     show = set(filter(None, a.show.split(",")))
     repos = corpus.load_repos(a.split, a.repo)
+    if a.round is not None:
+        repos = [r for r in repos if r.get("round") == a.round]
     states = load_labels()
     names = {r["name"] for r in corpus.load_repos()}
     for s in states:
@@ -233,7 +236,13 @@ def main() -> None:
                         d[k][3] += 1
                     details.append(("fn", r["name"], s["file"], s["line"], s["rule"], s["why"]))
             mode = "" if split == "dev" else (" (strict: labels written before the run)" if strict else " (adjudicated: with after-run additions)")
+            rounds = sorted({r.get("round", 0) for r in sel if r["split"] == "holdout"})
+            if split == "holdout" and rounds:
+                mode += f" rounds {rounds}"
             print(f"== {split}: {len(sel)} repositories{mode}")
+            if any(r.get("round") == 1 for r in sel):
+                print("  note: round 1 repositories were used to improve the rules after their first run;")
+                print("  their first-run figures are in BENCHMARKS.md. Use --round 2 for a held-out figure.")
             print("  tp/fp count findings; found/missed count labelled states", file=sys.stdout)
             table("language", per_lang, sys.stdout)
             print()

@@ -55,11 +55,14 @@ impl Lang {
                 && let Some(ext) = base.rsplit_once('.').map(|(_, e)| e)
                 && matches!(
                     ext,
-                    "ini" | "properties" | "yml" | "yaml" | "cfg" | "conf" | "toml"
+                    "ini" | "properties" | "yml" | "yaml" | "cfg" | "conf" | "toml" | "json"
                 )
             {
                 return Some(Lang::Config);
             }
+        }
+        if name.ends_with(".json") {
+            return crate::scan::is_json_config(&path.to_string_lossy()).then_some(Lang::Config);
         }
         if name.ends_with(".min.js") || name.ends_with(".bundle.js") || name.ends_with(".d.ts") {
             return None;

@@ -592,6 +592,15 @@ pub static RULES: &[Rule] = &[
         fix: FIX_DB,
     },
     Rule {
+        id: "JAVA-SEARCH-LOCAL",
+        language: "java",
+        category: SearchIndex,
+        severity: SearchIndex.severity(),
+        title: "Lucene index in a local directory (FSDirectory)",
+        why: WHY_SEARCH,
+        fix: FIX_SEARCH,
+    },
+    Rule {
         id: "JAVA-PUBSUB-MEMORY",
         language: "java",
         category: PubSub,

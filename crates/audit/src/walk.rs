@@ -98,6 +98,10 @@ pub(crate) fn is_test_path(rel: &str) -> bool {
         || name.ends_with("_mock.go")
         || name.ends_with("_mocks.go")
         || name.contains(".stories.")
+        || name.starts_with("populate_")
+        // Operator scripts in a top-level or package `bin/` (not Rust's `src/bin/`).
+        || (lower.starts_with("bin/") || lower.contains("/bin/")) && !lower.contains("src/bin/")
+        || lower.contains("/management/commands/")
         || name.starts_with("test_")
         || name.ends_with("_test.py")
         || name.ends_with("_spec.rb")
@@ -146,6 +150,18 @@ pub(crate) fn is_frontend_path(rel: &str) -> bool {
                 .iter()
                 .any(|d| seg.ends_with(&format!("-{d}")) || seg.ends_with(&format!("_{d}")))
     }) || lower.contains("app/javascript/")
+        || lower.starts_with("web/src/")
+        || lower.contains("/web/src/")
+        || lower.starts_with("ui/src/")
+        || lower.contains("/ui/src/")
+        // Build and bundler configuration runs at build time, not in the server.
+        || [
+            "next.config.", "vite.config.", "webpack.config.", "rollup.config.", "nuxt.config.",
+            "tailwind.config.", "postcss.config.", "babel.config.", "jest.config.",
+            "vitest.config.", "eslint.config.", "tsup.config.", "svelte.config.",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
         || lower.contains("resources/js/")
         || lower.contains("resources/assets/")
         || name.ends_with(".jsx")

@@ -29,6 +29,9 @@ enum Format {
     Properties,
     Yaml,
     Toml,
+    /// Application settings in JSON (settings.json, config/*.json, appsettings.json),
+    /// read line by line (comments tolerated, as in Etherpad's template).
+    Json,
 }
 
 /// The file name with an example suffix (`.example`, `.sample`, `.dist`, `.default`,
@@ -70,6 +73,18 @@ fn format_of(rel: &str) -> Option<Format> {
         return None;
     }
     let ext = name.rsplit_once('.')?.1;
+    if ext == "json" {
+        let lower = rel.to_ascii_lowercase();
+        let settings_name = name.starts_with("settings")
+            || name.starts_with("appsettings")
+            || name.starts_with("config.")
+            || matches!(name, "default.json" | "production.json");
+        return (settings_name
+            || lower.contains("config/")
+                && !name.starts_with("tsconfig")
+                && !name.ends_with("lock.json"))
+        .then_some(Format::Json);
+    }
     Some(match ext {
         "ini" | "cfg" | "conf" => Format::Ini,
         "properties" => Format::Properties,
@@ -88,6 +103,16 @@ pub(crate) fn is_config_file(rel: &str) -> bool {
 fn dev_or_test_file(rel: &str) -> bool {
     let name = rel.rsplit('/').next().unwrap_or(rel).to_ascii_lowercase();
     let name = strip_example(&name).0;
+    // Spring profiles other than production (`application-doc.yaml`,
+    // `application-mysql.properties`) are not the default configuration.
+    if let Some(profile) = name
+        .strip_prefix("application-")
+        .or_else(|| name.strip_prefix("bootstrap-"))
+        .and_then(|r| r.rsplit_once('.').map(|(p, _)| p))
+        && !matches!(profile, "prod" | "production" | "default")
+    {
+        return true;
+    }
     let stem_parts: Vec<&str> = name.split(['.', '-', '_']).collect();
     stem_parts.iter().any(|p| {
         matches!(
@@ -184,6 +209,9 @@ pub(crate) fn entries(rel: &str, src: &str) -> Vec<Entry> {
         if line.is_empty() {
             continue;
         }
+        if format == Format::Json && (line.starts_with("/*") || line.starts_with('*')) {
+            continue;
+        }
         if line.starts_with('#') || line.starts_with(';') || line.starts_with("//") {
             match (format, commented_setting(line)) {
                 (Format::Env | Format::Ini | Format::Properties | Format::Toml, Some(body)) => {
@@ -238,6 +266,39 @@ pub(crate) fn entries(rel: &str, src: &str) -> Vec<Entry> {
                         row,
                         commented,
                     });
+                }
+            }
+            Format::Json => {
+                // `"key": value` lines; `{` opens a level named by its key, `}` closes.
+                let opens = line.ends_with('{');
+                let closes = line.starts_with('}');
+                if closes {
+                    stack.pop();
+                }
+                if let Some(rest) = line.strip_prefix('"')
+                    && let Some((k, v)) = rest.split_once("\":")
+                {
+                    let v = v
+                        .split(" //")
+                        .next()
+                        .unwrap_or(v)
+                        .trim()
+                        .trim_end_matches(',')
+                        .trim();
+                    if opens || v == "{" {
+                        stack.push((0, k.to_string()));
+                    } else if !v.starts_with('[') {
+                        let mut key: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
+                        key.push(k);
+                        out.push(Entry {
+                            key: key.join("."),
+                            value: v.trim_matches('"').to_string(),
+                            row,
+                            commented,
+                        });
+                    }
+                } else if opens && !closes && !stack.is_empty() {
+                    stack.push((0, String::new()));
                 }
             }
             Format::Yaml => {
@@ -540,6 +601,10 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
                 format!("{m}: files written under a local path on this instance"),
             )
         }
+        ("storage_driver" | "media_storage" | "file_storage", "local" | "filesystem") => (
+            "CFG-LOCAL-DISK",
+            format!("{m}: uploaded files stored on this instance's disk"),
+        ),
         ("upload_provider", "filesystem" | "local") => (
             "CFG-LOCAL-DISK",
             format!("{m}: uploads stored on this instance's disk"),
@@ -580,6 +645,7 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
                 || v.starts_with("jdbc:h2:")
                 || v.starts_with("jdbc:hsqldb:")
                 || v.starts_with("jdbc:derby:")
+                || v.starts_with("r2dbc:h2:")
                 || (last == "database"
                     && section.starts_with("production")
                     && (v.ends_with(".sqlite3")
@@ -600,6 +666,17 @@ pub(crate) fn classify(s: &Setting, facts: &Facts) -> Option<(&'static str, Stri
             (
                 "CFG-EMBEDDED-DB",
                 format!("{m}: the database is embedded in this instance"),
+            )
+        }
+        _ if last == "dbtype"
+            && matches!(
+                v.as_str(),
+                "dirty" | "rustydb" | "sqlite" | "leveldb" | "rocksdb"
+            ) =>
+        {
+            (
+                "CFG-EMBEDDED-DB",
+                format!("{m}: the database is an embedded file on this instance"),
             )
         }
         // ---- queues ----
@@ -690,7 +767,16 @@ pub(crate) fn scan_project(facts: &Facts) -> Vec<(String, Hit)> {
         };
         // The database is one construct however many keys describe it (URL, driver);
         // so is the upload storage (`STORAGE_TYPE`, `STORAGE_IMAGE_TYPE`).
-        let construct = if rule == "CFG-EMBEDDED-DB" || rule == "CFG-LOCAL-DISK" {
+        let section = s.key.rsplit_once('.').map(|(a, _)| a).unwrap_or("");
+        let construct = if rule == "CFG-EMBEDDED-DB" {
+            // One database however many keys describe it (URL and driver of one
+            // datasource); several databases (primary, cache, queue) stay apart.
+            format!(
+                "project:{}:{rule}:{}",
+                project_dir(&s.file),
+                section.to_ascii_lowercase()
+            )
+        } else if rule == "CFG-LOCAL-DISK" {
             format!("project:{}:{rule}", project_dir(&s.file))
         } else {
             format!(

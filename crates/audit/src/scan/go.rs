@@ -241,7 +241,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 "time.NewTicker" | "time.Tick" => {
                     let in_go = ancestor(n, &["go_statement"]).is_some()
                         || enclosing_name(n, src).is_some_and(|f| go_called.contains(&f));
-                    if in_go && !keepalive(n, src) {
+                    if in_go && !keepalive(n, src) && !housekeeping(n, src) {
                         hits.push(Hit::at(
                             "GO-TICKER-JOB",
                             n,
@@ -339,6 +339,26 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     n,
                     src,
                 )),
+                // The project's own in-process cache package (`<module>/store/cache`).
+                "cache.New" | "cache.NewCache"
+                    if !imports.iter().any(|i| i.contains("patrickmn/go-cache"))
+                        && imports.iter().any(|i| {
+                            i.ends_with("/cache") && !i.contains("redis") && !i.contains("memcache")
+                        }) =>
+                {
+                    hits.push(
+                        Hit::at(
+                            "GO-CACHE-LOCAL",
+                            n,
+                            format!("{ft}: an in-process cache from the project's cache package"),
+                        )
+                        // The caches one constructor builds are one construct.
+                        .construct(format!(
+                            "go-cache:{}",
+                            enclosing_name(n, src).unwrap_or_default()
+                        )),
+                    )
+                }
                 "cache.New" if imports.iter().any(|i| i.contains("patrickmn/go-cache")) => hits
                     .push(Hit::at(
                         "GO-CACHE-LOCAL",
@@ -475,7 +495,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     });
 
     for (name, v) in vars {
-        if v.writes.is_empty() {
+        if v.writes.is_empty()
+            || super::memo_or_registry_name(&name)
+            || name.to_ascii_lowercase().ends_with("cache") && v.sync_map
+        {
             continue;
         }
         let decl_text = text(v.node, src);
@@ -552,7 +575,7 @@ fn with_case(h: Hit, n: Node, src: &str) -> Hit {
 fn go_exports(root: Node, src: &str, sink: &mut Sink) {
     let shape = super::link::FuncShape {
         funcs: &["function_declaration", "method_declaration"],
-        call: "call_expression",
+        calls: &["call_expression"],
         name: &|f| field(f, "name").map(|n| text(n, src).to_string()),
         owner: &|f| {
             field(f, "receiver").map(|r| {
@@ -708,6 +731,14 @@ fn section_name(e: Node, at: Node, src: &str) -> Option<String> {
         }
     });
     out
+}
+
+/// A ticker in a method of an in-process cache type (its janitor evicting expired
+/// entries): housekeeping of this process's own structure, not shared work.
+fn housekeeping(n: Node, src: &str) -> bool {
+    ancestor(n, &["method_declaration"])
+        .and_then(|f| field(f, "receiver"))
+        .is_some_and(|r| text(r, src).to_ascii_lowercase().contains("cache"))
 }
 
 /// A ticker in a function that writes to one connection (pings, per-connection pushes):

@@ -128,7 +128,15 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     ]
     .iter()
     .any(|d| ctx.has_dep(d));
-    let spring_session = ctx.has_dep("spring-session");
+    // Spring Session replaces the container's sessions only with a store module.
+    let spring_session = [
+        "spring-session-data-redis",
+        "spring-session-jdbc",
+        "spring-session-hazelcast",
+        "spring-session-data-mongodb",
+    ]
+    .iter()
+    .any(|d| ctx.has_dep(d));
     let mut session_reported = false;
 
     walk(root, |n| match n.kind() {
@@ -178,13 +186,27 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     n,
                     "Guava RateLimiter counts per instance",
                 )),
-                (_, "getSession") if !spring_session && !session_reported => {
+                (_, "getSession")
+                    if !spring_session
+                        && !session_reported
+                        && (obj_text.is_empty()
+                            || obj_text.to_ascii_lowercase().contains("request")
+                            || obj_text.to_ascii_lowercase().contains("exchange")
+                            || obj_text == "req") =>
+                {
                     session_reported = true;
                     hits.push(
                         Hit::at("JAVA-SESSION-MEMORY", n, "HttpSession used: the servlet container keeps it in this instance's memory")
-                            .condition("no spring-session dependency in the build files"),
+                            .condition("no spring-session dependency in the build files")
+                            // One session store for the whole application.
+                            .construct("project:java-http-session"),
                     );
                 }
+                ("FSDirectory" | "MMapDirectory" | "NIOFSDirectory", "open") => hits.push(Hit::at(
+                    "JAVA-SEARCH-LOCAL",
+                    n,
+                    format!("Lucene {obj_text}.open: the search index is on this instance's disk"),
+                )),
                 _ => {}
             }
             if name == "transferTo"
@@ -233,6 +255,17 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     n,
                     "java.util.Timer runs scheduled work in every instance",
                 )),
+                "MapSessionRepository"
+                | "ReactiveMapSessionRepository"
+                | "InMemoryReactiveIndexedSessionRepository"
+                | "InMemoryWebSessionStore" => hits.push(
+                    Hit::at(
+                        "JAVA-SESSION-MEMORY",
+                        n,
+                        format!("{base}: sessions kept in this instance's memory"),
+                    )
+                    .construct("project:java-http-session"),
+                ),
                 "ConcurrentMapCacheManager" | "CaffeineCacheManager" => hits.push(Hit::at(
                     "JAVA-LOCAL-CACHE",
                     n,
@@ -247,7 +280,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 session_reported = true;
                 hits.push(
                     Hit::at("JAVA-SESSION-MEMORY", n, "HttpSession parameter: the servlet container keeps it in this instance's memory")
-                        .condition("no spring-session dependency in the build files"),
+                        .condition("no spring-session dependency in the build files")
+                        .construct("project:java-http-session"),
                 );
             }
         }
@@ -272,7 +306,13 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                         .condition("no spring.datasource.url in the main application.properties/yml"),
                 );
             }
-            if name == "EnableCaching" && !shared_cache_dep {
+            // A configured spring.cache.type is reported (or cleared) by the config rules.
+            let cache_type_set = ctx
+                .facts
+                .settings
+                .iter()
+                .any(|s| s.key.eq_ignore_ascii_case("spring.cache.type"));
+            if name == "EnableCaching" && !shared_cache_dep && !cache_type_set {
                 hits.push(
                     Hit::at("JAVA-LOCAL-CACHE", n, "@EnableCaching with no shared cache provider: Spring caches live in this process")
                         .condition("no Redis/Hazelcast/Memcached/Infinispan dependency in the build files"),
@@ -284,7 +324,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
 
     exports(root, src, hits);
     for (name, f) in fields {
-        if f.writes.is_empty() {
+        if f.writes.is_empty() || super::memo_or_registry_name(&name) {
             continue;
         }
         let decl = text(f.node, src);
@@ -402,9 +442,12 @@ fn exports(root: Node, src: &str, sink: &mut Sink) {
             .find(|c| c.kind() == "modifiers")
             .map(|x| text(x, src))
             .unwrap_or("");
-        let handler = owner
+        let params = field(m, "parameters").map(|p| text(p, src)).unwrap_or("");
+        let handler = (owner
             .is_some_and(|c| class_annotated(c, src, &["Controller", "RestController"]))
-            && mods.contains("Mapping");
+            && mods.contains("Mapping"))
+            // WebFlux functional endpoints.
+            || params.contains("ServerRequest ");
         let mut info = super::FuncInfo {
             name,
             owner: owner
@@ -427,11 +470,18 @@ fn exports(root: Node, src: &str, sink: &mut Sink) {
             if !handler
                 && !upload
                 && info.writes.is_empty()
-                && obj == "Files"
-                && matches!(
-                    name,
-                    "write" | "copy" | "writeString" | "newOutputStream" | "move"
-                )
+                && (obj == "Files"
+                    && matches!(
+                        name,
+                        "write" | "copy" | "writeString" | "newOutputStream" | "move"
+                    )
+                    || obj == "DataBufferUtils" && name == "write"
+                    || obj.ends_with("FileUtils")
+                        && matches!(
+                            name,
+                            "copy" | "zip" | "unzip" | "write" | "copyFile" | "copyDirectory"
+                        )
+                    || name == "copyRecursively")
             {
                 info.writes.push(super::LocalWrite {
                     rule: "JAVA-LOCAL-WRITE",

@@ -268,6 +268,16 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                         e.2 = true;
                     }
                 }
+                // rate-limiter-flexible's in-memory limiter.
+                if n.kind() == "new_expression"
+                    && matches!(last, "RateLimiterMemory" | "BurstyRateLimiter")
+                {
+                    hits.push(Hit::at(
+                        "JS-RATELIMIT-MEMORY",
+                        n,
+                        format!("{callee_text}: counts kept in this process"),
+                    ));
+                }
                 // Embedded databases.
                 if let Some(what) = embedded_db(n, callee_text, last, first_obj, &imports, src) {
                     let arg = args.map(|a| text(a, src)).unwrap_or("");
@@ -360,6 +370,10 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 ) && (callee_text.starts_with("fs")
                     || callee_text.starts_with("fsp")
                     || callee_text == last)
+                    // A rename moves a file; only one into a user-data folder stores it
+                    // (temp-to-temp moves inside one request do not).
+                    && (!last.starts_with("rename")
+                        || args.and_then(|a| a.named_child(1)).is_some_and(|d| user_data_path(text(d, src))))
                     && (in_request_handler(n, src)
                         || (in_runtime_function(n, src)
                             && first_obj.is_some_and(|a| user_data_path(text(a, src)))))
@@ -448,7 +462,14 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     && let Some(c) = colls.get_mut(text(obj, src))
                     && in_runtime_function(n, src)
                 {
-                    c.writes.push("[]=".into());
+                    // Keyed by the connection itself (`infos[socket.id] = ...`):
+                    // per-connection bookkeeping, which lives where the connection lives.
+                    let index = field(left, "index").map(|i| text(i, src)).unwrap_or("");
+                    if per_connection_key(index) {
+                        c.writes.push("[conn]=".into());
+                    } else {
+                        c.writes.push("[]=".into());
+                    }
                 }
             }
             "unary_expression" => {
@@ -491,15 +512,23 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         }
     }
     for (name, c) in colls {
-        if c.writes.is_empty() {
+        if c.writes.is_empty()
+            || super::memo_or_registry_name(&name)
+            || c.writes.iter().any(|w| w == "[conn]=")
+                && c.writes.iter().all(|w| w == "[conn]=" || w == "delete")
+        {
             continue;
         }
-        if c.subscribers {
+        if c.subscribers && fans_out(root, &name, src) {
             hits.push(Hit::at(
                 "JS-PUBSUB-MEMORY",
                 c.decl,
                 format!("module-scope `{name}` holds connected clients: messages fan out only to clients of this process"),
             ));
+            continue;
+        }
+        if c.subscribers {
+            // Connections kept only to close them at shutdown: per-connection bookkeeping.
             continue;
         }
         let lname = name.to_ascii_lowercase();
@@ -514,7 +543,18 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             ));
             continue;
         }
+        // Drained to stay under a bound (`while (a.length > LIMIT) a.shift()`): an
+        // eviction list, not a queue of work.
+        let bounded = walk_any(root, |w| {
+            matches!(w.kind(), "while_statement" | "if_statement")
+                && field(w, "condition")
+                    .is_some_and(|c| text(c, src).contains(&format!("{name}.length")))
+                && field(w, "body")
+                    .or_else(|| field(w, "consequence"))
+                    .is_some_and(|b| text(b, src).contains(&format!("{name}.shift()")))
+        });
         let queue = c.kind == CollKind::Array
+            && !bounded
             && c.writes.iter().any(|w| w == "push" || w == "unshift")
             && c.writes
                 .iter()
@@ -580,11 +620,36 @@ fn class_stores(root: Node, src: &str, hits: &mut Sink) {
                 .push(format!("new:{}", t.rsplit('.').next().unwrap_or(t)));
         }
     });
+    // Classes this file instantiates once at module scope (`const padChannels = new
+    // Channels()`): singletons.
+    let mut module_instances: std::collections::HashSet<&str> = Default::default();
+    for stmt in named_children(root) {
+        if matches!(stmt.kind(), "lexical_declaration" | "variable_declaration") {
+            for d in named_children(stmt) {
+                if let Some(v) = field(d, "value")
+                    && v.kind() == "new_expression"
+                    && let Some(c) = field(v, "constructor")
+                    && c.kind() == "identifier"
+                {
+                    module_instances.insert(text(c, src));
+                }
+            }
+        }
+    }
     walk(root, |c| {
         if !matches!(c.kind(), "class_declaration" | "class") {
             return;
         }
-        let name = field(c, "name").map(|x| text(x, src)).unwrap_or("");
+        let anonymous_instance = c.parent().is_some_and(|p| p.kind() == "new_expression");
+        // `const padList = new class { ... }`: named and reported by its variable.
+        let instance_decl = anonymous_instance
+            .then(|| ancestor(c, &["variable_declarator"]))
+            .flatten();
+        let name = instance_decl
+            .and_then(|d| field(d, "name"))
+            .or_else(|| field(c, "name"))
+            .map(|x| text(x, src))
+            .unwrap_or("");
         let decorators: String = named_children(c)
             .iter()
             .filter(|d| d.kind() == "decorator")
@@ -601,7 +666,8 @@ fn class_stores(root: Node, src: &str, hits: &mut Sink) {
                     }),
             )
             .collect();
-        if !singleton_class(name, &decorators) {
+        let module_instance = module_instances.contains(name);
+        if !(anonymous_instance || module_instance || singleton_class(name, &decorators)) {
             return;
         }
         let Some(body) = field(c, "body") else { return };
@@ -683,12 +749,31 @@ fn class_stores(root: Node, src: &str, hits: &mut Sink) {
                 }
             });
         }
-        let injected = decorators.contains("@Injectable") || decorators.contains("@Controller");
+        let injected = anonymous_instance
+            || module_instance
+            || decorators.contains("@Injectable")
+            || decorators.contains("@Controller");
         for (f, node) in &fields {
+            let lf = f.to_ascii_lowercase();
+            if [
+                "timer",
+                "timeout",
+                "expiration",
+                "interval",
+                "listener",
+                "handler",
+                "socket",
+            ]
+            .iter()
+            .any(|k| lf.contains(k))
+                || super::memo_or_registry_name(f)
+            {
+                continue;
+            }
             if let Some(ops) = written.get(f) {
                 let hit = Hit::at(
                     "JS-GLOBAL-MUTABLE",
-                    *node,
+                    instance_decl.unwrap_or(*node),
                     format!(
                         "`{name}.{f}` is a collection the shared `{name}` writes at run time ({})",
                         dedup(ops)
@@ -702,6 +787,7 @@ fn class_stores(root: Node, src: &str, hits: &mut Sink) {
                     // kept next to the Redis one it actually uses is not deployed state).
                     hits.deferred.push(super::Deferred {
                         needs: format!("new:{name}"),
+                        unless: None,
                         hit,
                     });
                 }
@@ -792,6 +878,47 @@ fn exports(root: Node, src: &str, sink: &mut Sink) {
             sink.funcs.push(info);
         }
     });
+}
+
+/// True when the collection `name` is iterated to send to its members (`.write(`,
+/// `.send(`, `.emit(` in a loop or `forEach` over it): fan-out.
+fn fans_out(root: Node, name: &str, src: &str) -> bool {
+    walk_any(root, |n| {
+        let body = match n.kind() {
+            "for_in_statement" => field(n, "right")
+                .filter(|r| text(*r, src).starts_with(name))
+                .and_then(|_| field(n, "body")),
+            "call_expression" => field(n, "function")
+                .filter(|f| {
+                    let t = text(*f, src);
+                    t == format!("{name}.forEach") || t == format!("{name}.values().forEach")
+                })
+                .and_then(|_| field(n, "arguments")),
+            _ => None,
+        };
+        body.is_some_and(|b| {
+            let t = text(b, src);
+            t.contains(".write(")
+                || t.contains(".send(")
+                || t.contains(".emit(")
+                || t.contains(".json(")
+        })
+    })
+}
+
+/// An index expression naming a connection (`socket.id`, `client.id`, `ws.id`, `sid`).
+fn per_connection_key(index: &str) -> bool {
+    let i = index.to_ascii_lowercase();
+    [
+        "socket.id",
+        "client.id",
+        "ws.id",
+        "conn.id",
+        "connection.id",
+        "socketid",
+    ]
+    .iter()
+    .any(|k| i.contains(k))
 }
 
 /// A value that is a client connection or a response stream (`res`, `ws`, `socket`,
@@ -1127,6 +1254,14 @@ fn in_request_handler(n: Node, src: &str) -> bool {
                 "get" | "post" | "put" | "patch" | "delete" | "all" | "use"
             ) && t.contains('.')
             {
+                return true;
+            }
+            // A socket event handler (`socket.on('saveSettings', ...)`).
+            let obj = t
+                .rsplit_once('.')
+                .map(|(o, _)| o.to_ascii_lowercase())
+                .unwrap_or_default();
+            if verb == "on" && (obj.contains("socket") || obj == "ws" || obj.ends_with("client")) {
                 return true;
             }
         }

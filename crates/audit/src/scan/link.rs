@@ -100,9 +100,88 @@ const STORAGE_WORDS: &[&str] = &[
     "writer",
 ];
 
+/// The words of an identifier or path (`FilesystemUploader` → filesystem, uploader;
+/// `internal/profile/profile.go` → internal, profile, profile, go).
+fn words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in s.chars() {
+        if !c.is_ascii_alphanumeric() || (c.is_ascii_uppercase() && prev_lower) {
+            if !cur.is_empty() {
+                out.push(cur.to_ascii_lowercase());
+            }
+            cur.clear();
+        }
+        if c.is_ascii_alphanumeric() {
+            cur.push(c);
+        }
+        prev_lower = c.is_ascii_lowercase();
+    }
+    if !cur.is_empty() {
+        out.push(cur.to_ascii_lowercase());
+    }
+    out
+}
+
+/// A name (class, function or file) that says it deals with stored files: one of its
+/// words starts with a storage word (`uploads`, `FileSystemStorageService`, `avatar`).
 fn storage_like(s: &str) -> bool {
+    words(s)
+        .iter()
+        .any(|w| STORAGE_WORDS.iter().any(|k| w.starts_with(k)))
+}
+
+/// A function or class that generates or persists key material (RSA keys, secrets).
+fn key_material(f: &FuncInfo) -> bool {
+    let name = format!("{} {}", f.owner.as_deref().unwrap_or(""), f.name).to_ascii_lowercase();
+    [
+        "rsa",
+        "keypair",
+        "key_pair",
+        "privatekey",
+        "private_key",
+        "secret",
+        "signing_key",
+        "jwt_key",
+    ]
+    .iter()
+    .any(|k| name.contains(k))
+        || words(&name).iter().any(|w| w == "key" || w == "keys")
+}
+
+/// Derived files regenerated on demand (thumbnails, temporary copies): each
+/// instance rebuilding its own is duplicated work, not lost state.
+fn derived(s: &str) -> bool {
+    words(s).iter().any(|w| {
+        w.starts_with("thumbnail")
+            || w.starts_with("temp")
+            || w.starts_with("tmp")
+            || w.starts_with("preview")
+    })
+}
+
+/// A class named for a remote backend (S3, SFTP, WebDAV, Dropbox, cloud): its local
+/// writes are temporary copies, not where the data lives.
+fn remote_backend(s: &str) -> bool {
     let l = s.to_ascii_lowercase();
-    STORAGE_WORDS.iter().any(|w| l.contains(w))
+    ["sftp", "webdav", "dropbox", "s3", "gcs", "azure", "minio"]
+        .iter()
+        .any(|k| l.contains(k))
+        || words(s).iter().any(|w| {
+            matches!(
+                w.as_str(),
+                "s3" | "sftp"
+                    | "ftp"
+                    | "webdav"
+                    | "dropbox"
+                    | "cloud"
+                    | "remote"
+                    | "gcs"
+                    | "azure"
+                    | "minio"
+            )
+        })
 }
 
 /// Hits for local writes reached from handlers. `funcs` is `(file, function)` for every
@@ -161,16 +240,48 @@ pub(crate) fn local_writes(funcs: &mut [(String, FuncInfo)]) -> Vec<(String, Hit
             }
         }
     }
+    // Key material generated and written on local disk (an RSA key pair, a secret) is
+    // per-instance state wherever it is written from: instances sign and decrypt with
+    // different keys.
+    for (i, (_, f)) in funcs.iter().enumerate() {
+        if !f.writes.is_empty() && !reached.contains_key(&i) && key_material(f) {
+            reached.insert(i, Vec::new());
+        }
+    }
     let mut out = Vec::new();
     let mut keys: Vec<usize> = reached.keys().copied().collect();
     keys.sort_unstable();
     for t in keys {
         let (file, f) = &funcs[t];
         let owner_named = f.owner.as_deref().is_some_and(storage_like);
-        if !(owner_named || storage_like(&f.name) || storage_like(file)) {
+        let keys = key_material(f);
+        if !(keys || owner_named || storage_like(&f.name) || storage_like(file))
+            || f.owner.as_deref().is_some_and(remote_backend)
+            || remote_backend(&f.name)
+            || derived(&f.name)
+            || f.owner.as_deref().is_some_and(derived)
+        {
             continue;
         }
         let mut handlers = reached.remove(&t).unwrap_or_default();
+        if handlers.is_empty() {
+            for w in &f.writes {
+                out.push((
+                    file.clone(),
+                    Hit::at_row(
+                        w.rule,
+                        w.row,
+                        w.col,
+                        format!(
+                            "{} in `{}` stores key material on this instance's disk: each instance generates its own",
+                            w.what,
+                            f.owner.as_deref().map(|o| format!("{o}.{}", f.name)).unwrap_or_else(|| f.name.clone())
+                        ),
+                    ),
+                ));
+            }
+            continue;
+        }
         handlers.sort();
         handlers.dedup();
         let shown: Vec<String> = handlers
@@ -184,7 +295,10 @@ pub(crate) fn local_writes(funcs: &mut [(String, FuncInfo)]) -> Vec<(String, Hit
             None => f.name.clone(),
         };
         for w in &f.writes {
-            let construct = format!("link:{}", f.owner.as_deref().unwrap_or(&f.name));
+            // Writers of one directory (a storage class and the image writer it calls)
+            // are one construct.
+            let dir = file.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            let construct = format!("project:link:{dir}");
             out.push((
                 file.clone(),
                 Hit::at_row(
@@ -212,29 +326,9 @@ pub(crate) fn local_writes(funcs: &mut [(String, FuncInfo)]) -> Vec<(String, Hit
 /// True when the receiver text and the class name share a word of 4+ letters
 /// (`storage_service` / `FileSystemStorageService`, `get_uploader()` / `FilesystemUploader`).
 fn shares_word(receiver: &str, owner: &str) -> bool {
-    let words = |s: &str| -> Vec<String> {
-        let mut out = Vec::new();
-        let mut cur = String::new();
-        let mut prev_lower = false;
-        for c in s.chars() {
-            if !c.is_ascii_alphanumeric() || (c.is_ascii_uppercase() && prev_lower) {
-                if cur.len() >= 4 {
-                    out.push(cur.to_ascii_lowercase());
-                }
-                cur.clear();
-            }
-            if c.is_ascii_alphanumeric() {
-                cur.push(c);
-            }
-            prev_lower = c.is_ascii_lowercase();
-        }
-        if cur.len() >= 4 {
-            out.push(cur.to_ascii_lowercase());
-        }
-        out
-    };
-    let r = words(receiver);
-    let o = words(owner);
+    let long = |s: &str| -> Vec<String> { words(s).into_iter().filter(|w| w.len() >= 4).collect() };
+    let r = long(receiver);
+    let o = long(owner);
     r.iter().any(|w| {
         o.iter()
             .any(|x| x == w || x.starts_with(w.as_str()) || w.starts_with(x.as_str()))
@@ -327,8 +421,8 @@ mod tests {
 pub(crate) struct FuncShape<'a> {
     /// Node kinds of functions and methods.
     pub funcs: &'a [&'a str],
-    /// Node kind of a call.
-    pub call: &'a str,
+    /// Node kinds of calls.
+    pub calls: &'a [&'a str],
     /// The function's simple name.
     pub name: &'a dyn Fn(Node) -> Option<String>,
     /// Its class / receiver type.
@@ -361,7 +455,8 @@ pub(crate) fn collect(root: Node, shape: &FuncShape, sink: &mut super::Sink) {
             ..Default::default()
         };
         super::tree::walk(f, |n| {
-            if n.kind() != shape.call || super::tree::ancestor(n, shape.funcs) != Some(f) {
+            if !shape.calls.contains(&n.kind()) || super::tree::ancestor(n, shape.funcs) != Some(f)
+            {
                 return;
             }
             if let Some((callee, recv)) = (shape.callee)(n) {

@@ -21,6 +21,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) use facts::Facts;
 
+/// True for JSON files read as application settings.
+pub(crate) fn is_json_config(path: &str) -> bool {
+    config::is_config_file(path)
+}
+
 use crate::walk::SourceFile;
 use crate::{
     Category, Confidence, Finding, Lang, Options, Report, Rule, Severity, Suppressed, rules,
@@ -132,7 +137,10 @@ pub(crate) struct FuncInfo {
 /// wraps `lru_cache`, `uses:rails-cache` when some file calls `Rails.cache`).
 #[derive(Debug, Clone)]
 pub(crate) struct Deferred {
+    /// Tag that must be present (empty: none needed).
     pub needs: String,
+    /// Tag that must be absent.
+    pub unless: Option<String>,
     pub hit: Hit,
 }
 
@@ -217,7 +225,9 @@ pub(crate) fn scan_files(files: &[SourceFile], options: &Options) -> Report {
     project.extend(link::local_writes(&mut all.funcs));
     let tags: std::collections::HashSet<&str> = all.tags.iter().map(|s| s.as_str()).collect();
     for (rel, d) in std::mem::take(&mut all.deferred) {
-        if tags.contains(d.needs.as_str()) {
+        if (d.needs.is_empty() || tags.contains(d.needs.as_str()))
+            && d.unless.as_deref().is_none_or(|u| !tags.contains(u))
+        {
             project.push((rel, d.hit));
         }
     }
@@ -519,6 +529,47 @@ pub(crate) fn per_user_name(name: &str) -> bool {
     .any(|k| n.contains(k))
 }
 
+/// True when a collection's name says it memoises a deterministic computation (compiled
+/// regexes, parsed templates, time zones, schemas) or registers code (routes, handlers,
+/// plugins, hooks, finders): every instance fills it identically, so it is not
+/// per-instance state.
+pub(crate) fn memo_or_registry_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "regex",
+        "regexp",
+        "pattern",
+        "compiled",
+        "template",
+        "tzcache",
+        "timezone",
+        "location",
+        "validator",
+        "schema",
+        "bundle",
+        "filehash",
+        "hashcache",
+        "mime",
+        "parser",
+        "registry",
+        "route",
+        "handler",
+        "plugin",
+        "hook",
+        "component",
+        "finder",
+        "mapping",
+        "converter",
+        "factory",
+        "formatter",
+        "operator",
+        "reflect",
+        "metadata",
+    ]
+    .iter()
+    .any(|k| n.contains(k))
+}
+
 /// True for functions that, by name, run once at start-up (registration, setup, loading):
 /// a collection written only there is read-only afterwards and is not per-instance state.
 pub(crate) fn startup_function(name: &str) -> bool {
@@ -532,6 +583,7 @@ pub(crate) fn startup_function(name: &str) -> bool {
             "set_up",
             "register",
             "load",
+            "reload",
             "configure",
             "bootstrap",
             "must",

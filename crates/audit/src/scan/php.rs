@@ -238,7 +238,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     let controller = ctx.rel.contains("Controller");
     let shape = super::link::FuncShape {
         funcs: &["method_declaration", "function_definition"],
-        call: "function_call_expression",
+        calls: &["function_call_expression", "scoped_call_expression"],
         name: &|f| field(f, "name").map(|n| text(n, src).to_string()),
         owner: &|f| {
             ancestor(f, &["class_declaration"])
@@ -247,10 +247,23 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         },
         handler: &|f| controller && f.kind() == "method_declaration",
         callee: &|n| {
+            if n.kind() == "scoped_call_expression" {
+                let name = field(n, "name").map(|x| text(x, src))?;
+                let scope = field(n, "scope").map(|x| text(x, src)).unwrap_or("");
+                return Some((name.to_string(), scope.to_string()));
+            }
             let t = field(n, "function").map(|f| text(f, src))?;
             Some((t.trim_start_matches('\\').to_string(), String::new()))
         },
         write: &|n| {
+            if n.kind() == "scoped_call_expression" {
+                let name = field(n, "name").map(|x| text(x, src))?;
+                let scope = field(n, "scope").map(|x| text(x, src)).unwrap_or("");
+                // Laravel's File facade writes the local filesystem.
+                return (scope.trim_start_matches('\\') == "File"
+                    && matches!(name, "put" | "move" | "copy" | "append"))
+                .then(|| format!("File::{name}()"));
+            }
             let t = field(n, "function").map(|f| text(f, src))?;
             matches!(
                 t.trim_start_matches('\\'),

@@ -121,8 +121,13 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     let mut settings_pairs: Vec<(String, String, Node)> = Vec::new();
     // (key, fallback value, env var or None, node): `os.environ.get("X") or "sqlite:..."`.
     let mut fallbacks: Vec<(String, String, Option<String>, Node)> = Vec::new();
+    let mut search_dirs: Vec<(String, Node)> = Vec::new();
     walk(root, |n| match n.kind() {
-        "assignment" if !dev_or_test_context(n, src) => {
+        "assignment"
+            if !dev_or_test_context(n, src)
+                && !(field(n, "left").is_some_and(|l| l.kind() == "identifier")
+                    && ancestor(n, &["function_definition"]).is_some()) =>
+        {
             let (Some(l), Some(r)) = (field(n, "left"), field(n, "right")) else {
                 return;
             };
@@ -142,10 +147,19 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 if k.starts_with("RATELIMIT_STORAGE") {
                     has_ratelimit_setting = true;
                 }
+                let ku = k.to_ascii_uppercase();
+                if ku.starts_with("WHOOSH")
+                    && (ku.ends_with("_DIR") || ku.ends_with("_BASE") || ku.ends_with("_PATH"))
+                {
+                    search_dirs.push((k.clone(), n));
+                }
                 if let Some(v) = string_value(r, src) {
                     settings_pairs.push((k, v, n));
                 } else if let Some((v, env)) = env_fallback(r, src) {
                     fallbacks.push((k, v, env, n));
+                } else if let Some(v) = literal_text(r, src) {
+                    // `"sqlite:///" + basedir + "/app.db"`: the literal head names the store.
+                    settings_pairs.push((k, v, n));
                 }
             }
         }
@@ -165,6 +179,13 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         }
         _ => {}
     });
+    for (k, n) in &search_dirs {
+        hits.push(Hit::at(
+            "PY-SEARCH-LOCAL",
+            *n,
+            format!("{k}: the Whoosh search index is a directory on this instance's disk"),
+        ));
+    }
     for (k, v, env, n) in &fallbacks {
         if db_key(k) && v.starts_with("sqlite") {
             let mut h = Hit::at(
@@ -277,6 +298,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     {
         hits.deferred.push(super::Deferred {
             needs: "uses:django-cache".into(),
+            unless: None,
             hit: Hit::at(
                 "PY-CACHE-LOCAL",
                 n,
@@ -288,9 +310,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         });
     }
     // Uses of Django's cache framework (for the settings default above).
-    if imports.iter().any(|m| {
-        m.starts_with("django.core.cache") || m.starts_with("django.views.decorators.cache")
-    }) || ctx.src.contains("cache_page(")
+    // (`never_cache` only sets response headers.)
+    if imports.iter().any(|m| m.starts_with("django.core.cache")) || ctx.src.contains("cache_page(")
     {
         hits.tags.push("uses:django-cache".into());
     }
@@ -558,6 +579,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                             ),
                         ),
                         needs: format!("memo:{w}"),
+                        unless: None,
                     }),
                     (None, None) => {}
                 }
@@ -567,6 +589,14 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     });
 
     for (name, c) in colls {
+        if super::memo_or_registry_name(&name)
+            || name.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_')
+                && c.writes.iter().all(|w| w == "[]=")
+                && !c.locks
+        {
+            // Memoised computations, registries, and CONSTANT tables filled on first use.
+            continue;
+        }
         if c.locks && (!c.writes.is_empty() || text(c.node, src).contains("defaultdict")) {
             hits.push(Hit::at(
                 "PY-LOCK-MEMORY",

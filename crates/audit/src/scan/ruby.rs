@@ -130,12 +130,27 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 if method == "cache_store" {
                     saw_cache_store = true;
                 }
+                if method == "cache_store" && production {
+                    hits.tags.push("rails:production-cache-store".into());
+                }
                 match (method, first_symbol.as_deref()) {
-                    ("cache_store", Some(s @ (":memory_store" | ":file_store"))) => hits.push(Hit::at(
-                        "RB-CACHE-LOCAL",
-                        n,
-                        format!("cache_store {s}: Rails.cache is per instance"),
-                    )),
+                    ("cache_store", Some(s @ (":memory_store" | ":file_store"))) => {
+                        let h = Hit::at(
+                            "RB-CACHE-LOCAL",
+                            n,
+                            format!("cache_store {s}: Rails.cache is per instance"),
+                        );
+                        if ctx.rel.ends_with("config/application.rb") {
+                            // production.rb may choose another store.
+                            hits.deferred.push(super::Deferred {
+                                needs: String::new(),
+                                unless: Some("rails:production-cache-store".into()),
+                                hit: h,
+                            });
+                        } else {
+                            hits.push(h);
+                        }
+                    }
                     ("queue_adapter", Some(":async")) => hits.push(Hit::at(
                         "RB-QUEUE-MEMORY",
                         n,
@@ -243,6 +258,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     if production && !saw_cache_store && !ctx.has_dep("config.cache_store") {
         hits.deferred.push(super::Deferred {
             needs: "uses:rails-cache".into(),
+            unless: None,
             hit: Hit::at_row(
                 "RB-CACHE-LOCAL",
                 0,
@@ -255,7 +271,7 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
 
     let shape = super::link::FuncShape {
         funcs: &["method", "singleton_method"],
-        call: "call",
+        calls: &["call"],
         name: &|f| field(f, "name").map(|n| text(n, src).to_string()),
         owner: &|f| {
             ancestor(f, &["class", "module"])

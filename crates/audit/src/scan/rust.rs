@@ -178,6 +178,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         match n.kind() {
             "static_item" => {
                 let name = field(n, "name").map(|x| text(x, src)).unwrap_or("?");
+                if super::memo_or_registry_name(name) || name.to_ascii_lowercase().contains("css") {
+                    return;
+                }
                 let Some(ty) = field(n, "type") else { return };
                 let ids = idents(ty, src);
                 let is_mut = named_children(n)
@@ -211,7 +214,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
             }
             "macro_invocation" => {
                 let m = field(n, "macro").map(|x| text(x, src)).unwrap_or("");
-                if !matches!(m, "lazy_static" | "thread_local") {
+                // thread_local! scratch state is per thread by design.
+                if m != "lazy_static" {
                     return;
                 }
                 let ids = idents(n, src);
@@ -280,6 +284,9 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                     let rule = store_rule(&names, &ids, ctx.rel);
                     let what = match rule {
                         "RS-SESSION-MEMORY" => "session store in process memory",
+                        "RS-PUBSUB-MEMORY" => {
+                            "subscribers kept in this process: messages reach only its clients"
+                        }
                         "RS-RATELIMIT-MEMORY" => "rate-limit counters in process memory",
                         "RS-CACHE-LOCAL" => "in-process cache",
                         _ => "per-instance store in web application state",
@@ -485,9 +492,11 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                             | "RateLimiter::dashmap"
                     )
                 {
+                    // A limiter built in a static's initialiser is reported at the static.
+                    let at = ancestor(n, &["static_item"]).unwrap_or(n);
                     hits.push(Hit::at(
                         "RS-RATELIMIT-MEMORY",
-                        n,
+                        at,
                         format!("governor {ft}: counts kept in this process"),
                     ));
                 }
@@ -560,6 +569,19 @@ fn store_rule(names: &[String], ids: &HashSet<&str>, rel: &str) -> &'static str 
     if all.iter().any(|s| s.contains("session")) {
         "RS-SESSION-MEMORY"
     } else if all.iter().any(|s| {
+        [
+            "sender",
+            "subscriber",
+            "listener",
+            "socket",
+            "websocket",
+            "channel",
+        ]
+        .iter()
+        .any(|k| s.contains(k))
+    }) {
+        "RS-PUBSUB-MEMORY"
+    } else if all.iter().any(|s| {
         s.contains("ratelimit")
             || s.contains("rate_limit")
             || s.contains("limiter")
@@ -601,7 +623,7 @@ fn squash(t: &str) -> String {
 fn rs_exports(root: Node, src: &str, tests: &[std::ops::Range<usize>], sink: &mut Sink) {
     let shape = super::link::FuncShape {
         funcs: &["function_item"],
-        call: "call_expression",
+        calls: &["call_expression"],
         name: &|f| {
             (!in_ranges(tests, f.start_byte()))
                 .then(|| field(f, "name").map(|n| text(n, src).to_string()))?
@@ -623,10 +645,13 @@ fn rs_exports(root: Node, src: &str, tests: &[std::ops::Range<usize>], sink: &mu
                     "Form(",
                     "HttpRequest",
                     "web::",
+                    "Json<",
+                    "Form<",
+                    "Data<",
                 ]
                 .iter()
                 .any(|k| t.contains(k))
-            })
+            }) || route_attribute(f, src)
         },
         callee: &|n| {
             let f = field(n, "function")?;
@@ -642,6 +667,17 @@ fn rs_exports(root: Node, src: &str, tests: &[std::ops::Range<usize>], sink: &mu
         },
         write: &|n| {
             let t = field(n, "function").map(|f| text(f, src))?;
+            // An object-store operator (opendal) writing to its default local backend.
+            if let Some(f) = field(n, "function")
+                && f.kind() == "field_expression"
+                && field(f, "value").is_some_and(|v| text(v, src).contains("operator"))
+                && field(f, "field")
+                    .is_some_and(|x| matches!(text(x, src), "write" | "writer" | "writer_with"))
+            {
+                return Some(format!(
+                    "{t}(...) through the storage operator (local disk unless an object store is configured)"
+                ));
+            }
             matches!(
                 t,
                 "File::create"
@@ -661,6 +697,32 @@ fn rs_exports(root: Node, src: &str, tests: &[std::ops::Range<usize>], sink: &mu
         rule: "RS-LOCAL-WRITE",
     };
     super::link::collect(root, &shape, sink);
+}
+
+/// A Rocket/actix route attribute (`#[post("/...")]`) on the function.
+fn route_attribute(f: Node, src: &str) -> bool {
+    let mut prev = f.prev_named_sibling();
+    while let Some(p) = prev {
+        if p.kind() != "attribute_item" {
+            break;
+        }
+        let t = text(p, src);
+        if [
+            "#[get(",
+            "#[post(",
+            "#[put(",
+            "#[delete(",
+            "#[patch(",
+            "#[head(",
+        ]
+        .iter()
+        .any(|k| t.starts_with(k))
+        {
+            return true;
+        }
+        prev = p.prev_named_sibling();
+    }
+    false
 }
 
 /// Inside a closure or async block passed to `spawn`.
