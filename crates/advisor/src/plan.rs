@@ -326,6 +326,11 @@ pub fn plan(
         (Ok(f), SweepKind::Workers) => (f.sigma, f.kappa),
         _ => (0.05, 0.0),
     };
+    if sweep.kind != SweepKind::Workers {
+        notes.push(format!(
+            "scale-up capacities assume contention sigma {up_sigma} and coherency kappa {up_kappa} across the cores of one instance (not measured: a workers sweep measures them)"
+        ));
+    }
     let input = match (&current_load, &per_instance) {
         (Ok(load), Some(inst)) => Some(DecisionInput {
             current_rps: load.rps,

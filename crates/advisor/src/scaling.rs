@@ -119,6 +119,7 @@ pub fn assess(
     let bottleneck = bottleneck_clause(diagnosis);
     let level = |n: f64| match kind {
         SweepKind::Concurrency => format!("concurrency {n}"),
+        _ if n == 1.0 => format!("1 {}", unit.trim_end_matches('s')),
         _ => format!("{n} {unit}"),
     };
     let mut s = Scaling {
