@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::AdvisorError;
 use crate::cost::PriceTable;
 use crate::decision::{self, DecisionInput, Recommendation};
-use crate::scaling::levels;
+use crate::scaling::{Shape, levels};
 use crate::sweep::{Analysis, Sweep, SweepKind};
-use crate::usl::{MAX_THROUGHPUT, Point};
+use crate::usl::{MAX_THROUGHPUT, Peak, Point};
 
 /// What the user said about today.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,6 +236,49 @@ fn instance_capacity(sweep: &Sweep, analysis: &Analysis, instances: u32) -> Opti
     }
 }
 
+/// Contention and coherency across instances for the decision. From an instance sweep:
+/// the fit, unless the measured points show no gain (then flat, σ 1, whatever a noisy fit
+/// says); without a fit, Amdahl's σ through the first and best levels. Otherwise (a
+/// concurrency or workers sweep says nothing about instances) the documented assumption
+/// σ 0.02, κ 0, noted.
+fn instance_curve(sweep: &Sweep, analysis: &Analysis, notes: &mut Vec<String>) -> (f64, f64) {
+    if sweep.kind != SweepKind::Instances {
+        notes.push(
+            "scale-out capacities assume contention sigma 0.02 and coherency kappa 0 across instances (not measured: an instance sweep measures them)".into(),
+        );
+        return (0.02, 0.0);
+    }
+    let sc = &analysis.scaling;
+    if sc.shape != Shape::Unknown && !sc.adds_capacity {
+        if analysis.usl.as_ref().is_ok_and(|f| !matches!(f.peak, Peak::NoRise { .. })) {
+            notes.push("the USL fit rises but the measured points do not: the decision follows the measurements (no gain from more instances)".into());
+        }
+        return (1.0, 0.0);
+    }
+    if let Ok(f) = &analysis.usl {
+        return (f.sigma, f.kappa);
+    }
+    match (sc.first, sc.best) {
+        (Some((n1, x1)), Some((n2, x2))) if n2 > n1 && x1 > 0.0 => {
+            // X(n) = λn / (1 + σ(n − 1)) through both points.
+            let den = n2 * x1 * (n1 - 1.0) - n1 * x2 * (n2 - 1.0);
+            let sigma = if den != 0.0 {
+                ((n1 * x2 - n2 * x1) / den).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            notes.push(format!(
+                "no USL fit (too few levels): the instance curve is Amdahl's law through {n1} and {n2} instances, sigma {sigma:.3}, kappa 0 (no retrograde term can be measured this way)"
+            ));
+            (sigma, 0.0)
+        }
+        _ => {
+            notes.push("one instance level measured: scale-out capacities assume contention sigma 0.02 and coherency kappa 0 (not measured)".into());
+            (0.02, 0.0)
+        }
+    }
+}
+
 fn check(opts: &PlanOptions) -> Result<(), AdvisorError> {
     let bad = |m: String| Err(AdvisorError::BadInput(m));
     if let Some(c) = opts.current_rps
@@ -312,16 +355,14 @@ pub fn plan(
         ));
     }
     if let Some(c) = &capacity
+        && opts.current_rps.is_some()
         && matches!(c.source, Source::Predicted { .. })
     {
         notes.push(format!("today's capacity is {}", c.text));
     }
     let per_instance = instance_capacity(sweep, analysis, n);
     let projected_rps = current_load.as_ref().map_or(0.0, |l| l.rps * opts.growth);
-    let (out_sigma, out_kappa) = match (&analysis.usl, sweep.kind) {
-        (Ok(f), SweepKind::Instances) => (f.sigma, f.kappa),
-        _ => (0.02, 0.0),
-    };
+    let (out_sigma, out_kappa) = instance_curve(sweep, analysis, &mut notes);
     let (up_sigma, up_kappa) = match (&analysis.usl, sweep.kind) {
         (Ok(f), SweepKind::Workers) => (f.sigma, f.kappa),
         _ => (0.05, 0.0),
@@ -355,7 +396,7 @@ pub fn plan(
         (None, Ok(_)) => Err("one instance's capacity is unknown: the sweep has no usable level".into()),
         (Some(i), Ok(_)) => decision::decide(i, prices).map_err(|e| match e {
             AdvisorError::BadInput(m) if m.starts_with("instance_capacity_rps") => format!(
-                "no decision: the sweep measured no throughput for one instance ({})",
+                "the sweep measured no throughput for one instance ({})",
                 per_instance.as_ref().map_or(String::new(), |f| f.text.clone())
             ),
             AdvisorError::BadInput(m) => m,

@@ -234,7 +234,9 @@ pub fn render_text(a: &Analysis) -> String {
         _ if matches!(a.scaling.shape, Shape::Flat | Shape::Falling) => {
             s.push_str("knee: none (throughput never rose above the first level)\n")
         }
-        _ if a.scaling.shape == Shape::Unknown => s.push_str("knee: none (too few levels)\n"),
+        _ if a.scaling.shape == Shape::Unknown => {
+            s.push_str("knee: none (no curve to read: too few levels or no throughput)\n")
+        }
         _ => s.push_str("knee: none found (throughput still rising linearly)\n"),
     }
     if let Some(l) = a.knee.p99_load {

@@ -110,6 +110,20 @@ fn no_output_field_is_nan_or_infinite_over_random_sweeps() {
         // The JSON written by `scaleout advise` parses back and has no NaN spelled out.
         let json = serde_json::to_string(&(&a, &p)).unwrap();
         assert!(!json.contains("NaN"), "{json}");
+        // A sweep of instances that shows no gain never gets more instances, and today's
+        // capacity in the decision is the one the plan reports.
+        if let Ok(rec) = &p.recommendation {
+            if s.kind == SweepKind::Instances
+                && !a.scaling.adds_capacity
+                && a.scaling.shape != advisor::scaling::Shape::Unknown
+            {
+                let out = rec.options.iter().find(|o| o.name == "scale out").unwrap();
+                assert_eq!(out.instances, 1, "{}\n{}", rec.reason, ctx());
+            }
+            if let Some(c) = &p.current_capacity {
+                assert_eq!(rec.current_capacity_rps, c.rps, "{}", ctx());
+            }
+        }
         // Today's load defaults to the figure at today's level, never the last level's
         // unless today's level is the last one measured.
         if let (None, Ok(load), SweepKind::Instances) =

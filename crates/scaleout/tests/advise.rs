@@ -304,6 +304,9 @@ fn advise_flat_and_short_sweeps() {
     assert_eq!(code, Some(0), "{err}");
     no_nan_or_inf(&text);
     assert!(text.contains("does not add capacity"), "{text}");
+    // No fit, but the decision follows the measured fall: scaling out is not offered.
+    assert!(!text.contains("decision: ScaleOut"), "{text}");
+    assert!(text.contains("option scale out") && text.contains("[not enough]"), "{text}");
     let (code, text, err) = advise_file("zero.csv", "instances,throughput\n1,0\n2,0\n3,0\n", &[]);
     assert_eq!(code, Some(0), "{err}");
     no_nan_or_inf(&text);

@@ -218,3 +218,23 @@ fn bad_options_name_the_field() {
     assert!(e(PlanOptions { current_rps: Some(-1.0), ..Default::default() }).contains("current_rps"));
     assert!(e(PlanOptions { current_instances: 0, ..Default::default() }).contains("current_instances"));
 }
+
+#[test]
+fn without_a_fit_the_instance_curve_follows_the_measured_points() {
+    // Two falling levels: scaling out is not offered.
+    let (_, p, _) = run(
+        &sweep_of(SweepKind::Instances, &[(1.0, 1000.0), (2.0, 700.0)]),
+        PlanOptions::default(),
+    );
+    let input = p.input.as_ref().unwrap();
+    assert_eq!((input.out_sigma, input.out_kappa), (1.0, 0.0));
+    assert_ne!(p.recommendation.as_ref().unwrap().action, Action::ScaleOut);
+    // Two rising levels: Amdahl through them (X(2) = 2λ / (1 + σ) = 1800 at λ 1000).
+    let (_, p, text) = run(
+        &sweep_of(SweepKind::Instances, &[(1.0, 1000.0), (2.0, 1800.0)]),
+        PlanOptions::default(),
+    );
+    let sigma = p.input.as_ref().unwrap().out_sigma;
+    assert!((sigma - 1.0 / 9.0).abs() < 1e-12, "{sigma}");
+    assert!(text.contains("Amdahl's law through 1 and 2 instances, sigma 0.111"), "{text}");
+}
