@@ -214,8 +214,16 @@ pub fn render_text(a: &Analysis) -> String {
             ));
             if let (Some(sc), Some(kc)) = (f.sigma_ci, f.kappa_ci) {
                 s.push_str(&format!(
-                    "  95% CI: sigma [{:.4}, {:.4}], kappa [{:.6}, {:.6}]\n",
-                    sc.lo, sc.hi, kc.lo, kc.hi
+                    "  95% CI: sigma [{:.4}, {:.4}], kappa [{:.6}, {:.6}]{}\n",
+                    sc.lo,
+                    sc.hi,
+                    kc.lo,
+                    kc.hi,
+                    if f.is_at_bound() {
+                        " (clipped to the bounds; not meaningful for a coefficient at its bound)"
+                    } else {
+                        ""
+                    }
                 ));
             }
             s.push_str(&format!("  {}\n", f.peak_text(unit)));
