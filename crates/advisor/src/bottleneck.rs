@@ -118,6 +118,10 @@ impl TierReadings {
     }
 }
 
+/// The diagnosis's reason when the sweep carries no per-tier readings at all.
+pub const NO_READINGS: &str =
+    "no per-tier readings in this sweep: the bottleneck tier cannot be named";
+
 /// The verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Diagnosis {
@@ -162,7 +166,7 @@ pub fn diagnose(sweep: &[TierReadings], threshold: f64, stateless: Option<bool>)
                 bottleneck: None,
                 at_load: None,
                 saturation: None,
-                reason: "no per-tier readings in this sweep: the bottleneck tier cannot be named".into(),
+                reason: NO_READINGS.into(),
                 fixes: vec!["re-run with tier readings (app CPU, DB CPU/connections, cache hit rate), as `scaleout demo` records them".into()],
                 crossings: vec![],
             };

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bottleneck::Diagnosis;
+use crate::bottleneck::{self, Diagnosis};
 use crate::sweep::SweepKind;
 use crate::usl::{Peak, Point, UslFit};
 
@@ -97,7 +97,7 @@ pub fn bottleneck_clause(diagnosis: &Diagnosis) -> String {
             diagnosis.saturation.unwrap_or(0.0) * 100.0,
             diagnosis.at_load.unwrap_or(0.0)
         ),
-        None if diagnosis.crossings.is_empty() && diagnosis.reason.starts_with("no per-tier") => {
+        None if diagnosis.reason == bottleneck::NO_READINGS => {
             "the measurement cannot tell which resource is the bottleneck: the sweep has no per-tier readings (app CPU, DB, cache, host CPU, load generator)".into()
         }
         None => format!(
@@ -232,7 +232,7 @@ pub fn assess(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bottleneck::{self, TierReadings};
+    use crate::bottleneck::TierReadings;
 
     fn pts(d: &[(f64, f64)]) -> Vec<Point> {
         d.iter().map(|&(n, x)| Point { n, x }).collect()
