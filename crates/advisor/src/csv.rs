@@ -105,9 +105,11 @@ pub fn parse(text: &str, kind: Option<SweepKind>) -> Result<CsvSweep, AdvisorErr
         .enumerate()
         .map(|(i, n)| classify(n, i))
         .collect();
-    if names.iter().zip(&cols).any(|(n, c)| {
-        n.parse::<f64>().is_ok() && matches!(c, Column::Other | Column::RowNames)
-    }) {
+    if names
+        .iter()
+        .zip(&cols)
+        .any(|(n, c)| n.parse::<f64>().is_ok() && matches!(c, Column::Other | Column::RowNames))
+    {
         return bad(format!(
             "line {header_line}: the first line must be a header naming the columns (e.g. `n,throughput,p99_ms`), found `{header}`"
         ));
@@ -248,7 +250,11 @@ mod tests {
             assert_eq!(c.sweep.points.len(), 2, "{header}");
             assert_eq!(c.sweep.points[1].n, 2.0);
             assert_eq!(c.sweep.points[1].throughput_rps, 180.5);
-            assert!(c.ignored_columns.is_empty(), "{header}: {:?}", c.ignored_columns);
+            assert!(
+                c.ignored_columns.is_empty(),
+                "{header}: {:?}",
+                c.ignored_columns
+            );
         }
     }
 
@@ -270,16 +276,22 @@ mod tests {
     fn errors_name_the_line_and_column() {
         let e = |text: &str| parse(text, None).unwrap_err().to_string();
         assert!(
-            e("n,throughput\n1,10\n2,abc\n").contains("line 3, column 2 (throughput): `abc` is not a number")
+            e("n,throughput\n1,10\n2,abc\n")
+                .contains("line 3, column 2 (throughput): `abc` is not a number")
         );
-        assert!(e("n,throughput\n1,10\n2,-5\n").contains("line 3, column 2 (throughput): must be >= 0"));
+        assert!(
+            e("n,throughput\n1,10\n2,-5\n").contains("line 3, column 2 (throughput): must be >= 0")
+        );
         assert!(e("n,throughput\n0,10\n").contains("line 2, column 1 (n): must be > 0"));
         assert!(e("n,throughput\n1,10,3\n").contains("line 2: 3 field(s), but the header has 2"));
         assert!(e("n,throughput\n1,\n").contains("line 2, column 2 (throughput): missing value"));
         assert!(e("n,throughput,p99_ms\n1,10,-1\n").contains("line 2, column 3 (p99_ms)"));
         assert!(e("1,10\n2,20\n").contains("line 1: the first line must be a header"));
         assert!(e("n,latency\n1,10\n").contains("needs a load-level column"));
-        assert!(e("n,load,throughput\n1,1,1\n").contains("columns 1 (n) and 2 (load) both name the load level"));
+        assert!(
+            e("n,load,throughput\n1,1,1\n")
+                .contains("columns 1 (n) and 2 (load) both name the load level")
+        );
         assert!(e("").contains("empty"));
         assert!(e("n,throughput\n").contains("no data lines"));
         assert!(e("n,throughput\n1,inf\n").contains("`inf` is not a number"));

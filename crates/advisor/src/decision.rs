@@ -245,8 +245,7 @@ pub fn decide(input: &DecisionInput, prices: &PriceTable) -> Result<Recommendati
         },
     });
     // Scale out: more instances of today's size, up to where the instance curve peaks.
-    let n_out =
-        (1..=out_peak).find(|&n| input.instance_capacity_rps * out_factor(n) >= required);
+    let n_out = (1..=out_peak).find(|&n| input.instance_capacity_rps * out_factor(n) >= required);
     let out_peak_capacity = input.instance_capacity_rps * out_factor(out_peak);
     let out_shortfall = if out_peak == 1 {
         format!(
@@ -338,7 +337,8 @@ pub fn decide(input: &DecisionInput, prices: &PriceTable) -> Result<Recommendati
                 input.projected_rps,
                 input.target_utilisation * 100.0,
                 match input.bottleneck {
-                    Some(t) if t != Tier::App => format!("; {} saturates first, so watch it as load grows", t.label()),
+                    Some(t) if t != Tier::App =>
+                        format!("; {} saturates first, so watch it as load grows", t.label()),
                     _ => String::new(),
                 }
             ),
@@ -391,7 +391,10 @@ pub fn decide(input: &DecisionInput, prices: &PriceTable) -> Result<Recommendati
                     out.monthly,
                     prices.currency,
                     if up.feasible {
-                        format!(" (scaling up would cost {:.0}: vertical prices grow super-linearly at the top)", up.monthly)
+                        format!(
+                            " (scaling up would cost {:.0}: vertical prices grow super-linearly at the top)",
+                            up.monthly
+                        )
                     } else {
                         " (no single machine is big enough)".to_string()
                     }

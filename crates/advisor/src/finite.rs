@@ -116,7 +116,12 @@ impl<'a> ser::Serializer for &'a mut Walker {
     fn serialize_unit_struct(self, _: &'static str) -> Result<(), NonFinite> {
         Ok(())
     }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), NonFinite> {
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<(), NonFinite> {
         Ok(())
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(

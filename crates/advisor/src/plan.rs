@@ -250,7 +250,11 @@ fn instance_curve(sweep: &Sweep, analysis: &Analysis, notes: &mut Vec<String>) -
     }
     let sc = &analysis.scaling;
     if sc.shape != Shape::Unknown && !sc.adds_capacity {
-        if analysis.usl.as_ref().is_ok_and(|f| !matches!(f.peak, Peak::NoRise { .. })) {
+        if analysis
+            .usl
+            .as_ref()
+            .is_ok_and(|f| !matches!(f.peak, Peak::NoRise { .. }))
+        {
             notes.push("the USL fit rises but the measured points do not: the decision follows the measurements (no gain from more instances)".into());
         }
         return (1.0, 0.0);
@@ -393,11 +397,15 @@ pub fn plan(
     };
     let recommendation = match (&input, &current_load) {
         (_, Err(e)) => Err(e.clone()),
-        (None, Ok(_)) => Err("one instance's capacity is unknown: the sweep has no usable level".into()),
+        (None, Ok(_)) => {
+            Err("one instance's capacity is unknown: the sweep has no usable level".into())
+        }
         (Some(i), Ok(_)) => decision::decide(i, prices).map_err(|e| match e {
             AdvisorError::BadInput(m) if m.starts_with("instance_capacity_rps") => format!(
                 "the sweep measured no throughput for one instance ({})",
-                per_instance.as_ref().map_or(String::new(), |f| f.text.clone())
+                per_instance
+                    .as_ref()
+                    .map_or(String::new(), |f| f.text.clone())
             ),
             AdvisorError::BadInput(m) => m,
         }),
@@ -423,9 +431,14 @@ pub fn render_text(p: &Plan) -> String {
         Err(e) => s.push_str(&format!("today: {e}\n")),
     }
     if let Some(c) = &p.current_capacity
-        && p.current_load.as_ref().is_ok_and(|l| l.source == Source::Given)
+        && p.current_load
+            .as_ref()
+            .is_ok_and(|l| l.source == Source::Given)
     {
-        s.push_str(&format!("  today's capacity: {:.0} req/s, {}\n", c.rps, c.text));
+        s.push_str(&format!(
+            "  today's capacity: {:.0} req/s, {}\n",
+            c.rps, c.text
+        ));
     }
     if let Some(i) = &p.instance_capacity {
         s.push_str(&format!("  one instance: {:.0} req/s, {}\n", i.rps, i.text));

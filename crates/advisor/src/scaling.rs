@@ -74,7 +74,9 @@ pub fn levels(points: &[Point]) -> (Vec<(f64, f64)>, usize) {
         }
     }
     (
-        out.into_iter().map(|(n, sum, k)| (n, sum / k as f64)).collect(),
+        out.into_iter()
+            .map(|(n, sum, k)| (n, sum / k as f64))
+            .collect(),
         skipped,
     )
 }
@@ -249,8 +251,9 @@ mod tests {
         assert_eq!(s.shape, Shape::Falling);
         assert!(!s.adds_capacity);
         assert!(
-            s.text
-                .starts_with("scaling out this way does not add capacity: the measurement cannot tell"),
+            s.text.starts_with(
+                "scaling out this way does not add capacity: the measurement cannot tell"
+            ),
             "{}",
             s.text
         );
@@ -269,8 +272,9 @@ mod tests {
         let d = pts(&[(1.0, 100.0), (2.0, 80.0)]);
         let s = assess(SweepKind::Instances, &d, None, &diag);
         assert!(
-            s.text
-                .starts_with("scaling out this way does not add capacity: the host's CPU is the bottleneck"),
+            s.text.starts_with(
+                "scaling out this way does not add capacity: the host's CPU is the bottleneck"
+            ),
             "{}",
             s.text
         );
@@ -281,15 +285,27 @@ mod tests {
         let flat = pts(&[(1.0, 100.0), (2.0, 102.0), (3.0, 98.0), (4.0, 101.0)]);
         let s = assess(SweepKind::Concurrency, &flat, None, &no_readings());
         assert_eq!(s.shape, Shape::Flat);
-        assert!(s.text.starts_with("adding concurrency does not add capacity"));
-        let one = assess(SweepKind::Instances, &pts(&[(2.0, 5.0)]), None, &no_readings());
+        assert!(
+            s.text
+                .starts_with("adding concurrency does not add capacity")
+        );
+        let one = assess(
+            SweepKind::Instances,
+            &pts(&[(2.0, 5.0)]),
+            None,
+            &no_readings(),
+        );
         assert_eq!(one.shape, Shape::Unknown);
         assert!(one.text.contains("one level measured"), "{}", one.text);
         let none = assess(SweepKind::Instances, &[], None, &no_readings());
         assert_eq!(none.shape, Shape::Unknown);
         let zeros = pts(&[(1.0, 0.0), (2.0, 0.0)]);
         let z = assess(SweepKind::Instances, &zeros, None, &no_readings());
-        assert!(z.text.contains("no level measured any throughput"), "{}", z.text);
+        assert!(
+            z.text.contains("no level measured any throughput"),
+            "{}",
+            z.text
+        );
     }
 
     #[test]
@@ -302,7 +318,11 @@ mod tests {
         let peaked = pts(&[(1.0, 100.0), (2.0, 190.0), (4.0, 250.0), (8.0, 150.0)]);
         let s = assess(SweepKind::Instances, &peaked, None, &no_readings());
         assert_eq!(s.shape, Shape::Peaked);
-        assert!(s.text.contains("peak of 250 req/s at 4 instances"), "{}", s.text);
+        assert!(
+            s.text.contains("peak of 250 req/s at 4 instances"),
+            "{}",
+            s.text
+        );
     }
 
     #[test]

@@ -61,7 +61,10 @@ pub struct Sweep {
 /// Checks one point's figures: `Err((field, why))` names the field that is out of range.
 pub fn check_point(p: &SweepPoint) -> Result<(), (&'static str, String)> {
     if !(p.n > 0.0 && p.n <= usl::MAX_LEVEL) {
-        return Err(("n", format!("must be > 0 and <= {:e}, got {}", usl::MAX_LEVEL, p.n)));
+        return Err((
+            "n",
+            format!("must be > 0 and <= {:e}, got {}", usl::MAX_LEVEL, p.n),
+        ));
     }
     if !(p.throughput_rps >= 0.0 && p.throughput_rps <= usl::MAX_THROUGHPUT) {
         return Err((
@@ -191,8 +194,11 @@ pub fn unit(kind: SweepKind) -> &'static str {
 pub fn render_text(a: &Analysis) -> String {
     let mut s = String::new();
     let unit = unit(a.kind);
-    s.push_str(&format!("scaling: {}
-", a.scaling.text));
+    s.push_str(&format!(
+        "scaling: {}
+",
+        a.scaling.text
+    ));
     match &a.usl {
         Ok(f) => {
             s.push_str(&format!(

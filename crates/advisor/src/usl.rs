@@ -50,11 +50,17 @@ pub struct UslFit {
     /// Load level of peak throughput over N ≥ 1: √((1−σ)/κ), or 1 when that is ≤ 1
     /// (σ + κ ≥ 1: throughput never rises above one unit's). Infinite only when the fit
     /// has no peak (κ = 0 and σ < 1); serialized as `null` then. `peak` says which case.
-    #[serde(serialize_with = "finite_or_null", deserialize_with = "null_as_infinity")]
+    #[serde(
+        serialize_with = "finite_or_null",
+        deserialize_with = "null_as_infinity"
+    )]
     pub n_star: f64,
     /// Predicted throughput at `n_star`; the asymptote λ/σ when κ = 0 and σ > 0;
     /// infinite (serialized `null`) when σ = κ = 0.
-    #[serde(serialize_with = "finite_or_null", deserialize_with = "null_as_infinity")]
+    #[serde(
+        serialize_with = "finite_or_null",
+        deserialize_with = "null_as_infinity"
+    )]
     pub x_max: f64,
     /// Where the fitted curve peaks, as a case a reader can act on (never NaN or ∞).
     #[serde(default)]

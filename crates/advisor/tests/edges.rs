@@ -35,12 +35,12 @@ fn random_sweep(rng: &mut SmallRng) -> Sweep {
     };
     for _ in 0..count {
         let base = match shape {
-            0 => scale * n,                                           // linear
-            1 => usl::model(n, scale, sigma.min(1.0), kappa),         // USL, any shape
-            2 => scale,                                               // flat
-            3 => scale / n,                                           // falling
-            4 => scale * rng.random_range(0.0..3.0),                  // noise only
-            _ => usl::model(n, scale, 0.05, 0.001) * (n % 3.0),        // zeros mixed in
+            0 => scale * n,                                     // linear
+            1 => usl::model(n, scale, sigma.min(1.0), kappa),   // USL, any shape
+            2 => scale,                                         // flat
+            3 => scale / n,                                     // falling
+            4 => scale * rng.random_range(0.0..3.0),            // noise only
+            _ => usl::model(n, scale, 0.05, 0.001) * (n % 3.0), // zeros mixed in
         };
         let noisy = (base * (1.0 + rng.random_range(-0.2..0.2))).clamp(0.0, usl::MAX_THROUGHPUT);
         points.push(SweepPoint {
@@ -85,9 +85,7 @@ fn no_output_field_is_nan_or_infinite_over_random_sweeps() {
             .unwrap_or_else(|e| panic!("case {case}: generator made an invalid sweep: {e}"));
         let a = sweep::analyse(&s);
         let opts = PlanOptions {
-            current_rps: rng
-                .random_bool(0.3)
-                .then(|| rng.random_range(0.0..1e6)),
+            current_rps: rng.random_bool(0.3).then(|| rng.random_range(0.0..1e6)),
             current_instances: rng.random_range(1..20),
             growth: [0.5, 1.0, 3.0, 100.0][rng.random_range(0..4)],
             ..Default::default()
@@ -101,11 +99,7 @@ fn no_output_field_is_nan_or_infinite_over_random_sweeps() {
             panic!("{e}\n{}", ctx());
         }
         let text = format!("{}{}", sweep::render_text(&a), plan::render_text(&p));
-        assert!(
-            !finite::text_has_non_finite(&text),
-            "{text}\n{}",
-            ctx()
-        );
+        assert!(!finite::text_has_non_finite(&text), "{text}\n{}", ctx());
         assert!(!text.contains("peaks at 0 "), "{text}\n{}", ctx());
         // The JSON written by `scaleout advise` parses back and has no NaN spelled out.
         let json = serde_json::to_string(&(&a, &p)).unwrap();
@@ -126,8 +120,7 @@ fn no_output_field_is_nan_or_infinite_over_random_sweeps() {
         }
         // Today's load defaults to the figure at today's level, never the last level's
         // unless today's level is the last one measured.
-        if let (None, Ok(load), SweepKind::Instances) =
-            (opts.current_rps, &p.current_load, s.kind)
+        if let (None, Ok(load), SweepKind::Instances) = (opts.current_rps, &p.current_load, s.kind)
             && let plan::Source::Measured { n } = load.source
         {
             assert_eq!(n, opts.current_instances as f64, "{}", ctx());
@@ -144,10 +137,10 @@ fn no_output_field_is_nan_or_infinite_over_random_sweeps() {
 #[test]
 fn reproduces_the_books_cisco_fit_from_csv() {
     let rows = [
-        955.16, 1878.91, 2688.01, 3548.68, 4315.54, 5130.43, 5931.37, 6531.08, 7219.8,
-        7867.61, 8278.71, 8646.7, 9047.84, 9426.55, 9645.37, 9897.24, 10097.6, 10240.5,
-        10532.39, 10798.52, 11151.43, 11518.63, 11806.0, 12089.37, 12075.41, 12177.29,
-        12211.41, 12158.93, 12155.27, 12118.04, 12140.4, 12074.39,
+        955.16, 1878.91, 2688.01, 3548.68, 4315.54, 5130.43, 5931.37, 6531.08, 7219.8, 7867.61,
+        8278.71, 8646.7, 9047.84, 9426.55, 9645.37, 9897.24, 10097.6, 10240.5, 10532.39, 10798.52,
+        11151.43, 11518.63, 11806.0, 12089.37, 12075.41, 12177.29, 12211.41, 12158.93, 12155.27,
+        12118.04, 12140.4, 12074.39,
     ];
     let mut csv = String::from("concurrency,throughput\n");
     for (i, x) in rows.iter().enumerate() {
@@ -167,6 +160,10 @@ fn reproduces_the_books_cisco_fit_from_csv() {
     // The book's N_max is a whole count, ⌊N*⌋ = 35, and its X_max the throughput there
     // (usl4j: 12341.7456 at 35). Our N* is the unrounded √((1−σ)/κ).
     assert_eq!(f.n_star.floor(), 35.0, "N* {}", f.n_star);
-    assert!(rel(f.predict(35.0).x, 12341.0) < 2e-4, "X(35) {}", f.predict(35.0).x);
+    assert!(
+        rel(f.predict(35.0).x, 12341.0) < 2e-4,
+        "X(35) {}",
+        f.predict(35.0).x
+    );
     assert!(rel(f.x_max, 12341.0) < 2e-4, "X_max {}", f.x_max);
 }

@@ -52,11 +52,16 @@ fn todays_load_defaults_to_the_sweep_at_todays_instance_count() {
     assert_eq!(load.rps, 13447.0);
     assert_eq!(load.source, Source::Measured { n: 1.0 });
     assert!(
-        text.contains("today: 13447 req/s, measured by the sweep at 1 instance; no --current-rps given"),
+        text.contains(
+            "today: 13447 req/s, measured by the sweep at 1 instance; no --current-rps given"
+        ),
         "{text}"
     );
     // Today's capacity and today's load are the same deployment's figures.
-    assert_eq!(p.recommendation.as_ref().unwrap().current_capacity_rps, 13447.0);
+    assert_eq!(
+        p.recommendation.as_ref().unwrap().current_capacity_rps,
+        13447.0
+    );
 
     let at = |instances: u32| {
         let (_, p, text) = run(
@@ -69,14 +74,23 @@ fn todays_load_defaults_to_the_sweep_at_todays_instance_count() {
         (p.current_load.unwrap(), text)
     };
     let (four, _) = at(4);
-    assert_eq!((four.rps, four.source), (9164.0, Source::Measured { n: 4.0 }));
+    assert_eq!(
+        (four.rps, four.source),
+        (9164.0, Source::Measured { n: 4.0 })
+    );
     let (five, text) = at(5);
     assert_eq!(five.rps, (9164.0 + 7460.0) / 2.0);
     assert_eq!(five.source, Source::Interpolated { lo: 4.0, hi: 6.0 });
-    assert!(text.contains("interpolated between the sweep's 4 instances"), "{text}");
+    assert!(
+        text.contains("interpolated between the sweep's 4 instances"),
+        "{text}"
+    );
     let (twelve, text) = at(12);
     assert_eq!(twelve.source, Source::Predicted { n: 12.0 });
-    assert!(text.contains("outside the measured range 1..8: low confidence"), "{text}");
+    assert!(
+        text.contains("outside the measured range 1..8: low confidence"),
+        "{text}"
+    );
     // Never the largest instance count's figure.
     for n in [1, 2, 3, 5] {
         assert_ne!(at(n).0.rps, 6743.0);
@@ -93,7 +107,10 @@ fn a_given_load_says_so_and_one_above_capacity_is_questioned() {
         },
     );
     assert_eq!(p.current_load.as_ref().unwrap().source, Source::Given);
-    assert!(text.contains("today: 20000 req/s, given (--current-rps)"), "{text}");
+    assert!(
+        text.contains("today: 20000 req/s, given (--current-rps)"),
+        "{text}"
+    );
     assert!(text.contains("today's capacity: 13447 req/s"), "{text}");
     assert!(text.contains("is above the 13447 req/s capacity"), "{text}");
 }
@@ -120,12 +137,17 @@ fn the_retrograde_sweep_says_scaling_out_adds_nothing() {
     assert!(!out.feasible);
     assert_eq!(out.instances, 1);
     assert!(
-        out.detail.starts_with("scaling out this way does not add capacity"),
+        out.detail
+            .starts_with("scaling out this way does not add capacity"),
         "{}",
         out.detail
     );
     assert_ne!(rec.action, Action::ScaleOut, "{}", rec.reason);
-    assert!(rec.reason.contains("does not add capacity"), "{}", rec.reason);
+    assert!(
+        rec.reason.contains("does not add capacity"),
+        "{}",
+        rec.reason
+    );
 }
 
 /// The README's example once printed "RefactorFirst for 927 → 1853 req/s (… capacity
@@ -165,18 +187,33 @@ fn the_readme_example_figures_agree() {
 fn a_concurrency_sweep_takes_its_peak_as_todays_capacity() {
     let s = sweep_of(
         SweepKind::Concurrency,
-        &[(1.0, 100.0), (2.0, 190.0), (4.0, 300.0), (8.0, 310.0), (16.0, 280.0)],
+        &[
+            (1.0, 100.0),
+            (2.0, 190.0),
+            (4.0, 300.0),
+            (8.0, 310.0),
+            (16.0, 280.0),
+        ],
     );
     let (_, p, text) = run(&s, PlanOptions::default());
     let load = p.current_load.as_ref().unwrap();
-    assert_eq!((load.rps, load.source), (310.0, Source::SweepPeak { n: 8.0 }));
-    assert!(text.contains("the sweep's highest throughput, at concurrency 8"), "{text}");
+    assert_eq!(
+        (load.rps, load.source),
+        (310.0, Source::SweepPeak { n: 8.0 })
+    );
+    assert!(
+        text.contains("the sweep's highest throughput, at concurrency 8"),
+        "{text}"
+    );
 }
 
 #[test]
 fn short_flat_and_zero_sweeps_give_reasons_not_numbers_out_of_thin_air() {
     // One point: no fit; today's load is still the measured figure.
-    let (_, p, text) = run(&sweep_of(SweepKind::Instances, &[(1.0, 500.0)]), PlanOptions::default());
+    let (_, p, text) = run(
+        &sweep_of(SweepKind::Instances, &[(1.0, 500.0)]),
+        PlanOptions::default(),
+    );
     assert_eq!(p.current_load.as_ref().unwrap().rps, 500.0);
     assert!(text.contains("one level measured"), "{text}");
     assert!(text.contains("USL fit: not possible"), "{text}");
@@ -190,16 +227,37 @@ fn short_flat_and_zero_sweeps_give_reasons_not_numbers_out_of_thin_air() {
         },
     );
     assert!(p.current_load.is_err());
-    assert!(text.contains("decision: none: today's load is unknown"), "{text}");
+    assert!(
+        text.contains("decision: none: today's load is unknown"),
+        "{text}"
+    );
     // Flat.
     let flat = sweep_of(
         SweepKind::Instances,
-        &[(1.0, 1000.0), (2.0, 1010.0), (3.0, 995.0), (4.0, 1003.0), (6.0, 998.0), (8.0, 1001.0)],
+        &[
+            (1.0, 1000.0),
+            (2.0, 1010.0),
+            (3.0, 995.0),
+            (4.0, 1003.0),
+            (6.0, 998.0),
+            (8.0, 1001.0),
+        ],
     );
     let (a, p, text) = run(&flat, PlanOptions::default());
     assert_eq!(a.scaling.shape, crate::scaling::Shape::Flat);
-    assert!(text.contains("scaling out this way does not add capacity"), "{text}");
-    let out = p.recommendation.as_ref().unwrap().options.iter().find(|o| o.name == "scale out").unwrap().clone();
+    assert!(
+        text.contains("scaling out this way does not add capacity"),
+        "{text}"
+    );
+    let out = p
+        .recommendation
+        .as_ref()
+        .unwrap()
+        .options
+        .iter()
+        .find(|o| o.name == "scale out")
+        .unwrap()
+        .clone();
     assert!(!out.feasible, "{out:?}");
     // Zero throughput everywhere: no fit, no decision, no NaN.
     let zero = sweep_of(SweepKind::Instances, &[(1.0, 0.0), (2.0, 0.0), (3.0, 0.0)]);
@@ -212,11 +270,39 @@ fn short_flat_and_zero_sweeps_give_reasons_not_numbers_out_of_thin_air() {
 fn bad_options_name_the_field() {
     let s = retrograde();
     let a = sweep::analyse(&s);
-    let e = |o: PlanOptions| plan(&s, &a, &o, &PriceTable::bundled()).unwrap_err().to_string();
-    assert!(e(PlanOptions { growth: 0.0, ..Default::default() }).contains("growth"));
-    assert!(e(PlanOptions { growth: f64::NAN, ..Default::default() }).contains("growth"));
-    assert!(e(PlanOptions { current_rps: Some(-1.0), ..Default::default() }).contains("current_rps"));
-    assert!(e(PlanOptions { current_instances: 0, ..Default::default() }).contains("current_instances"));
+    let e = |o: PlanOptions| {
+        plan(&s, &a, &o, &PriceTable::bundled())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        e(PlanOptions {
+            growth: 0.0,
+            ..Default::default()
+        })
+        .contains("growth")
+    );
+    assert!(
+        e(PlanOptions {
+            growth: f64::NAN,
+            ..Default::default()
+        })
+        .contains("growth")
+    );
+    assert!(
+        e(PlanOptions {
+            current_rps: Some(-1.0),
+            ..Default::default()
+        })
+        .contains("current_rps")
+    );
+    assert!(
+        e(PlanOptions {
+            current_instances: 0,
+            ..Default::default()
+        })
+        .contains("current_instances")
+    );
 }
 
 #[test]
@@ -236,5 +322,8 @@ fn without_a_fit_the_instance_curve_follows_the_measured_points() {
     );
     let sigma = p.input.as_ref().unwrap().out_sigma;
     assert!((sigma - 1.0 / 9.0).abs() < 1e-12, "{sigma}");
-    assert!(text.contains("Amdahl's law through 1 and 2 instances, sigma 0.111"), "{text}");
+    assert!(
+        text.contains("Amdahl's law through 1 and 2 instances, sigma 0.111"),
+        "{text}"
+    );
 }

@@ -107,7 +107,10 @@ fn read_report(path: &PathBuf, kind: Option<Kind>) -> anyhow::Result<(sweep::Swe
         c.throughput_column
     );
     if !c.ignored_columns.is_empty() {
-        note.push_str(&format!("; ignored columns: {}", c.ignored_columns.join(", ")));
+        note.push_str(&format!(
+            "; ignored columns: {}",
+            c.ignored_columns.join(", ")
+        ));
     }
     note.push('\n');
     Ok((c.sweep, note))
