@@ -16,8 +16,8 @@ use crate::AdvisorError;
 use crate::cost::PriceTable;
 use crate::decision::{self, DecisionInput, Recommendation};
 use crate::scaling::{Shape, levels};
-use crate::sweep::{Analysis, Sweep, SweepKind};
-use crate::usl::{MAX_THROUGHPUT, Peak, Point};
+use crate::sweep::{Analysis, Sweep, SweepKind, level_words};
+use crate::usl::{MAX_THROUGHPUT, Peak};
 
 /// What the user said about today.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,27 +120,10 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
-fn level_words(kind: SweepKind, n: f64) -> String {
-    match kind {
-        SweepKind::Instances if n == 1.0 => "1 instance".into(),
-        SweepKind::Instances => format!("{n} instances"),
-        SweepKind::Workers if n == 1.0 => "1 worker".into(),
-        SweepKind::Workers => format!("{n} workers"),
-        SweepKind::Concurrency => format!("concurrency {n}"),
-    }
-}
-
 /// The throughput at level `n` from the measured points (exact, else interpolated inside
 /// the measured range, else the fit's prediction).
 fn at_level(sweep: &Sweep, analysis: &Analysis, n: f64) -> Option<Figure> {
-    let pts: Vec<Point> = sweep
-        .points
-        .iter()
-        .map(|p| Point {
-            n: p.n,
-            x: p.throughput_rps,
-        })
-        .collect();
+    let pts = sweep.usl_points();
     let (lv, _) = levels(&pts);
     let words = |m: f64| level_words(sweep.kind, m);
     if let Some(&(m, x)) = lv.iter().find(|p| p.0 == n) {

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bottleneck::{self, Diagnosis};
-use crate::sweep::SweepKind;
+use crate::sweep::{SweepKind, level_words};
 use crate::usl::{Peak, Point, UslFit};
 
 /// Relative change below which two throughputs count as the same (measurement noise).
@@ -81,12 +81,12 @@ pub fn levels(points: &[Point]) -> (Vec<(f64, f64)>, usize) {
     )
 }
 
-/// The noun for the swept unit and the verb phrase for adding it.
-fn words(kind: SweepKind) -> (&'static str, &'static str) {
+/// The phrase for adding one more of the swept unit.
+fn words(kind: SweepKind) -> &'static str {
     match kind {
-        SweepKind::Instances => ("instances", "scaling out this way"),
-        SweepKind::Workers => ("workers", "adding workers (scaling up this way)"),
-        SweepKind::Concurrency => ("concurrency", "adding concurrency"),
+        SweepKind::Instances => "scaling out this way",
+        SweepKind::Workers => "adding workers (scaling up this way)",
+        SweepKind::Concurrency => "adding concurrency",
     }
 }
 
@@ -117,13 +117,9 @@ pub fn assess(
     diagnosis: &Diagnosis,
 ) -> Scaling {
     let (lv, skipped) = levels(points);
-    let (unit, adding) = words(kind);
+    let adding = words(kind);
     let bottleneck = bottleneck_clause(diagnosis);
-    let level = |n: f64| match kind {
-        SweepKind::Concurrency => format!("concurrency {n}"),
-        _ if n == 1.0 => format!("1 {}", unit.trim_end_matches('s')),
-        _ => format!("{n} {unit}"),
-    };
+    let level = |n: f64| level_words(kind, n);
     let mut s = Scaling {
         bottleneck: bottleneck.clone(),
         skipped_points: skipped,

@@ -104,6 +104,17 @@ impl Sweep {
         Ok(crate::csv::parse(text, kind)?.sweep)
     }
 
+    /// The (level, throughput) pairs the fit and the verdict read.
+    pub fn usl_points(&self) -> Vec<Point> {
+        self.points
+            .iter()
+            .map(|p| Point {
+                n: p.n,
+                x: p.throughput_rps,
+            })
+            .collect()
+    }
+
     /// Checks every figure: `points[i].field` names the first one out of range.
     pub fn validate(&self) -> Result<(), AdvisorError> {
         if self.points.is_empty() {
@@ -145,14 +156,7 @@ pub struct Analysis {
 
 /// Fits, finds the knee and diagnoses.
 pub fn analyse(sweep: &Sweep) -> Analysis {
-    let pts: Vec<Point> = sweep
-        .points
-        .iter()
-        .map(|p| Point {
-            n: p.n,
-            x: p.throughput_rps,
-        })
-        .collect();
+    let pts = sweep.usl_points();
     let usl = usl::fit(&pts).map_err(|e| e.to_string());
     let curve: Vec<(f64, f64, f64)> = sweep
         .points
@@ -187,6 +191,16 @@ pub fn unit(kind: SweepKind) -> &'static str {
         SweepKind::Concurrency => "concurrency",
         SweepKind::Instances => "instances",
         SweepKind::Workers => "workers",
+    }
+}
+
+/// One level in words: "1 instance", "4 instances", "2 workers", "concurrency 8".
+pub fn level_words(kind: SweepKind, n: f64) -> String {
+    match kind {
+        SweepKind::Concurrency => format!("concurrency {n}"),
+        SweepKind::Instances if n == 1.0 => "1 instance".into(),
+        SweepKind::Workers if n == 1.0 => "1 worker".into(),
+        _ => format!("{n} {}", unit(kind)),
     }
 }
 

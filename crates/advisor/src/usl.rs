@@ -220,7 +220,24 @@ pub fn fit(points: &[Point]) -> Result<UslFit, AdvisorError> {
             best = Some((p, sse));
         }
     }
-    let ([lambda, sigma, kappa], sse) = best.expect("at least one start");
+    let ([lambda, sigma, kappa], _) = best.expect("at least one start");
+    // A coefficient whose effect over the measured range is below rounding sits on its
+    // bound: the solver stops a hair inside a bound it would cross (σ 0.9999999999999999
+    // on data that fall from the first point, κ 1e-17 on linear data, which would put a
+    // "peak" at N = 10⁸). Snap it, so the bound is reported and the peak is read right.
+    let sigma = if sigma >= 1.0 - 1e-9 {
+        1.0
+    } else if sigma * n_max <= 1e-9 {
+        0.0
+    } else {
+        sigma
+    };
+    let kappa = if kappa * n_max * n_max <= 1e-9 {
+        0.0
+    } else {
+        kappa
+    };
+    let sse = sse(points, &[lambda, sigma, kappa]);
     Ok(summarise(points, lambda, sigma, kappa, sse, n_max))
 }
 
@@ -447,6 +464,7 @@ fn summarise(
             side,
         })
     };
+    // `fit` snapped coefficients within rounding of a bound onto it.
     if sigma >= 1.0 {
         hit("sigma", 1.0, BoundSide::Upper);
     } else if sigma <= 0.0 {

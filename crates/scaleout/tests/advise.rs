@@ -298,7 +298,7 @@ fn advise_reads_csv_with_each_accepted_header_set() {
         let (code, text, err) = advise_file("sweep.csv", &csv, &[]);
         assert_eq!(code, Some(0), "{header}: {text}\n{err}");
         assert!(
-            text.contains(&format!("read 4 CSV rows: level column")),
+            text.contains("read 4 CSV rows: level column"),
             "{header}: {text}"
         );
         assert!(
