@@ -24,6 +24,26 @@ pub enum Tier {
     Database,
     /// Read replicas (lag).
     Replicas,
+    /// The host every process shares (its CPU): on one machine, instances, balancer and
+    /// load generator compete for the same cores.
+    Host,
+    /// The load generator itself: when it saturates, the sweep measured the generator.
+    LoadGenerator,
+}
+
+impl Tier {
+    /// The tier as a noun phrase for sentences ("the database").
+    pub fn label(self) -> &'static str {
+        match self {
+            Tier::Balancer => "the balancer",
+            Tier::App => "the app tier",
+            Tier::Cache => "the cache",
+            Tier::Database => "the database",
+            Tier::Replicas => "the read replicas",
+            Tier::Host => "the host's CPU",
+            Tier::LoadGenerator => "the load generator",
+        }
+    }
 }
 
 /// Saturation readings at one load level. Absent readings are `None`.
@@ -46,6 +66,10 @@ pub struct TierReadings {
     pub replica_lag_share: Option<f64>,
     /// Share of requests queued or shed at the balancer, 0..1.
     pub balancer_queueing: Option<f64>,
+    /// Share of all the host's cores busy (every process on the machine), 0..1.
+    pub host_cpu: Option<f64>,
+    /// The load generator's CPU as a share of the cores it may use, 0..1.
+    pub load_generator_cpu: Option<f64>,
 }
 
 impl TierReadings {
@@ -79,9 +103,24 @@ impl TierReadings {
         if let Some(l) = self.replica_lag_share {
             v.push((Tier::Replicas, l.min(1.0)));
         }
+        if let Some(h) = self.host_cpu {
+            v.push((Tier::Host, h));
+        }
+        if let Some(g) = self.load_generator_cpu {
+            v.push((Tier::LoadGenerator, g));
+        }
+        // A reading that is not a number says nothing; a share past 1 is saturation.
+        v.retain(|(_, s)| s.is_finite());
+        for (_, s) in &mut v {
+            *s = s.clamp(0.0, 1.0);
+        }
         v
     }
 }
+
+/// The diagnosis's reason when the sweep carries no per-tier readings at all.
+pub const NO_READINGS: &str =
+    "no per-tier readings in this sweep: the bottleneck tier cannot be named";
 
 /// The verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,7 +166,7 @@ pub fn diagnose(sweep: &[TierReadings], threshold: f64, stateless: Option<bool>)
                 bottleneck: None,
                 at_load: None,
                 saturation: None,
-                reason: "no per-tier readings in this sweep: the bottleneck tier cannot be named".into(),
+                reason: NO_READINGS.into(),
                 fixes: vec!["re-run with tier readings (app CPU, DB CPU/connections, cache hit rate), as `scaleout demo` records them".into()],
                 crossings: vec![],
             };
@@ -210,6 +249,24 @@ pub fn diagnose(sweep: &[TierReadings], threshold: f64, stateless: Option<bool>)
         Tier::Balancer => (
             format!("the balancer queues or sheds at load {load}"),
             vec!["raise connection limits, add balancer workers, or run more balancer instances".into()],
+        ),
+        Tier::Host => (
+            format!(
+                "the host's CPU saturates first ({:.0}% of all cores busy at load {load}): instances, balancer and load generator share one machine, so more instances add contention, not capacity",
+                sat * 100.0
+            ),
+            vec![
+                "give each instance its own CPU envelope (cgroup cpu limit) sized to fit the host, or its own machine".into(),
+                "run the load generator on another machine".into(),
+                "then measure again: the sweep shows the system only when the host has room".into(),
+            ],
+        ),
+        Tier::LoadGenerator => (
+            format!(
+                "the load generator saturates first ({:.0}% of its CPU at load {load}): the sweep measured the generator, not the system",
+                sat * 100.0
+            ),
+            vec!["give the generator more threads or cores, or run it from another machine, and measure again".into()],
         ),
     };
     Diagnosis {

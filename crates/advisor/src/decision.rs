@@ -13,6 +13,9 @@ use crate::bottleneck::Tier;
 use crate::cost::PriceTable;
 use crate::usl::model;
 
+/// Largest instance count the scale-out option considers.
+pub const MAX_INSTANCES: u32 = 1000;
+
 /// What to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -64,6 +67,10 @@ pub struct DecisionInput {
     pub read_share: f64,
     /// Cache hit rate the hybrid option assumes for reads, 0..1.
     pub cache_hit_rate: f64,
+    /// Today's capacity as measured (e.g. the sweep's throughput at today's instance
+    /// count). When absent it is modelled: `instance_capacity_rps` scaled by the USL over
+    /// `instances`.
+    pub current_capacity_rps: Option<f64>,
 }
 
 impl Default for DecisionInput {
@@ -85,6 +92,7 @@ impl Default for DecisionInput {
             db_capacity_rps: None,
             read_share: 0.9,
             cache_hit_rate: 0.9,
+            current_capacity_rps: None,
         }
     }
 }
@@ -126,14 +134,41 @@ pub struct Recommendation {
 /// Decides, pricing every option from `prices`.
 pub fn decide(input: &DecisionInput, prices: &PriceTable) -> Result<Recommendation, AdvisorError> {
     let bad = |f: &str, m: &str| Err(AdvisorError::BadInput(format!("{f} {m}")));
-    if input.instance_capacity_rps.is_nan() || input.instance_capacity_rps <= 0.0 {
+    let finite_nonneg = |v: f64| v.is_finite() && v >= 0.0;
+    if !(input.instance_capacity_rps.is_finite() && input.instance_capacity_rps > 0.0) {
         return bad(
             "instance_capacity_rps",
             "must be > 0 (measure one instance first)",
         );
     }
-    if !(input.projected_rps >= 0.0 && input.current_rps >= 0.0) {
+    if !finite_nonneg(input.current_rps) {
+        return bad("current_rps", "must be >= 0");
+    }
+    if !finite_nonneg(input.projected_rps) {
         return bad("projected_rps", "must be >= 0");
+    }
+    for (name, v) in [
+        ("up_sigma", input.up_sigma),
+        ("up_kappa", input.up_kappa),
+        ("out_sigma", input.out_sigma),
+        ("out_kappa", input.out_kappa),
+    ] {
+        if !finite_nonneg(v) {
+            return bad(name, "must be >= 0");
+        }
+    }
+    if let Some(c) = input.current_capacity_rps
+        && !finite_nonneg(c)
+    {
+        return bad("current_capacity_rps", "must be >= 0");
+    }
+    if let Some(c) = input.db_capacity_rps
+        && !(c.is_finite() && c > 0.0)
+    {
+        return bad("db_capacity_rps", "must be > 0");
+    }
+    if !((0.0..=1.0).contains(&input.read_share) && (0.0..=1.0).contains(&input.cache_hit_rate)) {
+        return bad("read_share and cache_hit_rate", "must be within 0..=1");
     }
     if !(input.target_utilisation > 0.0 && input.target_utilisation <= 1.0) {
         return bad("target_utilisation", "must be in (0, 1]");
@@ -153,7 +188,22 @@ pub fn decide(input: &DecisionInput, prices: &PriceTable) -> Result<Recommendati
     let out_factor = |n: u32| model(n as f64, 1.0, input.out_sigma, input.out_kappa);
     let up_factor = |vcpu: u32| model(vcpu as f64, 1.0, input.up_sigma, input.up_kappa);
     let per_cpu_unit = input.instance_capacity_rps / up_factor(cur.vcpu);
-    let current_capacity = input.instance_capacity_rps * out_factor(input.instances);
+    let current_capacity = input
+        .current_capacity_rps
+        .unwrap_or(input.instance_capacity_rps * out_factor(input.instances));
+    // Where the instance curve peaks, read off the curve itself over 1..=MAX_INSTANCES
+    // (robust where N* is < 1 or infinite): the first count with the highest capacity.
+    let out_peak = (1..=MAX_INSTANCES).fold(1, |best, n| {
+        if out_factor(n) > out_factor(best) * (1.0 + 1e-9) {
+            n
+        } else {
+            best
+        }
+    });
+    let bottleneck_words = match input.bottleneck {
+        Some(t) => format!("{} is the bottleneck", t.label()),
+        None => "the measurement cannot tell which resource is the bottleneck".to_string(),
+    };
 
     let mut options = Vec::new();
     // Scale up: the smallest size of the family that carries the load with the same
@@ -186,17 +236,30 @@ pub fn decide(input: &DecisionInput, prices: &PriceTable) -> Result<Recommendati
             detail: format!("even {} ({} vCPU) falls short", biggest.name, biggest.vcpu),
             instances: input.instances,
             capacity_rps: per_cpu_unit * up_factor(biggest.vcpu) * out_factor(input.instances),
-            monthly: biggest.monthly * input.instances as f64,
+            monthly: biggest.monthly * input.instances as f64
+                + if input.instances > 1 {
+                    prices.balancer_monthly
+                } else {
+                    0.0
+                },
         },
     });
-    // Scale out: more instances of today's size, within the USL peak.
-    let n_limit = if input.out_kappa > 0.0 {
-        ((1.0 - input.out_sigma) / input.out_kappa).sqrt().floor() as u32
+    // Scale out: more instances of today's size, up to where the instance curve peaks.
+    let n_out = (1..=out_peak).find(|&n| input.instance_capacity_rps * out_factor(n) >= required);
+    let out_peak_capacity = input.instance_capacity_rps * out_factor(out_peak);
+    let out_shortfall = if out_peak == 1 {
+        format!(
+            "scaling out this way does not add capacity: {bottleneck_words}; throughput is highest at 1 instance ({out_peak_capacity:.0} req/s)"
+        )
+    } else if out_peak == MAX_INSTANCES {
+        format!(
+            "even {MAX_INSTANCES} instances reach only {out_peak_capacity:.0} req/s (contention caps the instance curve), below the {required:.0} req/s needed"
+        )
     } else {
-        1000
+        format!(
+            "throughput peaks at {out_peak} instances ({out_peak_capacity:.0} req/s, USL N*), below the {required:.0} req/s needed"
+        )
     };
-    let n_out = (1..=n_limit.clamp(1, 1000))
-        .find(|&n| input.instance_capacity_rps * out_factor(n) >= required);
     options.push(match n_out {
         Some(n) => Option_ {
             name: "scale out".into(),
@@ -217,12 +280,15 @@ pub fn decide(input: &DecisionInput, prices: &PriceTable) -> Result<Recommendati
         None => Option_ {
             name: "scale out".into(),
             feasible: false,
-            detail: format!(
-                "throughput peaks at {n_limit} instances (USL N*) below the requirement"
-            ),
-            instances: n_limit,
-            capacity_rps: input.instance_capacity_rps * out_factor(n_limit.max(1)),
-            monthly: cur.monthly * n_limit as f64 + prices.balancer_monthly,
+            detail: out_shortfall.clone(),
+            instances: out_peak,
+            capacity_rps: out_peak_capacity,
+            monthly: cur.monthly * out_peak as f64
+                + if out_peak > 1 {
+                    prices.balancer_monthly
+                } else {
+                    0.0
+                },
         },
     });
     // Hybrid: keep the primary, add a cache and read replicas until the data tier carries
@@ -263,15 +329,18 @@ pub fn decide(input: &DecisionInput, prices: &PriceTable) -> Result<Recommendati
     }
 
     let opt = |name: &str| options.iter().find(|o| o.name.starts_with(name));
-    let (action, reason) = if required <= current_capacity
-        && input.bottleneck.is_none_or(|t| t == Tier::App)
-    {
+    let (action, reason) = if required <= current_capacity {
         (
             Action::NoChange,
             format!(
-                "today's capacity {current_capacity:.0} req/s covers the projected {:.0} req/s at {:.0}% target utilisation",
+                "today's capacity {current_capacity:.0} req/s covers the projected {:.0} req/s at {:.0}% target utilisation{}",
                 input.projected_rps,
-                input.target_utilisation * 100.0
+                input.target_utilisation * 100.0,
+                match input.bottleneck {
+                    Some(t) if t != Tier::App =>
+                        format!("; {} saturates first, so watch it as load grows", t.label()),
+                    _ => String::new(),
+                }
             ),
         )
     } else if matches!(
@@ -302,7 +371,10 @@ pub fn decide(input: &DecisionInput, prices: &PriceTable) -> Result<Recommendati
             ),
             (false, _, Some(false)) => (
                 Action::RefactorFirst,
-                "no single machine carries the projected load and the service keeps per-instance state: move it to shared stores, then scale out".to_string(),
+                format!(
+                    "no single machine carries the {required:.0} req/s needed (the largest reaches {:.0}) and the service keeps per-instance state: move it to shared stores, then scale out",
+                    up.capacity_rps
+                ),
             ),
             (true, true, _) if up.monthly <= out.monthly * 1.1 => (
                 Action::ScaleUp,
@@ -319,7 +391,10 @@ pub fn decide(input: &DecisionInput, prices: &PriceTable) -> Result<Recommendati
                     out.monthly,
                     prices.currency,
                     if up.feasible {
-                        format!(" (scaling up would cost {:.0}: vertical prices grow super-linearly at the top)", up.monthly)
+                        format!(
+                            " (scaling up would cost {:.0}: vertical prices grow super-linearly at the top)",
+                            up.monthly
+                        )
                     } else {
                         " (no single machine is big enough)".to_string()
                     }
@@ -327,11 +402,22 @@ pub fn decide(input: &DecisionInput, prices: &PriceTable) -> Result<Recommendati
             ),
             (true, false, _) => (
                 Action::ScaleUp,
-                format!("scaling out peaks below the requirement (coherency cost); scale up to {}", up.detail),
+                format!(
+                    "{out_shortfall}; scale up to {} for {:.0} {}/month",
+                    up.detail, up.monthly, prices.currency
+                ),
             ),
             (false, false, _) => (
                 Action::RefactorFirst,
-                "neither a bigger machine nor more instances reach the projected load: the contention/coherency cost must come down first".to_string(),
+                format!(
+                    "neither the largest machine ({:.0} req/s) nor more instances reach the {required:.0} req/s needed ({out_shortfall}): {} first",
+                    up.capacity_rps,
+                    if out_peak == 1 {
+                        "find and remove the shared bottleneck"
+                    } else {
+                        "bring the contention/coherency cost down"
+                    }
+                ),
             ),
         }
     };

@@ -18,18 +18,33 @@ pub struct Knee {
 
 /// Kneedle on a concave increasing curve: points (offered load, throughput), any order.
 ///
-/// Both axes are normalised to [0, 1]; the knee is the point farthest above the
+/// Only the rising part counts: points past the last highest throughput are dropped (a
+/// retrograde tail is not a knee), and a curve whose highest point is not at least 5%
+/// above its first has no knee (a flat or falling sweep never bent, it never rose).
+/// Both axes are then normalised to [0, 1]; the knee is the point farthest above the
 /// diagonal, provided it is meaningfully above it (`min_bend`, 0.05 by default in
-/// `find`).
+/// `find`). Non-finite points are ignored.
 pub fn kneedle(points: &[(f64, f64)], min_bend: f64) -> Option<(f64, f64)> {
-    if points.len() < 3 {
+    let mut p: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|q| q.0.is_finite() && q.1.is_finite())
+        .collect();
+    p.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let top = p
+        .iter()
+        .enumerate()
+        .fold(None, |m: Option<(usize, f64)>, (i, q)| match m {
+            Some((_, y)) if y > q.1 => m,
+            _ => Some((i, q.1)),
+        })?;
+    p.truncate(top.0 + 1);
+    if p.len() < 3 || top.1 < p[0].1 * 1.05 {
         return None;
     }
-    let mut p: Vec<(f64, f64)> = points.to_vec();
-    p.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (x0, x1) = (p[0].0, p[p.len() - 1].0);
     let y0 = p.iter().map(|q| q.1).fold(f64::INFINITY, f64::min);
-    let y1 = p.iter().map(|q| q.1).fold(f64::NEG_INFINITY, f64::max);
+    let y1 = top.1;
     if x1 <= x0 || y1 <= y0 {
         return None;
     }
@@ -72,6 +87,25 @@ mod tests {
         let (x, y) = kneedle(&pts, 0.05).unwrap();
         assert_eq!(x, 10.0);
         assert_eq!(y, 1000.0);
+    }
+
+    #[test]
+    fn falling_or_flat_curves_have_no_knee() {
+        let falling = [(1.0, 13447.0), (2.0, 10180.0), (3.0, 9905.0), (4.0, 9164.0)];
+        assert_eq!(kneedle(&falling, 0.05), None);
+        let flat = [(1.0, 100.0), (2.0, 101.0), (3.0, 99.0), (4.0, 102.0)];
+        assert_eq!(kneedle(&flat, 0.05), None);
+        // A retrograde tail is cut: the knee is read on the rising part only.
+        let peaked = [
+            (1.0, 100.0),
+            (2.0, 200.0),
+            (3.0, 280.0),
+            (4.0, 300.0),
+            (5.0, 310.0),
+            (6.0, 150.0),
+            (7.0, 50.0),
+        ];
+        assert_eq!(kneedle(&peaked, 0.05), Some((3.0, 280.0)));
     }
 
     #[test]

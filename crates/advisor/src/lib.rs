@@ -8,8 +8,12 @@
 pub mod bottleneck;
 pub mod connections;
 pub mod cost;
+pub mod csv;
 pub mod decision;
+pub mod finite;
 pub mod knee;
+pub mod plan;
+pub mod scaling;
 pub mod sweep;
 pub mod usl;
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::AdvisorError;
 use crate::bottleneck::{self, Diagnosis, TierReadings};
 use crate::knee::{self, Knee};
+use crate::scaling::{self, Scaling, Shape};
 use crate::usl::{self, Point, UslFit};
 
 /// What the sweep varied.
@@ -57,17 +58,83 @@ pub struct Sweep {
     pub stateless: Option<bool>,
 }
 
+/// Checks one point's figures: `Err((field, why))` names the field that is out of range.
+pub fn check_point(p: &SweepPoint) -> Result<(), (&'static str, String)> {
+    if !(p.n > 0.0 && p.n <= usl::MAX_LEVEL) {
+        return Err((
+            "n",
+            format!("must be > 0 and <= {:e}, got {}", usl::MAX_LEVEL, p.n),
+        ));
+    }
+    if !(p.throughput_rps >= 0.0 && p.throughput_rps <= usl::MAX_THROUGHPUT) {
+        return Err((
+            "throughput_rps",
+            format!(
+                "must be >= 0 and <= {:e} req/s, got {}",
+                usl::MAX_THROUGHPUT,
+                p.throughput_rps
+            ),
+        ));
+    }
+    if let Some(v) = p.p99_ms
+        && !(v.is_finite() && v >= 0.0)
+    {
+        return Err(("p99_ms", format!("must be >= 0, got {v}")));
+    }
+    if let Some(v) = p.errors_pct
+        && !(0.0..=100.0).contains(&v)
+    {
+        return Err(("errors_pct", format!("must be within 0..=100, got {v}")));
+    }
+    Ok(())
+}
+
 impl Sweep {
-    /// Parses a saved sweep (JSON).
+    /// Parses a saved sweep (JSON), refusing out-of-range figures with the point named.
     pub fn from_json(text: &str) -> Result<Sweep, AdvisorError> {
         let s: Sweep = serde_json::from_str(text)
             .map_err(|e| AdvisorError::BadInput(format!("sweep report: {e}")))?;
-        if s.points.is_empty() {
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Parses a sweep kept as CSV with a header (see [`crate::csv`] for the accepted
+    /// column names); `kind` overrides the kind the level column's name implies.
+    pub fn from_csv(text: &str, kind: Option<SweepKind>) -> Result<Sweep, AdvisorError> {
+        Ok(crate::csv::parse(text, kind)?.sweep)
+    }
+
+    /// The (level, throughput) pairs the fit and the verdict read.
+    pub fn usl_points(&self) -> Vec<Point> {
+        self.points
+            .iter()
+            .map(|p| Point {
+                n: p.n,
+                x: p.throughput_rps,
+            })
+            .collect()
+    }
+
+    /// Checks every figure: `points[i].field` names the first one out of range.
+    pub fn validate(&self) -> Result<(), AdvisorError> {
+        if self.points.is_empty() {
             return Err(AdvisorError::BadInput(
                 "sweep report: points is empty".into(),
             ));
         }
-        Ok(s)
+        for (i, p) in self.points.iter().enumerate() {
+            check_point(p).map_err(|(field, why)| {
+                AdvisorError::BadInput(format!("sweep report: points[{i}].{field} {why}"))
+            })?;
+        }
+        if let Some(b) = self.p99_bound_ms
+            && !(b.is_finite() && b > 0.0)
+        {
+            return Err(AdvisorError::BadInput(format!(
+                "sweep report: p99_bound_ms must be > 0, got {b}"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -82,18 +149,14 @@ pub struct Analysis {
     pub knee: Knee,
     /// The tier that saturates first.
     pub diagnosis: Diagnosis,
+    /// Whether adding load units adds capacity, in words (flat and falling sweeps say so).
+    #[serde(default)]
+    pub scaling: Scaling,
 }
 
 /// Fits, finds the knee and diagnoses.
 pub fn analyse(sweep: &Sweep) -> Analysis {
-    let pts: Vec<Point> = sweep
-        .points
-        .iter()
-        .map(|p| Point {
-            n: p.n,
-            x: p.throughput_rps,
-        })
-        .collect();
+    let pts = sweep.usl_points();
     let usl = usl::fit(&pts).map_err(|e| e.to_string());
     let curve: Vec<(f64, f64, f64)> = sweep
         .points
@@ -112,45 +175,78 @@ pub fn analyse(sweep: &Sweep) -> Analysis {
         })
         .collect();
     let diagnosis = bottleneck::diagnose(&readings, 0.8, sweep.stateless);
+    let scaling = scaling::assess(sweep.kind, &pts, usl.as_ref().ok(), &diagnosis);
     Analysis {
         kind: sweep.kind,
         usl,
         knee,
         diagnosis,
+        scaling,
     }
 }
 
-/// A plain-text rendering for terminals and report.md.
-pub fn render_text(a: &Analysis) -> String {
-    let mut s = String::new();
-    let unit = match a.kind {
+/// The swept unit as a noun ("instances").
+pub fn unit(kind: SweepKind) -> &'static str {
+    match kind {
         SweepKind::Concurrency => "concurrency",
         SweepKind::Instances => "instances",
         SweepKind::Workers => "workers",
-    };
+    }
+}
+
+/// One level in words: "1 instance", "4 instances", "2 workers", "concurrency 8".
+pub fn level_words(kind: SweepKind, n: f64) -> String {
+    match kind {
+        SweepKind::Concurrency => format!("concurrency {n}"),
+        SweepKind::Instances if n == 1.0 => "1 instance".into(),
+        SweepKind::Workers if n == 1.0 => "1 worker".into(),
+        _ => format!("{n} {}", unit(kind)),
+    }
+}
+
+/// A plain-text rendering for terminals and report.md. Never prints NaN or ∞.
+pub fn render_text(a: &Analysis) -> String {
+    let mut s = String::new();
+    let unit = unit(a.kind);
+    s.push_str(&format!(
+        "scaling: {}
+",
+        a.scaling.text
+    ));
     match &a.usl {
         Ok(f) => {
             s.push_str(&format!(
-                "USL fit over {} points ({unit}): sigma {:.4}, kappa {:.6}, lambda {:.1} req/s\n",
-                f.points, f.sigma, f.kappa, f.lambda
+                "USL fit over {} points ({unit}): sigma {:.4}, kappa {:.6}, lambda {:.1} req/s{}\n",
+                f.points,
+                f.sigma,
+                f.kappa,
+                f.lambda,
+                if f.is_at_bound() {
+                    let b: Vec<String> = f
+                        .at_bound
+                        .iter()
+                        .map(|b| format!("{} = {}", b.parameter, b.bound))
+                        .collect();
+                    format!(" [at bound: {}]", b.join(", "))
+                } else {
+                    String::new()
+                }
             ));
             if let (Some(sc), Some(kc)) = (f.sigma_ci, f.kappa_ci) {
                 s.push_str(&format!(
-                    "  95% CI: sigma [{:.4}, {:.4}], kappa [{:.6}, {:.6}]\n",
-                    sc.lo, sc.hi, kc.lo, kc.hi
+                    "  95% CI: sigma [{:.4}, {:.4}], kappa [{:.6}, {:.6}]{}\n",
+                    sc.lo,
+                    sc.hi,
+                    kc.lo,
+                    kc.hi,
+                    if f.is_at_bound() {
+                        " (clipped to the bounds; not meaningful for a coefficient at its bound)"
+                    } else {
+                        ""
+                    }
                 ));
             }
-            if f.n_star.is_finite() {
-                s.push_str(&format!(
-                    "  peak at N* = {:.1} {unit}, predicted max {:.0} req/s\n",
-                    f.n_star, f.x_max
-                ));
-            } else {
-                s.push_str(&format!(
-                    "  no peak within reach (kappa = 0); asymptote {:.0} req/s\n",
-                    f.x_max
-                ));
-            }
+            s.push_str(&format!("  {}\n", f.peak_text(unit)));
             s.push_str(&format!(
                 "  fit error: R² {:.4}, RMSE {:.1} req/s, MAPE {:.1}%; limited by {:?}\n",
                 f.r_squared, f.rmse, f.mape_pct, f.limited_by
@@ -163,6 +259,12 @@ pub fn render_text(a: &Analysis) -> String {
     }
     match (a.knee.kneedle_load, a.knee.kneedle_throughput) {
         (Some(l), Some(t)) => s.push_str(&format!("knee: {unit} {l} at {t:.0} req/s (Kneedle)\n")),
+        _ if matches!(a.scaling.shape, Shape::Flat | Shape::Falling) => {
+            s.push_str("knee: none (throughput never rose above the first level)\n")
+        }
+        _ if a.scaling.shape == Shape::Unknown => {
+            s.push_str("knee: none (no curve to read: too few levels or no throughput)\n")
+        }
         _ => s.push_str("knee: none found (throughput still rising linearly)\n"),
     }
     if let Some(l) = a.knee.p99_load {

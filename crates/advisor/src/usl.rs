@@ -47,10 +47,28 @@ pub struct UslFit {
     pub kappa_ci: Option<Interval>,
     /// See `sigma_ci`.
     pub lambda_ci: Option<Interval>,
-    /// Load level of peak throughput, √((1−σ)/κ); infinite when κ = 0.
+    /// Load level of peak throughput over N ≥ 1: √((1−σ)/κ), or 1 when that is ≤ 1
+    /// (σ + κ ≥ 1: throughput never rises above one unit's). Infinite only when the fit
+    /// has no peak (κ = 0 and σ < 1); serialized as `null` then. `peak` says which case.
+    #[serde(
+        serialize_with = "finite_or_null",
+        deserialize_with = "null_as_infinity"
+    )]
     pub n_star: f64,
-    /// Predicted throughput at `n_star` (or the asymptote λ/σ when κ = 0).
+    /// Predicted throughput at `n_star`; the asymptote λ/σ when κ = 0 and σ > 0;
+    /// infinite (serialized `null`) when σ = κ = 0.
+    #[serde(
+        serialize_with = "finite_or_null",
+        deserialize_with = "null_as_infinity"
+    )]
     pub x_max: f64,
+    /// Where the fitted curve peaks, as a case a reader can act on (never NaN or ∞).
+    #[serde(default)]
+    pub peak: Peak,
+    /// Coefficients that ended on a bound of the fit (σ ∈ [0, 1], κ ≥ 0). A coefficient
+    /// at its bound is not an estimate: the data wanted a value outside the law's range.
+    #[serde(default)]
+    pub at_bound: Vec<BoundHit>,
     /// Coefficient of determination of the fit.
     pub r_squared: f64,
     /// Root-mean-square error, req/s.
@@ -65,6 +83,74 @@ pub struct UslFit {
     pub limited_by: Limit,
     /// Honest caveats about this fit.
     pub warnings: Vec<String>,
+}
+
+/// Where the fitted curve peaks over N ≥ 1. Every figure in it is finite.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "case", rename_all = "snake_case")]
+pub enum Peak {
+    /// σ + κ ≥ 1: X(N) never exceeds X(1) = `x`; adding load units adds no throughput
+    /// (it is flat, or falls from the first unit on).
+    NoRise {
+        /// Throughput of one unit (λ), req/s.
+        x: f64,
+    },
+    /// A peak at `n` > 1 with throughput `x`.
+    At {
+        /// N*.
+        n: f64,
+        /// X(N*), req/s.
+        x: f64,
+        /// False when N* lies beyond the largest measured level (an extrapolation).
+        within_measured: bool,
+    },
+    /// κ = 0 and 0 < σ < 1: throughput rises toward `x` = λ/σ without a peak.
+    Asymptote {
+        /// λ/σ, req/s.
+        x: f64,
+    },
+    /// σ = κ = 0: linear over the measured range; no limit was found.
+    #[default]
+    Unbounded,
+}
+
+/// Which side of its range a coefficient ended on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoundSide {
+    /// The lower bound (0 for σ and κ).
+    Lower,
+    /// The upper bound (1 for σ).
+    Upper,
+}
+
+/// A coefficient that ended on a bound of the fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoundHit {
+    /// `sigma` or `kappa`.
+    pub parameter: String,
+    /// The bound's value.
+    pub bound: f64,
+    /// Lower or upper.
+    pub side: BoundSide,
+}
+
+/// Largest load level and throughput accepted: beyond these the sums of squares of the
+/// fit leave f64's range, and no real sweep comes near them.
+pub const MAX_LEVEL: f64 = 1e7;
+/// See `MAX_LEVEL`.
+pub const MAX_THROUGHPUT: f64 = 1e12;
+
+fn finite_or_null<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_finite() {
+        s.serialize_f64(*v)
+    } else {
+        s.serialize_none()
+    }
+}
+
+fn null_as_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
 }
 
 /// What limits scalability, by the larger coefficient.
@@ -134,24 +220,46 @@ pub fn fit(points: &[Point]) -> Result<UslFit, AdvisorError> {
             best = Some((p, sse));
         }
     }
-    let ([lambda, sigma, kappa], sse) = best.expect("at least one start");
+    let ([lambda, sigma, kappa], _) = best.expect("at least one start");
+    // A coefficient whose effect over the measured range is below rounding sits on its
+    // bound: the solver stops a hair inside a bound it would cross (σ 0.9999999999999999
+    // on data that fall from the first point, κ 1e-17 on linear data, which would put a
+    // "peak" at N = 10⁸). Snap it, so the bound is reported and the peak is read right.
+    let sigma = if sigma >= 1.0 - 1e-9 {
+        1.0
+    } else if sigma * n_max <= 1e-9 {
+        0.0
+    } else {
+        sigma
+    };
+    let kappa = if kappa * n_max * n_max <= 1e-9 {
+        0.0
+    } else {
+        kappa
+    };
+    let sse = sse(points, &[lambda, sigma, kappa]);
     Ok(summarise(points, lambda, sigma, kappa, sse, n_max))
 }
 
 fn validate(points: &[Point]) -> Result<(), AdvisorError> {
     for (i, p) in points.iter().enumerate() {
-        if !(p.n.is_finite() && p.n > 0.0) {
+        if !(p.n.is_finite() && p.n > 0.0 && p.n <= MAX_LEVEL) {
             return Err(AdvisorError::BadInput(format!(
-                "points[{i}].n must be > 0, got {}",
+                "points[{i}].n must be > 0 and <= {MAX_LEVEL:e}, got {}",
                 p.n
             )));
         }
-        if !(p.x.is_finite() && p.x >= 0.0) {
+        if !(p.x.is_finite() && p.x >= 0.0 && p.x <= MAX_THROUGHPUT) {
             return Err(AdvisorError::BadInput(format!(
-                "points[{i}].x must be >= 0, got {}",
+                "points[{i}].x must be >= 0 and <= {MAX_THROUGHPUT:e}, got {}",
                 p.x
             )));
         }
+    }
+    if points.iter().all(|p| p.x == 0.0) {
+        return Err(AdvisorError::BadInput(
+            "every point has zero throughput: there is nothing to fit".into(),
+        ));
     }
     let mut levels: Vec<f64> = points.iter().map(|p| p.n).collect();
     levels.sort_by(f64::total_cmp);
@@ -300,7 +408,15 @@ fn summarise(
     let p = [lambda, sigma, kappa];
     let mean = points.iter().map(|q| q.x).sum::<f64>() / n as f64;
     let sst: f64 = points.iter().map(|q| (q.x - mean).powi(2)).sum();
-    let r_squared = if sst > 0.0 { 1.0 - sse / sst } else { 1.0 };
+    // A flat sweep has no variance to explain: R² says nothing then, and 1 − SSE/0 is
+    // undefined. Report 1 for an exact fit and 0 otherwise rather than NaN.
+    let r_squared = if sst > 0.0 {
+        1.0 - sse / sst
+    } else if sse <= 0.0 {
+        1.0
+    } else {
+        0.0
+    };
     let rmse = (sse / n as f64).sqrt();
     let mape_pct = 100.0
         * points
@@ -324,26 +440,61 @@ fn summarise(
         if let Some(cov) = invert3(jtj) {
             let s2 = sse / (n - 3) as f64;
             let t = t_975(n - 3);
-            let ci = |i: usize| {
+            // Intervals are clipped to each coefficient's range (σ ∈ [0, 1], κ, λ ≥ 0);
+            // one that overflows (a near-singular covariance) is reported as absent.
+            let ci = |i: usize, lo_bound: f64, hi_bound: f64| {
                 let se = (s2 * cov[i][i]).max(0.0).sqrt();
-                Interval {
-                    lo: p[i] - t * se,
-                    hi: p[i] + t * se,
-                }
+                let iv = Interval {
+                    lo: (p[i] - t * se).max(lo_bound),
+                    hi: (p[i] + t * se).min(hi_bound),
+                };
+                (iv.lo.is_finite() && iv.hi.is_finite()).then_some(iv)
             };
-            lambda_ci = Some(ci(0));
-            sigma_ci = Some(ci(1));
-            kappa_ci = Some(ci(2));
+            lambda_ci = ci(0, 0.0, f64::MAX);
+            sigma_ci = ci(1, 0.0, 1.0);
+            kappa_ci = ci(2, 0.0, f64::MAX);
         }
     }
 
-    let (n_star, x_max) = if kappa > 0.0 {
+    let mut at_bound = Vec::new();
+    let mut hit = |parameter: &str, bound: f64, side: BoundSide| {
+        at_bound.push(BoundHit {
+            parameter: parameter.into(),
+            bound,
+            side,
+        })
+    };
+    // `fit` snapped coefficients within rounding of a bound onto it.
+    if sigma >= 1.0 {
+        hit("sigma", 1.0, BoundSide::Upper);
+    } else if sigma <= 0.0 {
+        hit("sigma", 0.0, BoundSide::Lower);
+    }
+    if kappa <= 0.0 {
+        hit("kappa", 0.0, BoundSide::Lower);
+    }
+
+    // The peak over N ≥ 1. X(N) rises above X(1) somewhere iff σ + κ < 1 (then
+    // √((1−σ)/κ) > 1); otherwise one unit is as good as it gets.
+    let peak = if sigma + kappa >= 1.0 {
+        Peak::NoRise { x: lambda }
+    } else if kappa > 0.0 {
         let ns = ((1.0 - sigma) / kappa).sqrt();
-        (ns, model(ns, lambda, sigma, kappa))
+        Peak::At {
+            n: ns,
+            x: model(ns, lambda, sigma, kappa),
+            within_measured: ns <= n_max * 1.000_001,
+        }
     } else if sigma > 0.0 {
-        (f64::INFINITY, lambda / sigma)
+        Peak::Asymptote { x: lambda / sigma }
     } else {
-        (f64::INFINITY, f64::INFINITY)
+        Peak::Unbounded
+    };
+    let (n_star, x_max) = match peak {
+        Peak::NoRise { x } => (1.0, x),
+        Peak::At { n, x, .. } => (n, x),
+        Peak::Asymptote { x } => (f64::INFINITY, x),
+        Peak::Unbounded => (f64::INFINITY, f64::INFINITY),
     };
     let limited_by = if sigma == 0.0 && kappa == 0.0 {
         Limit::None
@@ -359,15 +510,34 @@ fn summarise(
             "only {n} points: with fewer than 6 the peak N* can be wildly off; measure more load levels"
         ));
     }
-    if !n_star.is_finite() {
-        warnings.push(
-            "no retrograde region measured (kappa = 0): the peak is beyond the data and cannot be located"
+    for b in &at_bound {
+        match (b.parameter.as_str(), b.side) {
+            ("sigma", BoundSide::Upper) => warnings.push(format!(
+                "fit at a parameter bound: sigma = 1 (its upper bound); throughput does not rise above one unit's {lambda:.0} req/s, so sigma and kappa bound the curve rather than estimate it"
+            )),
+            ("sigma", BoundSide::Lower) if kappa > 0.0 => warnings.push(
+                "fit at a parameter bound: sigma = 0 (its lower bound); no contention is measurable, all the bend is coherency".into(),
+            ),
+            _ => {}
+        }
+    }
+    match peak {
+        Peak::NoRise { .. } if sigma < 1.0 => warnings.push(format!(
+            "the fitted peak lies at or below one unit (sigma + kappa = {:.3} >= 1): adding load units does not add throughput",
+            sigma + kappa
+        )),
+        Peak::Asymptote { .. } | Peak::Unbounded => warnings.push(
+            "fit at a parameter bound: kappa = 0 (its lower bound); no retrograde region measured, so the peak is beyond the data and cannot be located"
                 .to_string(),
-        );
-    } else if n_max < 0.5 * n_star {
-        warnings.push(format!(
-            "no points near the peak (largest N measured {n_max}, fitted N* {n_star:.1}): N* and X_max are extrapolations, low confidence"
-        ));
+        ),
+        Peak::At {
+            within_measured: false,
+            n: ns,
+            ..
+        } if n_max < 0.5 * ns => warnings.push(format!(
+            "no points near the peak (largest N measured {n_max}, fitted N* {ns:.1}): N* and X_max are extrapolations, low confidence"
+        )),
+        _ => {}
     }
     if let Some(ci) = kappa_ci
         && kappa > 0.0
@@ -378,7 +548,7 @@ fn summarise(
                 .to_string(),
         );
     }
-    if r_squared < 0.9 {
+    if r_squared < 0.9 && sst > 0.0 {
         warnings.push(format!(
             "poor fit (R² = {r_squared:.3}): the USL may not describe this system"
         ));
@@ -392,6 +562,8 @@ fn summarise(
         lambda_ci,
         n_star,
         x_max,
+        peak,
+        at_bound,
         r_squared,
         rmse,
         mape_pct,
@@ -399,6 +571,40 @@ fn summarise(
         n_max_measured: n_max,
         limited_by,
         warnings,
+    }
+}
+
+impl UslFit {
+    /// True when a coefficient ended on a bound of the fit.
+    pub fn is_at_bound(&self) -> bool {
+        !self.at_bound.is_empty()
+    }
+
+    /// One sentence on the peak, in `unit`s (e.g. "instances"), with no NaN or ∞.
+    pub fn peak_text(&self, unit: &str) -> String {
+        match self.peak {
+            Peak::NoRise { x } => format!(
+                "no peak above one unit: throughput never rises above {x:.0} req/s as {unit} are added"
+            ),
+            Peak::At {
+                n,
+                x,
+                within_measured,
+            } => format!(
+                "peak at N* = {n:.1} {unit}, predicted max {x:.0} req/s{}",
+                if within_measured {
+                    ""
+                } else {
+                    " (beyond the measured range: low confidence)"
+                }
+            ),
+            Peak::Asymptote { x } => {
+                format!("no peak within reach (kappa = 0); asymptote {x:.0} req/s")
+            }
+            Peak::Unbounded => {
+                "no limit found: throughput grows linearly over the measured range".into()
+            }
+        }
     }
 }
 

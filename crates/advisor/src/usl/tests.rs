@@ -181,3 +181,64 @@ fn instances_needed_for_a_throughput() {
     assert!(model((need - 1) as f64, 500.0, 0.05, 0.001) < 2000.0 * 1.01);
     assert_eq!(f.n_for_throughput(1e9, 64), None);
 }
+
+/// A falling sweep pins σ at its upper bound: flagged, and the peak is read over N ≥ 1
+/// (one unit), never "N* 0, X_max NaN".
+#[test]
+fn flags_a_fit_at_its_bounds_and_keeps_the_peak_finite() {
+    // X(N) = 100/N is the USL with σ = 1, κ = 1 exactly.
+    let falling = pts(&[(1.0, 100.0), (2.0, 50.0), (4.0, 25.0), (8.0, 12.5)]);
+    let f = fit(&falling).unwrap();
+    assert_eq!(f.sigma, 1.0);
+    assert!(rel(f.kappa, 1.0) < 1e-6, "kappa {}", f.kappa);
+    assert_eq!(
+        f.at_bound,
+        vec![BoundHit {
+            parameter: "sigma".into(),
+            bound: 1.0,
+            side: BoundSide::Upper
+        }]
+    );
+    assert_eq!(f.peak, Peak::NoRise { x: f.lambda });
+    assert_eq!((f.n_star, f.x_max), (1.0, f.lambda));
+    assert!(
+        f.warnings
+            .iter()
+            .any(|w| w.contains("fit at a parameter bound: sigma = 1"))
+    );
+    assert!(
+        f.peak_text("instances")
+            .contains("never rises above 100 req/s")
+    );
+    // Linear data sit on both lower bounds; N* is infinite in the API, null in JSON.
+    let linear = fit(&pts(&[(1.0, 100.0), (2.0, 200.0), (3.0, 300.0)])).unwrap();
+    assert!(
+        linear
+            .at_bound
+            .iter()
+            .any(|b| b.parameter == "kappa" && b.side == BoundSide::Lower)
+    );
+    assert_eq!(linear.peak, Peak::Unbounded);
+    let json = serde_json::to_value(&linear).unwrap();
+    assert!(
+        json["n_star"].is_null() && json["x_max"].is_null(),
+        "{json}"
+    );
+    assert_eq!(json["peak"]["case"], "unbounded");
+    crate::finite::check(&linear).unwrap();
+    // And it reads back: null is the infinity it stands for.
+    let back: UslFit = serde_json::from_value(json).unwrap();
+    assert!(back.n_star.is_infinite());
+    // A peak below one unit without σ at its bound (σ + κ ≥ 1) is no rise either.
+    let f = fit(&pts(&[(1.0, 100.0), (2.0, 80.0), (3.0, 62.0), (4.0, 50.0)])).unwrap();
+    assert!(matches!(f.peak, Peak::NoRise { .. }), "{f:?}");
+    assert!(f.x_max.is_finite() && f.n_star == 1.0);
+}
+
+#[test]
+fn refuses_a_sweep_with_no_throughput_and_out_of_range_figures() {
+    let e = fit(&pts(&[(1.0, 0.0), (2.0, 0.0), (3.0, 0.0)])).unwrap_err();
+    assert!(e.to_string().contains("zero throughput"), "{e}");
+    let e = fit(&pts(&[(1.0, 1.0), (2.0, 1e300), (3.0, 3.0)])).unwrap_err();
+    assert!(e.to_string().contains("points[1].x"), "{e}");
+}

@@ -1,18 +1,44 @@
 //! `scaleout advise`: read (or, with `--target`, measure) a sweep, fit the USL, find the
-//! knee, name the bottleneck, and decide scale up / out / refactor with costs.
+//! knee, name the bottleneck, and decide scale up / out / refactor with costs. Glue only:
+//! the reading, the figures and the decision live in the `advisor` crate.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use advisor::{connections, cost::PriceTable, decision, sweep};
+use advisor::{connections, cost::PriceTable, finite, plan, sweep};
 use anyhow::{Context, bail};
+
+/// What the sweep varied, for `--kind`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Kind {
+    Concurrency,
+    Instances,
+    Workers,
+}
+
+impl From<Kind> for sweep::SweepKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Concurrency => sweep::SweepKind::Concurrency,
+            Kind::Instances => sweep::SweepKind::Instances,
+            Kind::Workers => sweep::SweepKind::Workers,
+        }
+    }
+}
 
 /// Arguments of `scaleout advise`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A saved sweep (JSON: {"kind": "concurrency"|"instances"|"workers", "points": [{"n", "throughput_rps", "p99_ms"?, "tiers"?}]}).
+    /// A saved sweep: JSON ({"kind": "concurrency"|"instances"|"workers", "points":
+    /// [{"n", "throughput_rps", "p99_ms"?, "tiers"?}]}) or CSV with a header
+    /// (`n,throughput[,p99_ms]`; the R usl package's and usl4j's column names such as
+    /// load, concurrency, processors, instances, X, tput are accepted: see README).
     #[arg(long, conflicts_with = "target")]
     report: Option<PathBuf>,
+    /// What the sweep varied; for CSV the level column's name decides (load/concurrency →
+    /// concurrency, instances/nodes → instances, processors/workers → workers) unless given.
+    #[arg(long, value_enum)]
+    kind: Option<Kind>,
     /// Measure a concurrency sweep against this URL (loopback only) with the load generator.
     #[arg(long)]
     target: Option<String>,
@@ -22,7 +48,10 @@ pub struct Args {
     /// Seconds per level for `--target`.
     #[arg(long, default_value_t = 5)]
     seconds_per_level: u64,
-    /// Requests per second today (default: the sweep's peak × 0.5).
+    /// Requests per second today. Default: what the sweep measured at today's instance
+    /// count (`--instances`; interpolated between measured counts, or the USL prediction
+    /// outside them, flagged); for a concurrency or workers sweep, its highest throughput.
+    /// The report says which.
     #[arg(long)]
     current_rps: Option<f64>,
     /// Growth factor to plan for (projected = current × growth).
@@ -31,8 +60,8 @@ pub struct Args {
     /// App instance size today (a name in the price table).
     #[arg(long, default_value = "app.large")]
     app_size: String,
-    /// App instances today.
-    #[arg(long, default_value_t = 1)]
+    /// App instances running today.
+    #[arg(long, visible_alias = "current-instances", default_value_t = 1)]
     instances: u32,
     /// The codebase is stateless (true) or keeps per-instance state (false); see `scaleout audit`.
     #[arg(long, conflicts_with = "audit")]
@@ -40,6 +69,9 @@ pub struct Args {
     /// Audit this codebase and use its verdict (stateless or stateful) in the decision.
     #[arg(long)]
     audit: Option<PathBuf>,
+    /// The p99 bound (ms) for reading the knee; overrides the report's `p99_bound_ms`.
+    #[arg(long)]
+    p99_bound_ms: Option<f64>,
     /// A price table (TOML) instead of the bundled one.
     #[arg(long)]
     prices: Option<PathBuf>,
@@ -54,101 +86,96 @@ pub struct Args {
     json: Option<PathBuf>,
 }
 
+/// Reads a saved sweep, JSON or CSV by its first character; notes what a CSV reader chose.
+fn read_report(path: &PathBuf, kind: Option<Kind>) -> anyhow::Result<(sweep::Sweep, String)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let kind = kind.map(sweep::SweepKind::from);
+    if text.trim_start().starts_with('{') {
+        let mut s = sweep::Sweep::from_json(&text)?;
+        if let Some(k) = kind {
+            s.kind = k;
+        }
+        return Ok((s, String::new()));
+    }
+    let c = advisor::csv::parse(&text, kind)?;
+    let mut note = format!(
+        "read {} CSV rows: level column `{}` ({}), throughput column `{}`",
+        c.sweep.points.len(),
+        c.level_column,
+        sweep::unit(c.sweep.kind),
+        c.throughput_column
+    );
+    if !c.ignored_columns.is_empty() {
+        note.push_str(&format!(
+            "; ignored columns: {}",
+            c.ignored_columns.join(", ")
+        ));
+    }
+    note.push('\n');
+    Ok((c.sweep, note))
+}
+
 /// Runs `scaleout advise`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let sweep = match (&args.report, &args.target) {
-        (Some(path), None) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            sweep::Sweep::from_json(&text)?
-        }
-        (None, Some(url)) => {
-            super::advise_sweep::measure(url, &args.levels, args.seconds_per_level)?
-        }
+    let (mut sweep, mut out) = match (&args.report, &args.target) {
+        (Some(path), None) => read_report(path, args.kind)?,
+        (None, Some(url)) => (
+            super::advise_sweep::measure(url, &args.levels, args.seconds_per_level)?,
+            String::new(),
+        ),
         _ => bail!("give either --report FILE or --target URL"),
     };
+    if let Some(b) = args.p99_bound_ms {
+        if !(b.is_finite() && b > 0.0) {
+            bail!("--p99-bound-ms must be > 0");
+        }
+        sweep.p99_bound_ms = Some(b);
+    }
     let prices = match &args.prices {
         Some(p) => PriceTable::parse(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         )?,
         None => PriceTable::bundled(),
     };
-    if args.growth.is_nan() || args.growth <= 0.0 {
-        bail!("--growth must be > 0");
-    }
-    let mut sweep = sweep;
-    let mut audit_line = None;
     if let Some(path) = &args.audit {
         let report = audit::audit_path(path, &audit::Options::default())
             .with_context(|| format!("auditing {}", path.display()))?;
         let verdict = report.verdict();
-        audit_line = Some(format!("audit of {}: {verdict}\n", path.display()));
+        out.push_str(&format!("audit of {}: {verdict}\n", path.display()));
         sweep.stateless = Some(!verdict.stateful);
     } else if sweep.stateless.is_none() {
         sweep.stateless = args.stateless;
     }
-    let analysis = sweep::analyse(&sweep);
-    let mut out = audit_line.unwrap_or_default();
-    out.push_str(&sweep::render_text(&analysis));
-
-    let peak = sweep
-        .points
-        .iter()
-        .map(|p| p.throughput_rps)
-        .fold(0.0, f64::max);
-    let per_instance = match sweep.kind {
-        sweep::SweepKind::Instances => sweep
-            .points
-            .iter()
-            .find(|p| p.n == 1.0)
-            .map(|p| p.throughput_rps)
-            .unwrap_or(peak / args.instances as f64),
-        _ => peak / args.instances as f64,
-    };
-    let current = args.current_rps.unwrap_or(peak * 0.5);
-    let (out_sigma, out_kappa) = match (&analysis.usl, sweep.kind) {
-        (Ok(f), sweep::SweepKind::Instances) => (f.sigma, f.kappa),
-        _ => (0.02, 0.0),
-    };
-    let (up_sigma, up_kappa) = match (&analysis.usl, sweep.kind) {
-        (Ok(f), sweep::SweepKind::Workers) => (f.sigma, f.kappa),
-        _ => (0.05, 0.0),
-    };
-    let input = decision::DecisionInput {
-        current_rps: current,
-        projected_rps: current * args.growth,
+    let opts = plan::PlanOptions {
+        current_rps: args.current_rps,
+        current_instances: args.instances,
+        growth: args.growth,
         app_size: args.app_size.clone(),
-        instances: args.instances,
-        instance_capacity_rps: per_instance,
-        up_sigma,
-        up_kappa,
-        out_sigma,
-        out_kappa,
-        stateless: sweep.stateless,
-        bottleneck: analysis.diagnosis.bottleneck,
         ..Default::default()
     };
-    let rec = decision::decide(&input, &prices)?;
-    out.push_str(&format!(
-        "decision: {:?} for {:.0} → {:.0} req/s (growth {}x; capacity needed {:.0}, today {:.0})\n  {}\n",
-        rec.action, current, current * args.growth, args.growth, rec.required_rps, rec.current_capacity_rps, rec.reason
-    ));
-    for o in &rec.options {
-        out.push_str(&format!(
-            "  option {:<38} {:>9.0} {}/month  capacity {:>8.0} req/s  {}{}\n",
-            o.name,
-            o.monthly,
-            rec.currency,
-            o.capacity_rps,
-            o.detail,
-            if o.feasible { "" } else { "  [not enough]" }
-        ));
-    }
+    let analysis = sweep::analyse(&sweep);
+    let plan = plan::plan(&sweep, &analysis, &opts, &prices).map_err(|e| {
+        // Name the flag, not the library's field.
+        anyhow::anyhow!(
+            "--{}",
+            e.to_string()
+                .replacen("current_instances", "instances (--current-instances)", 1)
+                .replace('_', "-")
+        )
+    })?;
+    out.push_str(&sweep::render_text(&analysis));
+    out.push_str(&plan::render_text(&plan));
     let conn = args.pool_size.map(|pool| {
-        let instances = rec
-            .options
-            .iter()
-            .find(|o| o.name == "scale out" && o.feasible)
+        let instances = plan
+            .recommendation
+            .as_ref()
+            .ok()
+            .and_then(|r| {
+                r.options
+                    .iter()
+                    .find(|o| o.name == "scale out" && o.feasible)
+            })
             .map(|o| o.instances)
             .unwrap_or(args.instances);
         connections::check(instances as u64, pool, args.max_connections, 3)
@@ -157,11 +184,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         out.push_str(&format!("connections: {}\n", c.message));
     }
     print!("{out}");
+    // Every figure written is finite: serde_json would turn a NaN into a silent null.
+    finite::check(&(&sweep, &analysis, &plan))
+        .map_err(|e| anyhow::anyhow!("internal error: a non-finite figure in the advice: {e}"))?;
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
             "sweep": sweep,
             "analysis": analysis,
-            "decision": rec,
+            "plan": plan,
+            "decision": plan.recommendation.as_ref().ok(),
             "connections": conn,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
