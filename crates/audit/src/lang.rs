@@ -43,23 +43,15 @@ impl Lang {
             return None;
         }
         // `app.ini.example`, `settings.yml.sample`, `config.toml.dist`: config examples.
-        for suf in [
-            ".example",
-            ".sample",
-            ".dist",
-            ".default",
-            ".template",
-            ".tmpl",
-        ] {
-            if let Some(base) = name.strip_suffix(suf)
-                && let Some(ext) = base.rsplit_once('.').map(|(_, e)| e)
-                && matches!(
-                    ext,
-                    "ini" | "properties" | "yml" | "yaml" | "cfg" | "conf" | "toml" | "json"
-                )
-            {
-                return Some(Lang::Config);
-            }
+        let (base, example) = crate::scan::strip_example(name);
+        if example
+            && let Some(ext) = base.rsplit_once('.').map(|(_, e)| e)
+            && matches!(
+                ext,
+                "ini" | "properties" | "yml" | "yaml" | "cfg" | "conf" | "toml" | "json"
+            )
+        {
+            return Some(Lang::Config);
         }
         if name.ends_with(".json") {
             return crate::scan::is_json_config(&path.to_string_lossy()).then_some(Lang::Config);

@@ -36,7 +36,7 @@ enum Format {
 
 /// The file name with an example suffix (`.example`, `.sample`, `.dist`, `.default`,
 /// `.template`) removed, and whether there was one.
-fn strip_example(name: &str) -> (&str, bool) {
+pub(crate) fn strip_example(name: &str) -> (&str, bool) {
     for suf in [
         ".example",
         ".sample",

@@ -838,14 +838,9 @@ fn exports(root: Node, src: &str, sink: &mut Sink) {
                 return;
             };
             let ct = text(c, src);
-            let last = ct.rsplit('.').next().unwrap_or(ct);
-            let recv = if c.kind() == "member_expression" {
-                field(c, "object")
-                    .map(|o| text(o, src).to_ascii_lowercase())
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            };
+            let (last, recv) =
+                super::link::callee_and_receiver(c, "member_expression", "object", src);
+            let last = last.as_str();
             info.calls.push(last.to_string());
             info.receivers.push(recv);
             if !handler

@@ -335,85 +335,24 @@ fn shares_word(receiver: &str, owner: &str) -> bool {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scan::LocalWrite;
-
-    fn func(name: &str, owner: Option<&str>, handler: bool, calls: &[(&str, &str)]) -> FuncInfo {
-        FuncInfo {
-            name: name.into(),
-            owner: owner.map(Into::into),
-            handler,
-            row: 0,
-            calls: calls.iter().map(|c| c.0.to_string()).collect(),
-            receivers: calls.iter().map(|c| c.1.to_string()).collect(),
-            writes: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn a_handler_reaching_a_storage_write_two_calls_away_is_reported_at_the_write() {
-        let mut w = func("upload", Some("FilesystemUploader"), false, &[]);
-        w.writes.push(LocalWrite {
-            rule: "PY-LOCAL-WRITE",
-            row: 9,
-            col: 4,
-            what: "open(path, \"wb\")".into(),
-        });
-        let mut funcs = vec![
-            (
-                "api/files.py".into(),
-                func("post", Some("FilesList"), true, &[("upload_file", "")]),
-            ),
-            (
-                "utils/uploads/__init__.py".into(),
-                func("upload_file", None, false, &[("upload", "get_uploader()")]),
-            ),
-            ("utils/uploads/uploaders.py".into(), w),
-        ];
-        let hits = local_writes(&mut funcs);
-        assert_eq!(hits.len(), 1);
-        assert_eq!(hits[0].0, "utils/uploads/uploaders.py");
-        assert_eq!(hits[0].1.row, 9);
-        assert!(
-            hits[0].1.message.contains("`post` (api/files.py:1)"),
-            "{}",
-            hits[0].1.message
-        );
-    }
-
-    #[test]
-    fn generic_names_link_only_through_a_matching_receiver_and_unreached_writers_stay_silent() {
-        let mut w = func("save", Some("ReportWriter"), false, &[]);
-        w.writes.push(LocalWrite {
-            rule: "PY-LOCAL-WRITE",
-            row: 1,
-            col: 0,
-            what: "open".into(),
-        });
-        let mut funcs = vec![
-            (
-                "views.py".into(),
-                func("edit", None, true, &[("save", "form")]),
-            ),
-            ("report.py".into(), w.clone()),
-        ];
-        assert!(
-            local_writes(&mut funcs).is_empty(),
-            "form.save() is not ReportWriter.save()"
-        );
-        let mut funcs = vec![
-            (
-                "views.py".into(),
-                func("edit", None, true, &[("save", "report_writer")]),
-            ),
-            ("report.py".into(), w.clone()),
-        ];
-        assert_eq!(local_writes(&mut funcs).len(), 1);
-        let mut funcs = vec![("report.py".into(), w)];
-        assert!(local_writes(&mut funcs).is_empty(), "no handler reaches it");
-    }
+/// The simple callee name and the lower-cased receiver text of a call's function node
+/// (`storage.save` → ("save", "storage")); `member` is the grammar's member-access kind.
+pub(crate) fn callee_and_receiver(
+    f: Node,
+    member: &str,
+    object: &str,
+    src: &str,
+) -> (String, String) {
+    let t = super::tree::text(f, src);
+    let last = t.rsplit('.').next().unwrap_or(t).to_string();
+    let recv = if f.kind() == member {
+        super::tree::field(f, object)
+            .map(|o| super::tree::text(o, src).to_ascii_lowercase())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    (last, recv)
 }
 
 /// How one language's functions look to `collect`: the function node kinds, the call node
@@ -477,4 +416,84 @@ pub(crate) fn collect(root: Node, shape: &FuncShape, sink: &mut super::Sink) {
         });
         sink.funcs.push(info);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::LocalWrite;
+
+    fn write(row: usize, what: &str) -> LocalWrite {
+        LocalWrite {
+            rule: "PY-LOCAL-WRITE",
+            row,
+            col: 0,
+            what: what.into(),
+        }
+    }
+
+    fn func(name: &str, owner: Option<&str>, handler: bool, calls: &[(&str, &str)]) -> FuncInfo {
+        FuncInfo {
+            name: name.into(),
+            owner: owner.map(Into::into),
+            handler,
+            row: 0,
+            calls: calls.iter().map(|c| c.0.to_string()).collect(),
+            receivers: calls.iter().map(|c| c.1.to_string()).collect(),
+            writes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_handler_reaching_a_storage_write_two_calls_away_is_reported_at_the_write() {
+        let mut w = func("upload", Some("FilesystemUploader"), false, &[]);
+        w.writes.push(write(9, "open(path, \"wb\")"));
+        let mut funcs = vec![
+            (
+                "api/files.py".into(),
+                func("post", Some("FilesList"), true, &[("upload_file", "")]),
+            ),
+            (
+                "utils/uploads/__init__.py".into(),
+                func("upload_file", None, false, &[("upload", "get_uploader()")]),
+            ),
+            ("utils/uploads/uploaders.py".into(), w),
+        ];
+        let hits = local_writes(&mut funcs);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].0, "utils/uploads/uploaders.py");
+        assert_eq!(hits[0].1.row, 9);
+        assert!(
+            hits[0].1.message.contains("`post` (api/files.py:1)"),
+            "{}",
+            hits[0].1.message
+        );
+    }
+
+    #[test]
+    fn generic_names_link_only_through_a_matching_receiver_and_unreached_writers_stay_silent() {
+        let mut w = func("save", Some("ReportWriter"), false, &[]);
+        w.writes.push(write(1, "open"));
+        let mut funcs = vec![
+            (
+                "views.py".into(),
+                func("edit", None, true, &[("save", "form")]),
+            ),
+            ("report.py".into(), w.clone()),
+        ];
+        assert!(
+            local_writes(&mut funcs).is_empty(),
+            "form.save() is not ReportWriter.save()"
+        );
+        let mut funcs = vec![
+            (
+                "views.py".into(),
+                func("edit", None, true, &[("save", "report_writer")]),
+            ),
+            ("report.py".into(), w.clone()),
+        ];
+        assert_eq!(local_writes(&mut funcs).len(), 1);
+        let mut funcs = vec![("report.py".into(), w)];
+        assert!(local_writes(&mut funcs).is_empty(), "no handler reaches it");
+    }
 }

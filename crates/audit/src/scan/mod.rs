@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) use facts::Facts;
 
+pub(crate) use config::strip_example;
+
 /// True for JSON files read as application settings.
 pub(crate) fn is_json_config(path: &str) -> bool {
     config::is_config_file(path)

@@ -124,8 +124,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
     let mut search_dirs: Vec<(String, Node)> = Vec::new();
     walk(root, |n| match n.kind() {
         "assignment"
-            if !dev_or_test_context(n, src)
-                && !(field(n, "left").is_some_and(|l| l.kind() == "identifier")
+            if !(dev_or_test_context(n, src)
+                || field(n, "left").is_some_and(|l| l.kind() == "identifier")
                     && ancestor(n, &["function_definition"]).is_some()) =>
         {
             let (Some(l), Some(r)) = (field(n, "left"), field(n, "right")) else {
@@ -1010,14 +1010,8 @@ fn exports(root: Node, src: &str, decorators: &HashSet<String>, sink: &mut Sink)
                 return;
             };
             let ft = text(f, src);
-            let last = ft.rsplit('.').next().unwrap_or(ft);
-            let recv = if f.kind() == "attribute" {
-                field(f, "object")
-                    .map(|o| text(o, src).to_ascii_lowercase())
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            };
+            let (last, recv) = super::link::callee_and_receiver(f, "attribute", "object", src);
+            let last = last.as_str();
             info.calls.push(last.to_string());
             info.receivers.push(recv);
             if info.handler || !in_runtime_function(n, src, decorators) {
