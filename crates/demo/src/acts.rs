@@ -207,11 +207,11 @@ pub async fn act1_knee(ctx: &Ctx) -> Result<Act1, DemoError> {
     .await?;
     let mut points = Vec::new();
     for &c in levels {
-        let m0 = metrics(inst.addr).await;
+        let m0 = metrics(inst.metrics_addr).await;
         let w = CpuWatch::start(&[&inst]);
         let rep = closed(inst.addr, c, ctx.secs(), product_reads()).await?;
         let (app_cores, gen_cores) = w.stop(&[&inst]);
-        let m1 = metrics(inst.addr).await;
+        let m1 = metrics(inst.metrics_addr).await;
         let hits = http::scrape_sum(&m1, &["shop_cache_hits_total"])
             - http::scrape_sum(&m0, &["shop_cache_hits_total"]);
         let misses = http::scrape_sum(&m1, &["shop_cache_misses_total"])
@@ -515,9 +515,9 @@ pub async fn act5_cache(ctx: &Ctx) -> Result<Act5, DemoError> {
         .await?;
         // Warm up briefly so the figures are steady state, not the first misses.
         closed(inst.addr, 4, Duration::from_millis(300), catalog_reads()).await?;
-        let m0 = metrics(inst.addr).await;
+        let m0 = metrics(inst.metrics_addr).await;
         let rep = closed(inst.addr, 16, ctx.secs(), catalog_reads()).await?;
-        let m1 = metrics(inst.addr).await;
+        let m1 = metrics(inst.metrics_addr).await;
         let d = |needles: &[&str]| http::scrape_sum(&m1, needles) - http::scrape_sum(&m0, needles);
         let (hits, misses) = (
             d(&["shop_cache_hits_total"]),
@@ -848,9 +848,9 @@ pub async fn act8_replicas(
         };
         let inst = procs::start_shop(&spec, &ctx.logs).await?;
         closed(inst.addr, 4, Duration::from_millis(300), product_reads()).await?;
-        let m0 = metrics(inst.addr).await;
+        let m0 = metrics(inst.metrics_addr).await;
         let rep = closed(inst.addr, 32, ctx.secs(), product_reads()).await?;
-        let m1 = metrics(inst.addr).await;
+        let m1 = metrics(inst.metrics_addr).await;
         let d = |role: &str| {
             http::scrape_sum(&m1, &["shop_db_queries_total", role])
                 - http::scrape_sum(&m0, &["shop_db_queries_total", role])
@@ -876,7 +876,7 @@ pub async fn act8_replicas(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let m0 = metrics(inst.addr).await;
+    let m0 = metrics(inst.metrics_addr).await;
     let mut stale = 0;
     for u in 0..users {
         let creds = format!(r#"{{"username":"ryw{u}-{stamp}","password":"demo-password-1"}}"#);
@@ -907,7 +907,7 @@ pub async fn act8_replicas(
             stale += 1;
         }
     }
-    let m1 = metrics(inst.addr).await;
+    let m1 = metrics(inst.metrics_addr).await;
     let fallbacks = http::scrape_sum(&m1, &["shop_ryw_primary_fallbacks_total"])
         - http::scrape_sum(&m0, &["shop_ryw_primary_fallbacks_total"]);
     ctx.say(&format!("  read-your-writes: {stale} stale reads of {users}; {fallbacks:.0} reads sent to the primary to stay fresh"));

@@ -19,6 +19,8 @@ pub struct Instance {
     pub id: String,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it serves `/metrics` (`--metrics-listen`; never on `addr`).
+    pub metrics_addr: SocketAddr,
     child: tokio::process::Child,
 }
 
@@ -79,6 +81,7 @@ pub async fn start_shop_at(
         .append(true)
         .open(log_dir.join(format!("{}.log", spec.id)))
         .map_err(|e| DemoError::io("create instance log", e))?;
+    let metrics_addr = free_addr()?;
     let mut cmd = tokio::process::Command::new(&spec.exe);
     cmd.arg("shop")
         .arg("--listen")
@@ -89,6 +92,11 @@ pub async fn start_shop_at(
         .arg(&spec.db)
         .arg("--workers")
         .arg(spec.workers.to_string())
+        .arg("--metrics-listen")
+        .arg(metrics_addr.to_string())
+        // One JWT key for every instance of the demo (created by the first to start).
+        .arg("--jwt-secret-file")
+        .arg(log_dir.join("shop-jwt-secret"))
         .args(&spec.extra)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -101,6 +109,7 @@ pub async fn start_shop_at(
     let inst = Instance {
         id: spec.id.clone(),
         addr,
+        metrics_addr,
         child,
     };
     if let Some(cpus) = &spec.cpus {
