@@ -414,7 +414,9 @@ mod tests {
         .unwrap();
         let cmd = c.resolved_fleet().command.join(" ");
         assert!(
-            cmd.ends_with("--db sqlite:/tmp/x.db --sessions jwt --workers 2"),
+            cmd.ends_with(
+                "--db sqlite:/tmp/x.db --jwt-secret-file {data_dir}/shop-jwt-secret --sessions jwt --workers 2"
+            ),
             "{cmd}"
         );
         let own = DeploymentConfig::parse("[fleet]\ncommand = [\"/bin/srv\", \"{port}\"]").unwrap();
