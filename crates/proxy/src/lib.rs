@@ -22,7 +22,9 @@
 //! # }
 //! ```
 
+mod addr_policy;
 mod admin;
+mod admission;
 mod body;
 pub mod config;
 pub mod error;
