@@ -65,9 +65,10 @@ fn nginx() -> Nginx {
         "<html><body>Welcome to nginx!</body></html>\n",
     )
     .unwrap();
-    // Only what a temp prefix needs; every keep-alive setting is nginx's default.
+    // Only what a temp prefix needs; every keep-alive setting is nginx's default. One
+    // process (no master), so killing it on drop leaves no orphaned worker behind.
     let conf = format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n\
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
