@@ -12,7 +12,7 @@ pub struct RetryPolicy {
 }
 
 /// What to do with a failed delivery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum NackDecision {
     /// Deliver again after this many ms.
     Retry(u64),
