@@ -18,6 +18,7 @@
 //! it (`max_depth`). This module must never remove a job from the PEL except by ack, by a
 //! nack of its current holder, or by dead-lettering.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -228,8 +229,8 @@ impl Scripts {
 pub struct RedisQueue {
     conn: ConnectionManager,
     cfg: QueueConfig,
-    keys: Keys,
-    scripts: Scripts,
+    keys: Arc<Keys>,
+    scripts: Arc<Scripts>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -249,9 +250,9 @@ impl RedisQueue {
         let conn = bounded("redis connect", ms, ConnectionManager::new(client)).await?;
         let me = Self {
             conn,
-            keys: Keys::new(&cfg.name),
+            keys: Arc::new(Keys::new(&cfg.name)),
             cfg,
-            scripts: Scripts::new(),
+            scripts: Arc::new(Scripts::new()),
         };
         me.ensure_group().await?;
         Ok(me)

@@ -182,10 +182,10 @@ impl<Q: Queue, H: Handler> Worker<Q, H> {
             Ok(()) => 0,
             Err(_) => self.metrics.in_flight.load(Ordering::Relaxed),
         };
-        if abandoned == 0 {
-            if let Err(e) = self.queue.leave(&self.cfg.consumer).await {
-                tracing::warn!(error = %e, "leaving the consumer group failed");
-            }
+        if abandoned == 0
+            && let Err(e) = self.queue.leave(&self.cfg.consumer).await
+        {
+            tracing::warn!(error = %e, "leaving the consumer group failed");
         }
         WorkerReport {
             counters: self.metrics.snapshot(),
