@@ -256,6 +256,10 @@ async fn route(handle: &ProxyHandle, req: Request<Incoming>) -> Resp {
             r
         }
         (&Method::GET, ["stats"]) => json(StatusCode::OK, &handle.metrics()),
+        (&Method::GET, ["fleet"]) => match handle.admin_extension() {
+            Some(ext) => json(StatusCode::OK, &ext.json()),
+            None => error(StatusCode::NOT_FOUND, "no fleet behind this balancer"),
+        },
         (&Method::GET, ["backends"]) => json(StatusCode::OK, &handle.backends()),
         (&Method::POST, ["backends"]) => {
             let body: AddBody = match read_json(req).await {

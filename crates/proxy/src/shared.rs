@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     pub runtime: tokio::runtime::Handle,
     /// Cancelled when the proxy stops: ends health checkers and the control loop.
     pub stop: CancellationToken,
+    /// Extra admin content set by the embedding process (read by admin requests only).
+    pub admin_ext: std::sync::RwLock<Option<Arc<dyn crate::AdminExtension>>>,
 }
 
 impl Shared {
@@ -114,6 +116,7 @@ impl Shared {
             changed: Notify::new(),
             runtime,
             stop: CancellationToken::new(),
+            admin_ext: std::sync::RwLock::new(None),
             balance,
             config,
         })
