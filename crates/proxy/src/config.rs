@@ -540,6 +540,26 @@ mod tests {
                 "[balancer.retry]\nmax_attempts = 0",
                 "balancer.retry.max_attempts",
             ),
+            (
+                "[balancer.admin]\nbackend_ranges = [\"10.0.0.0/99\"]",
+                "balancer.admin.backend_ranges[0]",
+            ),
+            (
+                "[balancer.admin]\nmax_connections = 0",
+                "balancer.admin.max_connections",
+            ),
+            (
+                "[balancer.limits]\npending_connections_percent = 0",
+                "balancer.limits.pending_connections_percent",
+            ),
+            (
+                "[balancer.limits]\nmax_method_bytes = 1",
+                "balancer.limits.max_method_bytes",
+            ),
+            (
+                "[balancer.health]\npath = \"healthz\"",
+                "balancer.health.path",
+            ),
         ];
         for (text, field) in cases {
             let e = parse_toml(text).unwrap_err();

@@ -40,7 +40,7 @@ enum Probe {
     /// `GET uri` through a one-connection client.
     Http {
         uri: Uri,
-        client: Client<HttpConnector, Empty<Bytes>>,
+        client: Box<Client<HttpConnector, Empty<Bytes>>>,
     },
 }
 
@@ -60,7 +60,10 @@ impl Probe {
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(1)
             .build(http);
-        Ok(Probe::Http { uri, client })
+        Ok(Probe::Http {
+            uri,
+            client: Box::new(client),
+        })
     }
 
     /// One check, bounded by `health.timeout_ms`.

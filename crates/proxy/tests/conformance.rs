@@ -219,7 +219,7 @@ async fn fail_open_is_reported_and_skips_a_killed_backend() {
     let victim = &mut servers[1];
     let stats = load_with_action(
         p.url("/"),
-        16,
+        10,
         Duration::from_secs(5),
         Duration::from_millis(1_500),
         || victim.kill9(),
