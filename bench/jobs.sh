@@ -34,7 +34,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-scripts/services up >/dev/null
+# Reuse the state tier when it answers; otherwise start it (fails loudly if it cannot).
+if ! { redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 &&
+  psql -X -h 127.0.0.1 -U postgres -w -d postgres -Atqc 'select 1' >/dev/null 2>&1; }; then
+  scripts/services up >/dev/null
+fi
 if [ "$PROFILE" = release ]; then
   log "building the example (release)"
   cargo build --release -q -p jobs --example jobs_bench
