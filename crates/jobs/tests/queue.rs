@@ -340,3 +340,79 @@ async fn binary_payload_and_graceful_drain_postgres() {
 async fn binary_payload_and_graceful_drain_sqlite() {
     binary_payload_and_graceful_drain(Backend::Sqlite).await;
 }
+
+/// Dead letters are bounded (oldest dropped first) and the backlog age grows with time.
+async fn dead_letters_bounded_and_age(backend: Backend) {
+    let place = Place::new(backend);
+    let cfg = QueueConfig {
+        max_attempts: 1,
+        max_dead: 2,
+        ..place.queue_config()
+    };
+    let q = place.queue(cfg, "jobs-deadcap").await;
+    for i in 0..4 {
+        q.enqueue(&NewJob::new(format!("p{i}"), *b""))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = q.stats().await.unwrap();
+    let age = s.oldest_age_ms.expect("an oldest job");
+    assert!(age >= 250, "oldest age {age} ms after a 300 ms wait");
+    for _ in 0..4 {
+        let d = q.reserve("c", 1).await.unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            q.nack(&d[0], "always fails").await.unwrap(),
+            jobs::Nacked::DeadLettered
+        );
+    }
+    let dead = q.dead_letters(10).await.unwrap();
+    let ids: Vec<&str> = dead.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, vec!["p2", "p3"], "the newest two are kept");
+    let s = q.stats().await.unwrap();
+    assert_eq!((s.depth(), s.dead), (0, 2), "{s:?}");
+}
+
+#[tokio::test]
+async fn dead_letters_bounded_and_age_redis() {
+    dead_letters_bounded_and_age(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn dead_letters_bounded_and_age_postgres() {
+    dead_letters_bounded_and_age(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn dead_letters_bounded_and_age_sqlite() {
+    dead_letters_bounded_and_age(Backend::Sqlite).await;
+}
+
+/// A store that is not there fails fast with an error, within `op_timeout_ms`.
+#[tokio::test]
+async fn missing_store_is_an_error_not_a_hang() {
+    let cfg = QueueConfig {
+        op_timeout_ms: 1_000,
+        ..QueueConfig::default()
+    };
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }; // released: nothing listens there now
+    for url in [
+        format!("redis://127.0.0.1:{port}"),
+        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+    ] {
+        let t0 = Instant::now();
+        let r = jobs::AnyQueue::connect(&url, cfg.clone()).await;
+        assert!(r.is_err(), "{url} connected?");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{url}: {:?}",
+            t0.elapsed()
+        );
+    }
+    let e = jobs::AnyQueue::connect("mysql://x", cfg).await.unwrap_err();
+    assert!(e.to_string().contains("queue url"), "{e}");
+}
