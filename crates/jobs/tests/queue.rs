@@ -416,3 +416,71 @@ async fn missing_store_is_an_error_not_a_hang() {
     let e = jobs::AnyQueue::connect("mysql://x", cfg).await.unwrap_err();
     assert!(e.to_string().contains("queue url"), "{e}");
 }
+
+/// A handler that panics loses nothing: its slot and in-flight count are released, the job
+/// (never acked) is redelivered after the visibility timeout and then done.
+async fn panicking_handler_is_redelivered(backend: Backend) {
+    let place = Place::new(backend);
+    let cfg = QueueConfig {
+        visibility_timeout_ms: 700,
+        ..place.queue_config()
+    };
+    let q = Arc::new(place.queue(cfg, "jobs-panic").await);
+    q.enqueue(&NewJob::new("fragile", *b"")).await.unwrap();
+
+    #[derive(Debug, Default)]
+    struct PanicsOnce(std::sync::Mutex<Vec<u32>>);
+    impl jobs::Handler for PanicsOnce {
+        async fn handle(&self, job: &jobs::Delivery) -> Result<(), jobs::JobFailed> {
+            self.0.lock().unwrap().push(job.attempt);
+            if job.attempt == 1 {
+                panic!("handler bug on the first attempt (expected in this test)");
+            }
+            Ok(())
+        }
+    }
+    let h = Arc::new(PanicsOnce::default());
+    let worker = Worker::new(
+        q.clone(),
+        h.clone(),
+        WorkerConfig {
+            consumer: "p1".into(),
+            concurrency: 1,
+            poll_interval_ms: 20,
+            ..WorkerConfig::default()
+        },
+    )
+    .unwrap();
+    let metrics = worker.metrics();
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(worker.run(cancel.clone()));
+    wait_for(
+        "the job done after the panic",
+        Duration::from_secs(15),
+        || {
+            let q = q.clone();
+            async move { (q.stats().await.unwrap().depth() == 0).then_some(()) }
+        },
+    )
+    .await;
+    cancel.cancel();
+    let report = run.await.unwrap();
+    assert_eq!(*h.0.lock().unwrap(), vec![1, 2]);
+    assert_eq!(report.counters.processed, 1, "{report:?}");
+    assert_eq!(metrics.snapshot().in_flight, 0);
+}
+
+#[tokio::test]
+async fn panicking_handler_is_redelivered_redis() {
+    panicking_handler_is_redelivered(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn panicking_handler_is_redelivered_postgres() {
+    panicking_handler_is_redelivered(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn panicking_handler_is_redelivered_sqlite() {
+    panicking_handler_is_redelivered(Backend::Sqlite).await;
+}
