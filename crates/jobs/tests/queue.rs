@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 async fn visibility_timeout_claim(backend: Backend) {
     let place = Place::new(backend);
     let cfg = QueueConfig {
-        visibility_timeout_ms: 800,
+        visibility_timeout_ms: 2_000,
         ..place.queue_config()
     };
     let q = place.queue(cfg, "jobs-vis").await;
@@ -48,8 +48,8 @@ async fn visibility_timeout_claim(backend: Backend) {
     .await;
     let waited = t0.elapsed();
     assert!(
-        waited >= Duration::from_millis(700),
-        "claimed after {waited:?}, before the 800 ms visibility timeout"
+        waited >= Duration::from_millis(1_900),
+        "claimed after {waited:?}, before the 2 s visibility timeout"
     );
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].id, "job-1");
@@ -290,7 +290,7 @@ async fn binary_payload_and_graceful_drain(backend: Backend) {
     struct Slow(std::sync::Mutex<Vec<String>>);
     impl jobs::Handler for Slow {
         async fn handle(&self, job: &jobs::Delivery) -> Result<(), jobs::JobFailed> {
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
             self.0.lock().unwrap().push(job.id.clone());
             Ok(())
         }
@@ -316,7 +316,10 @@ async fn binary_payload_and_graceful_drain(backend: Backend) {
     })
     .await;
     cancel.cancel();
-    // Enqueued after cancellation: must not be reserved by the draining worker.
+    // Enqueued after cancellation (once a reserve already under way at that moment has
+    // surely returned), while the slow job still runs: a draining worker that kept
+    // polling every 10 ms would take it within the remaining second.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     q.enqueue(&NewJob::new("late", *b"")).await.unwrap();
     let report = run.await.unwrap();
     assert_eq!(report.abandoned, 0);
