@@ -32,11 +32,15 @@ use crate::behavior::Behavior;
 use crate::config::{Config, TunedConfig};
 use crate::kpa::SecondBuckets;
 use crate::metrics::{MetricKind, fleet_total};
-use crate::{Policy, ScalingDecision, ScalingInput};
+use crate::throttle::{Evaluate, Throttled};
+use crate::{ScalingDecision, ScalingInput};
 
-/// The default policy.
+/// The default policy: [`TunedCore`] evaluated every `decide_every_s`.
+pub type Tuned = Throttled<TunedCore>;
+
+/// The default policy's decision logic (the cadence is [`Throttled`]'s).
 #[derive(Debug, Clone)]
-pub struct Tuned {
+pub struct TunedCore {
     cfg: TunedConfig,
     targets: Vec<(MetricKind, f64)>,
     min: u32,
@@ -47,8 +51,6 @@ pub struct Tuned {
     behavior: Behavior,
     panic_since: Option<Duration>,
     last_scale_up: Option<Duration>,
-    next_decision: Option<Duration>,
-    last: Option<ScalingDecision>,
     /// Smoothed per-request latency (s) seen while not saturated (in-flight / RPS).
     latency_s: Option<f64>,
     /// The metric that drove the last recorded need, for the reason.
@@ -58,7 +60,7 @@ pub struct Tuned {
 impl Tuned {
     /// The default policy for `cfg` (assumed validated).
     pub fn new(cfg: &Config) -> Self {
-        Self {
+        let core = TunedCore {
             cfg: cfg.tuned.clone(),
             targets: cfg.targets(),
             min: cfg.min_instances,
@@ -68,13 +70,14 @@ impl Tuned {
             behavior: Behavior::new(cfg.tuned.scale_up.clone(), cfg.tuned.scale_down.clone()),
             panic_since: None,
             last_scale_up: None,
-            next_decision: None,
-            last: None,
             latency_s: None,
             driver: String::new(),
-        }
+        };
+        Throttled::wrap(core, Duration::from_secs(cfg.tuned.decide_every_s))
     }
+}
 
+impl TunedCore {
     /// Instances needed now by each target metric; the largest, and which metric it was.
     fn instantaneous_need(&mut self, input: &ScalingInput) -> Option<(f64, String)> {
         let ready = f64::from(input.ready.max(1));
@@ -174,7 +177,7 @@ impl Tuned {
         }
     }
 
-    fn evaluate(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
+    fn decide_now(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
         let current = input.current;
         if current < self.min || current > self.max {
             let to = current.clamp(self.min, self.max);
@@ -304,8 +307,8 @@ impl Tuned {
     }
 }
 
-impl Policy for Tuned {
-    fn decide(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
+impl Evaluate for TunedCore {
+    fn observe(&mut self, now: Duration, input: &ScalingInput) {
         if let Some((need, driver)) = self.instantaneous_need(input) {
             self.need.record(now, need);
             self.driver = driver;
@@ -313,23 +316,16 @@ impl Policy for Tuned {
         if let Some(n) = self.arrivals_need(input) {
             self.arrival_need.record(now, n);
         }
-        if let (Some(next), Some(last)) = (self.next_decision, &self.last)
-            && now < next
-        {
-            return ScalingDecision {
-                evaluated: false,
-                ..last.clone()
-            };
-        }
-        self.next_decision = Some(now + Duration::from_secs(self.cfg.decide_every_s));
-        let d = self.evaluate(now, input);
+    }
+
+    fn evaluate(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
+        let d = self.decide_now(now, input);
         if d.desired > input.current {
             self.last_scale_up = Some(now);
         }
         if d.desired != input.current {
             self.behavior.record_scale(now, input.current, d.desired);
         }
-        self.last = Some(d.clone());
         d
     }
 
@@ -341,6 +337,7 @@ impl Policy for Tuned {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Policy;
     use crate::config::PolicyKind;
     use crate::metrics::{AggregateSample, InstanceSample};
 

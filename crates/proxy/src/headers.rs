@@ -27,6 +27,69 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Longest incoming `X-Request-Id` kept as is; a longer one is replaced.
 pub const MAX_REQUEST_ID_LEN: usize = 200;
 
+/// A request rule broken by a request that is refused before forwarding.
+///
+/// These are the parse-level rules put where they are cheap today (the handler, on the
+/// parsed head); the HTTP codec of the fast path is to enforce them while parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestRule {
+    /// `CONNECT`: the balancer does not tunnel (405, `Allow` lists what it forwards).
+    Connect,
+    /// HTTP/1.1 without a `Host` header (RFC 9112 3.2: 400).
+    MissingHost,
+    /// More than one `Host` header (RFC 9112 3.2: 400; a smuggling vector).
+    DuplicateHost,
+    /// A method longer than `limits.max_method_bytes` (RFC 9112 3: 501).
+    MethodTooLong,
+}
+
+impl RequestRule {
+    /// The status answered.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            RequestRule::Connect => http::StatusCode::METHOD_NOT_ALLOWED,
+            RequestRule::MissingHost | RequestRule::DuplicateHost => http::StatusCode::BAD_REQUEST,
+            RequestRule::MethodTooLong => http::StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+
+    /// A short reason for the client.
+    pub fn reason(self) -> &'static str {
+        match self {
+            RequestRule::Connect => "CONNECT is not supported\n",
+            RequestRule::MissingHost => "missing Host header\n",
+            RequestRule::DuplicateHost => "more than one Host header\n",
+            RequestRule::MethodTooLong => "method too long\n",
+        }
+    }
+}
+
+/// Checks a request head against the request rules: no `CONNECT`, exactly one `Host` on
+/// HTTP/1.1 (at most one on HTTP/1.0; HTTP/2 carries `:authority` instead), and a method
+/// of at most `max_method_bytes`. Pure; never panics.
+pub fn check_request(
+    method: &http::Method,
+    version: http::Version,
+    headers: &HeaderMap,
+    max_method_bytes: usize,
+) -> Result<(), RequestRule> {
+    if method.as_str().len() > max_method_bytes {
+        return Err(RequestRule::MethodTooLong);
+    }
+    if method == http::Method::CONNECT {
+        return Err(RequestRule::Connect);
+    }
+    let mut hosts = headers.get_all(HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(RequestRule::DuplicateHost);
+    }
+    if first.is_none() && version == http::Version::HTTP_11 {
+        return Err(RequestRule::MissingHost);
+    }
+    Ok(())
+}
+
 /// Removes hop-by-hop headers: `Connection` and every header it lists, `Keep-Alive`, `TE`,
 /// `Trailer`, `Transfer-Encoding`, `Upgrade` and every `Proxy-*` header.
 ///
