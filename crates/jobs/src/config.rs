@@ -102,8 +102,9 @@ impl QueueConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// This worker's consumer name (unique per process: a dead consumer's jobs are
-    /// claimed by others after the visibility timeout). `[A-Za-z0-9._:-]`, 1..=64 bytes.
+    /// This worker's consumer name, unique per worker (a dead consumer's jobs are claimed
+    /// by others after the visibility timeout). `[A-Za-z0-9._:-]`, 1..=64 bytes. Default:
+    /// `worker-<pid>-<random>`.
     pub consumer: String,
     /// Jobs handled at once at most.
     pub concurrency: usize,
@@ -122,7 +123,13 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            consumer: format!("worker-{}", std::process::id()),
+            // pid alone can repeat across machines; two workers sharing a name would
+            // share one pending list.
+            consumer: format!(
+                "worker-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ),
             concurrency: 8,
             batch: 8,
             poll_interval_ms: 100,

@@ -33,6 +33,7 @@
 
 mod config;
 mod error;
+mod metrics;
 mod pg;
 pub mod processed;
 mod redis_queue;
@@ -44,6 +45,7 @@ use std::future::Future;
 
 pub use config::{QueueConfig, WorkerConfig, validate_ident};
 pub use error::{JobFailed, JobsError};
+pub use metrics::render_prometheus;
 pub use pg::PgQueue;
 pub use redis_queue::RedisQueue;
 pub use retry::{NackDecision, RetryPolicy};

@@ -12,6 +12,9 @@
 //!   Due jobs move back to the stream at the start of every reserve.
 //! - `jobs:{<name>}:dead` — the dead-letter stream, trimmed to `max_dead`.
 //!
+//! Consumers that died are removed from the group once their entries were taken over
+//! and they stayed idle past the visibility timeout.
+//!
 //! Every state change is one Lua script, so it is atomic on the server, and every script
 //! reads the server's clock (`TIME`), so consumers on different machines agree on leases.
 //! An ack is `XACK` + `XDEL`: the stream holds only unfinished jobs, which is what bounds
@@ -95,6 +98,19 @@ for _, ent in ipairs(claimed[2]) do
       dead = dead + 1
     else
       table.insert(out, {eid, f['id'], f['p'], attempt, tonumber(f['e'])})
+    end
+  end
+end
+-- 2b. a takeover means a consumer died or hung: forget consumers holding nothing that
+-- were idle longer than the visibility timeout (harmless if alive: XREADGROUP re-adds it),
+-- so the group does not grow with every dead worker process.
+if #claimed[2] > 0 then
+  local cs = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+  for i = 1, math.min(#cs, 1000) do
+    local c = fields(cs[i])
+    if c['name'] ~= ARGV[2] and tonumber(c['pending']) == 0
+        and tonumber(c['idle']) > tonumber(ARGV[4]) then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], c['name'])
     end
   end
 end

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -169,10 +169,10 @@ impl<Q: Queue, H: Handler> Worker<Q, H> {
                 let handler = self.handler.clone();
                 let metrics = self.metrics.clone();
                 tasks.spawn(async move {
-                    metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+                    // Released on drop, so a handler that panics frees its slot and its
+                    // in-flight count; its job, never acked, is redelivered after the lease.
+                    let _slot = InFlight::enter(metrics.clone(), permit);
                     process(&*queue, &*handler, &metrics, job, handler_timeout).await;
-                    metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    drop(permit);
                 });
             }
         }
@@ -191,6 +191,28 @@ impl<Q: Queue, H: Handler> Worker<Q, H> {
             counters: self.metrics.snapshot(),
             abandoned,
         }
+    }
+}
+
+/// One job's hold on a concurrency slot and on the in-flight count.
+struct InFlight {
+    metrics: Arc<WorkerMetrics>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl InFlight {
+    fn enter(metrics: Arc<WorkerMetrics>, permit: OwnedSemaphorePermit) -> Self {
+        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self {
+            metrics,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -194,6 +194,25 @@ async fn kill_mid_job(backend: Backend, stall: Stall) {
     assert_eq!((rows, distinct, most), (1, 1, 1));
     let s = q.stats().await.unwrap();
     assert_eq!((s.depth(), s.dead), (0, 0), "{s:?}");
+
+    // Redis: the dead consumer was dropped from the group when its job was taken over
+    // (the test fails without that prune: the child cannot leave by itself).
+    if backend == Backend::Redis {
+        let client = redis::Client::open(support::REDIS_URL).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let info: redis::Value = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(format!("jobs:{{{}}}:stream", place.name))
+            .arg("workers")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let mut strings = Vec::new();
+        flatten(&info, &mut strings);
+        // The survivor left the group when it drained; the killed child never could.
+        assert!(!strings.iter().any(|s| s == "survivor"), "{strings:?}");
+        assert!(!strings.iter().any(|s| s == "child"), "{strings:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,4 +243,18 @@ async fn sigkill_before_commit_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_after_commit_sqlite() {
     kill_mid_job(Backend::Sqlite, Stall::AfterCommit).await;
+}
+
+/// Every string inside a Redis reply, depth first.
+fn flatten(v: &redis::Value, out: &mut Vec<String>) {
+    match v {
+        redis::Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => out.push(s.clone()),
+        redis::Value::Array(xs) | redis::Value::Set(xs) => xs.iter().for_each(|x| flatten(x, out)),
+        redis::Value::Map(kv) => kv.iter().for_each(|(k, x)| {
+            flatten(k, out);
+            flatten(x, out);
+        }),
+        _ => {}
+    }
 }

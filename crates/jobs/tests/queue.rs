@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 async fn visibility_timeout_claim(backend: Backend) {
     let place = Place::new(backend);
     let cfg = QueueConfig {
-        visibility_timeout_ms: 800,
+        visibility_timeout_ms: 2_000,
         ..place.queue_config()
     };
     let q = place.queue(cfg, "jobs-vis").await;
@@ -48,8 +48,8 @@ async fn visibility_timeout_claim(backend: Backend) {
     .await;
     let waited = t0.elapsed();
     assert!(
-        waited >= Duration::from_millis(700),
-        "claimed after {waited:?}, before the 800 ms visibility timeout"
+        waited >= Duration::from_millis(1_900),
+        "claimed after {waited:?}, before the 2 s visibility timeout"
     );
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].id, "job-1");
@@ -290,7 +290,7 @@ async fn binary_payload_and_graceful_drain(backend: Backend) {
     struct Slow(std::sync::Mutex<Vec<String>>);
     impl jobs::Handler for Slow {
         async fn handle(&self, job: &jobs::Delivery) -> Result<(), jobs::JobFailed> {
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
             self.0.lock().unwrap().push(job.id.clone());
             Ok(())
         }
@@ -316,7 +316,10 @@ async fn binary_payload_and_graceful_drain(backend: Backend) {
     })
     .await;
     cancel.cancel();
-    // Enqueued after cancellation: must not be reserved by the draining worker.
+    // Enqueued after cancellation (once a reserve already under way at that moment has
+    // surely returned), while the slow job still runs: a draining worker that kept
+    // polling every 10 ms would take it within the remaining second.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     q.enqueue(&NewJob::new("late", *b"")).await.unwrap();
     let report = run.await.unwrap();
     assert_eq!(report.abandoned, 0);
@@ -339,4 +342,148 @@ async fn binary_payload_and_graceful_drain_postgres() {
 #[tokio::test]
 async fn binary_payload_and_graceful_drain_sqlite() {
     binary_payload_and_graceful_drain(Backend::Sqlite).await;
+}
+
+/// Dead letters are bounded (oldest dropped first) and the backlog age grows with time.
+async fn dead_letters_bounded_and_age(backend: Backend) {
+    let place = Place::new(backend);
+    let cfg = QueueConfig {
+        max_attempts: 1,
+        max_dead: 2,
+        ..place.queue_config()
+    };
+    let q = place.queue(cfg, "jobs-deadcap").await;
+    for i in 0..4 {
+        q.enqueue(&NewJob::new(format!("p{i}"), *b""))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = q.stats().await.unwrap();
+    let age = s.oldest_age_ms.expect("an oldest job");
+    assert!(age >= 250, "oldest age {age} ms after a 300 ms wait");
+    for _ in 0..4 {
+        let d = q.reserve("c", 1).await.unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            q.nack(&d[0], "always fails").await.unwrap(),
+            jobs::Nacked::DeadLettered
+        );
+    }
+    let dead = q.dead_letters(10).await.unwrap();
+    let ids: Vec<&str> = dead.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, vec!["p2", "p3"], "the newest two are kept");
+    let s = q.stats().await.unwrap();
+    assert_eq!((s.depth(), s.dead), (0, 2), "{s:?}");
+}
+
+#[tokio::test]
+async fn dead_letters_bounded_and_age_redis() {
+    dead_letters_bounded_and_age(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn dead_letters_bounded_and_age_postgres() {
+    dead_letters_bounded_and_age(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn dead_letters_bounded_and_age_sqlite() {
+    dead_letters_bounded_and_age(Backend::Sqlite).await;
+}
+
+/// A store that is not there fails fast with an error, within `op_timeout_ms`.
+#[tokio::test]
+async fn missing_store_is_an_error_not_a_hang() {
+    let cfg = QueueConfig {
+        op_timeout_ms: 1_000,
+        ..QueueConfig::default()
+    };
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }; // released: nothing listens there now
+    for url in [
+        format!("redis://127.0.0.1:{port}"),
+        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+    ] {
+        let t0 = Instant::now();
+        let r = jobs::AnyQueue::connect(&url, cfg.clone()).await;
+        assert!(r.is_err(), "{url} connected?");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{url}: {:?}",
+            t0.elapsed()
+        );
+    }
+    let e = jobs::AnyQueue::connect("mysql://x", cfg).await.unwrap_err();
+    assert!(e.to_string().contains("queue url"), "{e}");
+}
+
+/// A handler that panics loses nothing: its slot and in-flight count are released, the job
+/// (never acked) is redelivered after the visibility timeout and then done.
+async fn panicking_handler_is_redelivered(backend: Backend) {
+    let place = Place::new(backend);
+    let cfg = QueueConfig {
+        visibility_timeout_ms: 700,
+        ..place.queue_config()
+    };
+    let q = Arc::new(place.queue(cfg, "jobs-panic").await);
+    q.enqueue(&NewJob::new("fragile", *b"")).await.unwrap();
+
+    #[derive(Debug, Default)]
+    struct PanicsOnce(std::sync::Mutex<Vec<u32>>);
+    impl jobs::Handler for PanicsOnce {
+        async fn handle(&self, job: &jobs::Delivery) -> Result<(), jobs::JobFailed> {
+            self.0.lock().unwrap().push(job.attempt);
+            if job.attempt == 1 {
+                panic!("handler bug on the first attempt (expected in this test)");
+            }
+            Ok(())
+        }
+    }
+    let h = Arc::new(PanicsOnce::default());
+    let worker = Worker::new(
+        q.clone(),
+        h.clone(),
+        WorkerConfig {
+            consumer: "p1".into(),
+            concurrency: 1,
+            poll_interval_ms: 20,
+            ..WorkerConfig::default()
+        },
+    )
+    .unwrap();
+    let metrics = worker.metrics();
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(worker.run(cancel.clone()));
+    wait_for(
+        "the job done after the panic",
+        Duration::from_secs(15),
+        || {
+            let q = q.clone();
+            async move { (q.stats().await.unwrap().depth() == 0).then_some(()) }
+        },
+    )
+    .await;
+    cancel.cancel();
+    let report = run.await.unwrap();
+    assert_eq!(*h.0.lock().unwrap(), vec![1, 2]);
+    assert_eq!(report.counters.processed, 1, "{report:?}");
+    assert_eq!(metrics.snapshot().in_flight, 0);
+}
+
+#[tokio::test]
+async fn panicking_handler_is_redelivered_redis() {
+    panicking_handler_is_redelivered(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn panicking_handler_is_redelivered_postgres() {
+    panicking_handler_is_redelivered(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn panicking_handler_is_redelivered_sqlite() {
+    panicking_handler_is_redelivered(Backend::Sqlite).await;
 }
