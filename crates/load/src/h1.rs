@@ -258,7 +258,10 @@ impl Conn {
         self.stream.write_all(request).await.map_err(gone)?;
         let mut seen = 0usize;
         let head = loop {
-            if let Some(h) = parse_head(self.pending(), head_request)? {
+            // Nothing buffered (the usual case right after sending): read first.
+            if self.start != self.end
+                && let Some(h) = parse_head(self.pending(), head_request)?
+            {
                 self.start += h.len;
                 seen += h.len;
                 if (100..200).contains(&h.status) {

@@ -246,13 +246,13 @@ fn serve_raw(s: TcpStream, after: After, ignored: &AtomicU64) {
         }
         served += 1;
         match after {
-            After::AnnounceClose { n } if served % n == 0 => {
+            After::AnnounceClose { n } if served.is_multiple_of(n) => {
                 let _ = w.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye",
                 );
                 closed = true;
             }
-            After::SilentClose { n } if served % n == 0 => {
+            After::SilentClose { n } if served.is_multiple_of(n) => {
                 let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
                 let _ = w.shutdown(std::net::Shutdown::Both);
                 // Drain whatever the client still sends, so the close is a FIN, not a
