@@ -378,7 +378,7 @@ pub fn simulate(
             .iter()
             .filter(|&&(r, _)| r == t)
             .filter_map(|&(_, took)| took)
-            .last()
+            .next_back()
         {
             measured_startup = Some(took as f64);
         }
