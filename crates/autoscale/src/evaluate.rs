@@ -10,8 +10,9 @@
 //! tuning and reported beside the dev set every time, see [`SeedSet`]).
 //!
 //! # Method
-//! - Each scenario is simulated with its own start-up time and noise (drawn with the
-//!   trace), the shipped capacity model otherwise, and the same simulation seed as the
+//! - Each scenario is simulated with its own start-up time, noise, start-up jitter,
+//!   failed-start chance and cold period (drawn with the trace), the shipped capacity
+//!   model otherwise, and the same simulation seed as the
 //!   scenario. Every contender gets `target_in_flight = 6`, min 1, max 100 (as
 //!   `scaleout autoscale simulate`).
 //! - Per trace: SLO-violation seconds, instance-seconds, peak instances, dropped
@@ -131,11 +132,15 @@ pub fn contenders(target_in_flight: f64) -> Vec<Contender> {
 }
 
 /// The capacity model a scenario is simulated with: the shipped model with the
-/// scenario's start-up time and noise.
+/// scenario's start-up time, noise, start-up jitter, failed starts and cold period.
 pub fn model_for(s: &Scenario) -> CapacityModel {
     CapacityModel {
         startup_s: s.startup_s,
         noise_pct: s.noise_pct,
+        startup_jitter_pct: s.startup_jitter_pct,
+        fail_start_pct: s.fail_start_pct,
+        cold_s: s.cold_s,
+        cold_capacity_pct: s.cold_capacity_pct,
         ..CapacityModel::default()
     }
 }

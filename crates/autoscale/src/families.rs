@@ -13,7 +13,9 @@
 //! Shared by all families: base rate 40-400 rps (log), capped so the peak stays at or
 //! under [`MAX_PEAK_RPS`] (the 100-instance fleet at its target); instance start-up
 //! 5-120 s; demand noise 0-20% (the simulator's per-second Gaussian noise, from the
-//! simulation seed).
+//! simulation seed). The capacity model's imperfections, drawn from a separate stream:
+//! start-up jitter 0-50%, failed start-ups 0-10% (relaunched), cold instances for 0-60 s
+//! starting at 30-100% capacity.
 //!
 //! | family | shape | parameters |
 //! |---|---|---|
@@ -48,6 +50,16 @@ pub const BASE_RPS: (f64, f64) = (40.0, 400.0);
 /// Stream ids: independent draws from one seed.
 const STREAM_PARAMS: u64 = 1;
 const STREAM_SHAPE: u64 = 2;
+const STREAM_MODEL: u64 = 3;
+
+/// Start-up jitter range, percent.
+pub const STARTUP_JITTER_PCT: (f64, f64) = (0.0, 50.0);
+/// Failed start-up range, percent.
+pub const FAIL_START_PCT: (f64, f64) = (0.0, 10.0);
+/// Cold period range, seconds.
+pub const COLD_S: (u64, u64) = (0, 60);
+/// Cold capacity range, percent.
+pub const COLD_CAPACITY_PCT: (f64, f64) = (30.0, 100.0);
 
 /// A family of generated traces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -220,6 +232,14 @@ pub struct Scenario {
     pub startup_s: u64,
     /// Demand noise, percent.
     pub noise_pct: f64,
+    /// Start-up time jitter, percent (see [`crate::CapacityModel::startup_jitter_pct`]).
+    pub startup_jitter_pct: f64,
+    /// Chance a start-up fails and is relaunched, percent.
+    pub fail_start_pct: f64,
+    /// Seconds a new instance is cold.
+    pub cold_s: u64,
+    /// Capacity of a just-ready instance, percent.
+    pub cold_capacity_pct: f64,
 }
 
 impl Scenario {
@@ -309,12 +329,19 @@ impl Scenario {
                 mean_gap_s: r.uniform(600.0, 1800.0),
             },
         };
+        // The model's imperfections come from their own stream, so adding them did not
+        // change any trace.
+        let mut m = SplitMix64::stream(seed ^ family.salt(), STREAM_MODEL);
         Scenario {
             family,
             seed,
             params,
             startup_s,
             noise_pct,
+            startup_jitter_pct: m.uniform(STARTUP_JITTER_PCT.0, STARTUP_JITTER_PCT.1),
+            fail_start_pct: m.uniform(FAIL_START_PCT.0, FAIL_START_PCT.1),
+            cold_s: m.int(COLD_S.0, COLD_S.1),
+            cold_capacity_pct: m.uniform(COLD_CAPACITY_PCT.0, COLD_CAPACITY_PCT.1),
         }
     }
 

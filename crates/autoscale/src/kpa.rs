@@ -78,6 +78,32 @@ impl SecondBuckets {
         let seconds = (sec.saturating_sub(first) + 1).min(window_s);
         Some(total / seconds as f64)
     }
+
+    /// Coefficient of variation (standard deviation / mean) of the per-second values
+    /// over the `window_s` seconds ending at `now`, counting only seconds with a sample;
+    /// `None` with fewer than two such seconds or a mean of zero.
+    pub fn window_cv(&self, now: Duration, window_s: u64) -> Option<f64> {
+        let sec = now.as_secs();
+        let window_s = window_s.max(1);
+        let (mut n, mut sum, mut sum_sq) = (0.0f64, 0.0f64, 0.0f64);
+        for (s, total, k) in &self.buckets {
+            if *s <= sec && sec - *s < window_s {
+                let v = total / f64::from(*k);
+                n += 1.0;
+                sum += v;
+                sum_sq += v * v;
+            }
+        }
+        if n < 2.0 {
+            return None;
+        }
+        let mean = sum / n;
+        if mean <= 0.0 {
+            return None;
+        }
+        let var = (sum_sq / n - mean * mean).max(0.0);
+        Some(var.sqrt() / mean)
+    }
 }
 
 /// The KPA clone: [`KpaCore`] evaluated every `tick_s`.

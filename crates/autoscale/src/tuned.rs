@@ -177,6 +177,24 @@ impl TunedCore {
         }
     }
 
+    /// `headroom + burst_headroom x cv` of the per-second arrival need (else the need)
+    /// over the stable window, bounded by `max_headroom`.
+    fn headroom(&self, now: Duration) -> f64 {
+        let base = self.cfg.headroom;
+        if self.cfg.burst_headroom <= 0.0 {
+            return base;
+        }
+        let series = if self.arrival_need.window_average(now, 1).is_some() {
+            &self.arrival_need
+        } else {
+            &self.need
+        };
+        let cv = series
+            .window_cv(now, self.cfg.stable_window_s)
+            .unwrap_or(0.0);
+        (base + self.cfg.burst_headroom * cv).clamp(base, self.cfg.max_headroom)
+    }
+
     fn decide_now(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
         let current = input.current;
         if current < self.min || current > self.max {
@@ -200,6 +218,13 @@ impl TunedCore {
         let cur = f64::from(current.max(1));
         let over = up.max(short) / ready >= self.cfg.panic_threshold;
         let mut notes = Vec::new();
+        // Headroom: spare capacity that grows with the burstiness seen over the stable
+        // window (see the module docs for the figures behind it).
+        let headroom = self.headroom(now);
+        let (stable, short, up) = (stable * headroom, short * headroom, up * headroom);
+        if headroom > 1.0 {
+            notes.push(format!("headroom x{headroom:.2}"));
+        }
         match self.panic_since {
             None if over => {
                 self.panic_since = Some(now);
@@ -338,21 +363,26 @@ impl Evaluate for TunedCore {
 mod tests {
     use super::*;
     use crate::Policy;
-    use crate::config::PolicyKind;
+    use crate::config::{PolicyKind, TunedConfig};
     use crate::metrics::{AggregateSample, InstanceSample};
 
     fn s(secs: u64) -> Duration {
         Duration::from_secs(secs)
     }
 
+    /// The mechanisms apart from the headroom (which the headroom tests switch on).
     fn cfg() -> Config {
-        Config {
+        let mut c = Config {
             policy: PolicyKind::Default,
             target_in_flight: Some(10.0),
             min_instances: 1,
             max_instances: 100,
             ..Config::default()
-        }
+        };
+        c.tuned.headroom = 1.0;
+        c.tuned.burst_headroom = 0.0;
+        c.tuned.max_headroom = 1.0;
+        c
     }
 
     /// `n` ready instances each with `per` in flight, balancer RPS `rps`.
@@ -419,6 +449,55 @@ mod tests {
         // The down window (300 s) is seeded with the current count at t = 0.
         let at = first_drop.expect("scaled down eventually");
         assert!(at >= 300, "scaled down at {at}");
+    }
+
+    #[test]
+    fn bursty_arrivals_get_more_headroom_than_steady_ones() {
+        let run = |bursty: bool| {
+            let mut p = Tuned::new(&Config {
+                tuned: TunedConfig::default(),
+                ..cfg()
+            });
+            let mut n = 5;
+            for t in 0..120 {
+                // Same mean arrival rate (500 rps); bursty alternates 200 and 800.
+                let rps = if bursty && t % 2 == 0 {
+                    200.0
+                } else if bursty {
+                    800.0
+                } else {
+                    500.0
+                };
+                // 60 ms per request: 0.06 x rps in flight over the fleet.
+                n = p
+                    .decide(s(t), &input(n, 0.06 * rps / f64::from(n), rps))
+                    .desired;
+            }
+            let d = p.decide(s(120), &input(n, 30.0 / f64::from(n), 500.0));
+            (d.desired, d.reason)
+        };
+        let (steady, r1) = run(false);
+        let (bursty, r2) = run(true);
+        assert!(
+            bursty > steady,
+            "steady {steady} ({r1}) vs bursty {bursty} ({r2})"
+        );
+        assert!(r2.contains("headroom"), "{r2}");
+    }
+
+    #[test]
+    fn headroom_is_bounded() {
+        let mut c = cfg();
+        c.tuned.headroom = 1.0;
+        c.tuned.burst_headroom = 5.0;
+        c.tuned.max_headroom = 1.5;
+        let mut p = Tuned::new(&c);
+        for t in 0..60 {
+            let rps = if t % 2 == 0 { 10.0 } else { 990.0 };
+            p.decide(s(t), &input(10, 0.06 * rps / 10.0, rps));
+        }
+        assert!(p.inner().headroom(s(60)) <= 1.5 + 1e-12);
+        assert!(p.inner().headroom(s(60)) >= 1.5 - 1e-12, "cv is high here");
     }
 
     #[test]

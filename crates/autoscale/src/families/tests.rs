@@ -244,3 +244,16 @@ fn each_family_has_its_shape() {
     let t = s.trace();
     assert_eq!(t.rps[10], t.rps[10 + period_s as usize]);
 }
+
+#[test]
+fn model_imperfections_are_drawn_in_range_without_changing_traces() {
+    for family in Family::ALL {
+        for seed in 0..100 {
+            let s = Scenario::draw(family, seed);
+            assert!((0.0..=50.0).contains(&s.startup_jitter_pct), "{s:?}");
+            assert!((0.0..=10.0).contains(&s.fail_start_pct), "{s:?}");
+            assert!(s.cold_s <= 60, "{s:?}");
+            assert!((30.0..=100.0).contains(&s.cold_capacity_pct), "{s:?}");
+        }
+    }
+}
