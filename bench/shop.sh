@@ -60,11 +60,16 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Metrics port of each shop port: /metrics is served only on --metrics-listen.
+declare -A MPORT
 # start_shop NAME PORT ARGS... : starts one instance, waits until /readyz answers 200.
+# Every instance of a run shares one JWT key file (created by the first).
 start_shop() {
   local name=$1 port=$2
   shift 2
-  "$BIN" shop --listen "127.0.0.1:$port" --instance-id "$name" "$@" \
+  MPORT[$port]=$(free_port)
+  "$BIN" shop --listen "127.0.0.1:$port" --instance-id "$name" \
+    --metrics-listen "127.0.0.1:${MPORT[$port]}" --jwt-secret-file "$WORK/jwt-secret" "$@" \
     >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   local i
@@ -82,7 +87,7 @@ stop_shops() { cleanup; PIDS=(); }
 metric() {
   local port=$1 name=$2
   shift 2
-  curl -s "http://127.0.0.1:$port/metrics" | awk -v name="$name" -v subs="$*" '
+  curl -s "http://127.0.0.1:${MPORT[$port]}/metrics" | awk -v name="$name" -v subs="$*" '
     BEGIN { n = split(subs, want, " ") }
     $0 !~ /^#/ {
       split($1, parts, "{"); if (parts[1] != name) next

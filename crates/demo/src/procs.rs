@@ -27,6 +27,8 @@ pub struct Instance {
     pub pid: u32,
     /// The envelope it runs in, if any.
     pub envelope: Option<Envelope>,
+    /// Where it serves `/metrics` (`--metrics-listen`; never on `addr`).
+    pub metrics_addr: SocketAddr,
     /// Its cgroup (shared with the scope, which removes it once the process is reaped).
     group: Option<Arc<Group>>,
 }
@@ -39,6 +41,8 @@ impl Instance {
             addr,
             pid,
             envelope,
+            // Instances started elsewhere are only read for CPU, never scraped.
+            metrics_addr: addr,
             group: None,
         }
     }
@@ -92,6 +96,7 @@ pub async fn start_shop(
         .append(true)
         .open(&log_path)
         .map_err(|e| DemoError::io("create instance log", e))?;
+    let metrics_addr = free_addr()?;
     let mut args: Vec<OsString> = vec![
         "shop".into(),
         "--listen".into(),
@@ -102,6 +107,11 @@ pub async fn start_shop(
         spec.db.clone().into(),
         "--workers".into(),
         spec.workers.to_string().into(),
+        "--metrics-listen".into(),
+        metrics_addr.to_string().into(),
+        // One JWT key for every instance of the demo (created by the first to start).
+        "--jwt-secret-file".into(),
+        log_dir.join("shop-jwt-secret").into_os_string(),
     ];
     args.extend(spec.extra.iter().map(OsString::from));
     let group = match (spec.envelope, groups) {
@@ -149,6 +159,7 @@ pub async fn start_shop(
         addr,
         pid,
         envelope: spec.envelope,
+        metrics_addr,
         group,
     };
     wait_ready(addr, Duration::from_secs(30))

@@ -63,7 +63,16 @@ impl Default for ServiceConfig {
     }
 }
 
+/// The shop's JWT key file under `{data_dir}`: `scaleout up` creates it once (random,
+/// mode 0600) and every instance reads it, so they all verify each other's tokens.
+pub const SHOP_JWT_SECRET_FILE: &str = "shop-jwt-secret";
+
 impl ServiceConfig {
+    /// Whether the shop signs JWT sessions (the default) and so needs the key file.
+    pub fn uses_jwt(&self) -> bool {
+        self.sessions.is_empty() || self.sessions == "jwt"
+    }
+
     /// The shop command template (placeholders unexpanded).
     pub fn shop_command(&self) -> Vec<String> {
         let mut argv: Vec<String> = [
@@ -79,6 +88,10 @@ impl ServiceConfig {
         .map(|s| s.to_string())
         .collect();
         argv.push(self.db.clone());
+        if self.uses_jwt() {
+            argv.push("--jwt-secret-file".into());
+            argv.push(format!("{{data_dir}}/{SHOP_JWT_SECRET_FILE}"));
+        }
         argv.extend(self.shop_options());
         argv
     }
@@ -337,6 +350,7 @@ mod tests {
         let cmd = c.resolved_fleet().command;
         assert_eq!(&cmd[..2], &["{exe}".to_string(), "shop".to_string()]);
         assert!(cmd.contains(&"sqlite:{data_dir}/shop.db".to_string()));
+        assert!(cmd.contains(&"{data_dir}/shop-jwt-secret".to_string()));
     }
 
     #[test]

@@ -139,11 +139,23 @@ pub fn manifests_on(cfg: &DeploymentConfig, host_cores: usize) -> Manifests {
     let selector = json!({ "app.kubernetes.io/name": name });
     let port = svc.container_port;
 
-    let argv: Vec<String> = fleet.command.iter().map(|w| in_cluster(w, port)).collect();
+    let mut argv: Vec<String> = fleet.command.iter().map(|w| in_cluster(w, port)).collect();
     let mut env = vec![json!({
         "name": "POD_NAME",
         "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
     })];
+    if cfg.fleet.command.is_empty() && svc.uses_jwt() {
+        // Pods do not share a data dir: the shop's JWT key comes from a Secret the
+        // operator creates (`kubectl create secret generic NAME-jwt
+        // --from-literal=jwt-secret=$(openssl rand -hex 32)`), never from a manifest.
+        if let Some(i) = argv.iter().position(|a| a == "--jwt-secret-file") {
+            argv.drain(i..(i + 2).min(argv.len()));
+        }
+        env.push(json!({
+            "name": "SCALEOUT_SHOP_JWT_SECRET",
+            "valueFrom": {"secretKeyRef": {"name": format!("{name}-jwt"), "key": "jwt-secret"}},
+        }));
+    }
     for (k, v) in &fleet.env {
         env.push(json!({"name": k, "value": in_cluster(v, port)}));
     }
@@ -380,5 +392,19 @@ name = "web"
                 .unwrap()
                 .contains(&json!("sqlite:/data/shop.db"))
         );
+        // The JWT key comes from a Secret, not from a per-pod file.
+        assert!(
+            !c["args"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("--jwt-secret-file"))
+        );
+        let jwt = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "SCALEOUT_SHOP_JWT_SECRET")
+            .expect("JWT key env");
+        assert_eq!(jwt["valueFrom"]["secretKeyRef"]["key"], "jwt-secret");
     }
 }

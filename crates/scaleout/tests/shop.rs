@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use testkit::{ChildGuard, free_addr, temp_dir, wait_http_ok};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scaleout");
-const SECRET: &str = "e2e-secret-0123456789abcdef";
+const SECRET: &str = "e2e-secret-0123456789abcdef-0123456789";
 
 fn redis_url() -> String {
     std::env::var("SCALEOUT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -85,12 +85,32 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// The `--metrics-listen` address of each shop started by [`shop`], by public address:
+/// `/metrics` is not served on the public listener.
+static METRICS: std::sync::Mutex<Vec<(SocketAddr, SocketAddr)>> = std::sync::Mutex::new(Vec::new());
+
+/// The metrics page of the shop listening on `addr`.
+fn metrics_page(addr: SocketAddr) -> String {
+    let m = METRICS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, m)| *m)
+        .expect("a shop started by shop()");
+    req(m, "GET", "/metrics", &[], "").body
+}
+
 /// Starts `scaleout shop` with `args` on a free port and waits until /readyz says 200.
 fn shop(name: &str, args: &[&str]) -> (ChildGuard, SocketAddr) {
     let addr = free_addr();
+    let metrics = free_addr();
+    METRICS.lock().unwrap().push((addr, metrics));
     let mut cmd = Command::new(BIN);
     cmd.arg("shop")
         .args([
+            "--metrics-listen",
+            &metrics.to_string(),
             "--listen",
             &addr.to_string(),
             "--instance-id",
@@ -199,13 +219,12 @@ fn four_processes_on_one_sqlite_file_write_concurrently_without_busy_errors_or_l
     }
     // No instance answered a 5xx (metrics count every response by status).
     for a in &addrs {
-        let m = req(*a, "GET", "/metrics", &[], "");
+        let m = metrics_page(*a);
         let five = m
-            .body
             .lines()
             .filter(|l| l.starts_with("shop_requests_total") && l.contains("status=\"5"))
             .count();
-        assert_eq!(five, 0, "5xx on {a}:\n{}", m.body);
+        assert_eq!(five, 0, "5xx on {a}:\n{m}");
     }
     drop(instances);
 }
@@ -350,10 +369,21 @@ fn a_price_change_on_one_instance_is_fresh_on_the_other() {
         .as_str()
         .unwrap()
         .to_string();
+    // Admin only by the explicit command, never by the name.
+    let out = Command::new(BIN)
+        .args(["shop", "admin", "grant", "admin", "--db", db.as_str()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let before = req(b, "GET", "/products/11", &[], "").json();
     let again = req(b, "GET", "/products/11", &[], "").json();
     assert_eq!(before, again);
-    let metrics = req(b, "GET", "/metrics", &[], "").body;
+    let metrics = metrics_page(b);
     assert!(
         metrics
             .lines()
@@ -582,7 +612,7 @@ fn postgres_primary_and_replica_through_the_binary() {
     for _ in 0..10 {
         assert_eq!(req(addr, "GET", "/catalog", &[], "").status, 200);
     }
-    let m = req(addr, "GET", "/metrics", &[], "").body;
+    let m = metrics_page(addr);
     let replica_reads: f64 = m
         .lines()
         .find(|l| l.starts_with("shop_reads_routed_total") && l.contains("role=\"replica\""))

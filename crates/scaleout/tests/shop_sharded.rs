@@ -12,7 +12,7 @@ use shop::shard::{ShardMap, ShardSet};
 use testkit::{ChildGuard, free_addr, http_request, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scaleout");
-const SECRET: &str = "e2e-sharded-0123456789abcdef";
+const SECRET: &str = "e2e-sharded-0123456789abcdef-0123456789";
 const USERS: usize = 24;
 
 fn write_map(dir: &Path, file: &str, names: &[&str]) -> PathBuf {
@@ -27,12 +27,29 @@ fn write_map(dir: &Path, file: &str, names: &[&str]) -> PathBuf {
     path
 }
 
+/// The `--metrics-listen` address of each shop started by [`start_shop`], by public
+/// address (`/metrics` is not served on the public listener).
+static METRICS: std::sync::Mutex<Vec<(SocketAddr, SocketAddr)>> = std::sync::Mutex::new(Vec::new());
+
+fn metrics_addr(addr: SocketAddr) -> SocketAddr {
+    METRICS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, m)| *m)
+        .expect("a shop started by start_shop()")
+}
+
 /// Starts `scaleout shop` on `db` with `map` and waits for /readyz 200.
 fn start_shop(name: &str, db: &str, map: &Path) -> (ChildGuard, SocketAddr) {
     let addr = free_addr();
+    let metrics = free_addr();
+    METRICS.lock().unwrap().push((addr, metrics));
     let mut cmd = Command::new(BIN);
     cmd.arg("shop")
         .args(["--listen", &addr.to_string(), "--instance-id", name])
+        .args(["--metrics-listen", &metrics.to_string()])
         .args(["--jwt-secret", SECRET, "--seed-products", "100"])
         .args(["--db", db])
         .arg("--shard-map")
@@ -239,7 +256,7 @@ fn carts_and_orders_survive_a_reshard_from_two_to_three_shards() {
     assert_eq!(o["total"], u.cart["total"], "{o}");
     let (s, cart) = call(addr, "GET", "/cart", Some(&u.token), &[], "");
     assert_eq!((s, cart["items"].as_array().unwrap().len()), (200, 0));
-    let (s, page) = testkit::http_get(addr, "/metrics").unwrap();
+    let (s, page) = testkit::http_get(metrics_addr(addr), "/metrics").unwrap();
     assert_eq!(s, 200);
     assert!(
         page.contains("shop_shard_queries_total{") && page.contains("shard=\"s2\""),

@@ -85,10 +85,6 @@ impl Default for CacheTtls {
     }
 }
 
-/// The development JWT secret used when none is given. Never use it in production:
-/// anyone who reads this source can forge tokens. The service warns when it is in use.
-pub const DEV_JWT_SECRET: &str = "scaleout-dev-secret-change-me";
-
 /// Configuration of one shop instance (`scaleout shop` flags or the `[shop]` TOML section).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -115,9 +111,15 @@ pub struct ShopConfig {
     /// How many instances will share the database: start is refused when
     /// `expected_instances x pool_size` exceeds the server's `max_connections`.
     pub expected_instances: u32,
-    /// HS256 secret for JWT sessions. Empty means the development secret (with a warning).
+    /// HS256 key for JWT sessions (at least 32 bytes), e.g. from the
+    /// `SCALEOUT_SHOP_JWT_SECRET` environment variable (a Kubernetes Secret). Empty means
+    /// the key lives in `jwt_secret_file`. There is no built-in key.
     pub jwt_secret: String,
-    /// Read the JWT secret from this file instead (trailing whitespace trimmed).
+    /// The deployment's JWT key file, shared by every instance: read when it exists
+    /// (mode 0600 or stricter, at least 32 bytes, trailing whitespace trimmed), created
+    /// atomically with 32 random bytes from the OS when it does not. `None` means
+    /// `<sqlite db path>.jwt-secret`, next to the database the instances share (a
+    /// PostgreSQL deployment must name the file or give `jwt_secret`).
     pub jwt_secret_file: Option<String>,
     /// Lifetime of a JWT or a stored session, in seconds.
     pub session_ttl_s: u64,
@@ -129,8 +131,16 @@ pub struct ShopConfig {
     pub max_replica_lag_ms: u64,
     /// How often each replica's replay position is sampled.
     pub replica_poll_ms: u64,
-    /// Usernames that become admins when they sign up.
-    pub admin_users: Vec<String>,
+    /// Address of the separate `/metrics` listener; `None` serves no metrics. The public
+    /// listener never serves `/metrics` (so a balancer in front cannot expose it).
+    pub metrics_listen: Option<String>,
+    /// Password hashes (signup, login) allowed to run at once; 0 means
+    /// `min(2 x cores, hash_memory_budget_mib / 19)`. Excess requests get 503 with
+    /// `Retry-After` at once instead of queueing (each argon2id hash holds 19 MiB).
+    pub hash_concurrency: usize,
+    /// Memory all concurrent password hashes together may use, in MiB (sizes the
+    /// default `hash_concurrency`).
+    pub hash_memory_budget_mib: u64,
     /// Cache TTLs per class.
     pub cache_ttl: CacheTtls,
     /// Prefix of every Redis key and SQL cache key of this shop (lets several shops share
@@ -168,7 +178,9 @@ impl Default for ShopConfig {
             catalog_seed: 42,
             max_replica_lag_ms: 1000,
             replica_poll_ms: 50,
-            admin_users: vec!["admin".into()],
+            metrics_listen: None,
+            hash_concurrency: 0,
+            hash_memory_budget_mib: 128,
             cache_ttl: CacheTtls::default(),
             key_prefix: "shop".into(),
             max_body_bytes: 64 * 1024,
@@ -233,6 +245,37 @@ impl ShopConfig {
             return bad(
                 "listen",
                 format!("`{}` is not an IP:port address", self.listen),
+            );
+        }
+        if let Some(m) = &self.metrics_listen
+            && m.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad("metrics_listen", format!("`{m}` is not an IP:port address"));
+        }
+        if self.hash_concurrency > 1024 {
+            return bad(
+                "hash_concurrency",
+                "must be within 0..=1024 (0: sized from memory)".into(),
+            );
+        }
+        if self.hash_memory_budget_mib < crate::hashing::HASH_MEMORY_MIB {
+            return bad(
+                "hash_memory_budget_mib",
+                format!(
+                    "must be at least {} (one hash)",
+                    crate::hashing::HASH_MEMORY_MIB
+                ),
+            );
+        }
+        if !self.jwt_secret.is_empty()
+            && self.jwt_secret.trim_end().len() < crate::secret::MIN_KEY_BYTES
+        {
+            return bad(
+                "jwt_secret",
+                format!(
+                    "shorter than {} bytes (--jwt-secret / SCALEOUT_SHOP_JWT_SECRET)",
+                    crate::secret::MIN_KEY_BYTES
+                ),
             );
         }
         let kind = self.db_kind()?;

@@ -77,6 +77,15 @@ pub enum AppError {
     /// Wrong content type: 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A bounded resource is full (every password-hash permit taken): 503 with
+    /// `Retry-After`, answered at once instead of queueing.
+    #[error("too many concurrent {what} requests; retry later")]
+    Overloaded {
+        /// What is full.
+        what: &'static str,
+        /// Seconds for `Retry-After`.
+        retry_after_s: u64,
+    },
     /// A store failed: 503 for timeouts and unreachable stores, 500 otherwise. The detail
     /// is logged, never sent.
     #[error(transparent)]
@@ -107,6 +116,7 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Store(ShopError::Timeout(_))
             | AppError::Store(ShopError::Redis(_))
             | AppError::Store(ShopError::Db(sqlx::Error::PoolTimedOut))
@@ -130,7 +140,12 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
+        let mut r = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        if let AppError::Overloaded { retry_after_s, .. } = self {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry_after_s.into());
+        }
+        r
     }
 }
 

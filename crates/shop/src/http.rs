@@ -7,14 +7,25 @@
 //! invalidate cache keys, in that order. With `--shard-map`, carts and orders are read and
 //! written on the user's shard instead (`http/sharded.rs`). Handlers keep no state of their own
 //! between requests (the only exception is the `memory` session store, by design).
+//!
+//! Security rules kept here: a token only says who is calling; every write re-reads the
+//! caller's row (401 when it does not exist) and its role (admin is the `is_admin` column,
+//! set only by `scaleout shop admin grant`, never by a username). Signup and login take
+//! a password-hash permit first (503 + `Retry-After` when none is free) and a login for
+//! an unknown user verifies against a dummy hash, so it costs what a real one costs.
+//! Every error status leaves with a JSON body (the `json_errors` layer catches the ones
+//! axum produces itself: 405, extractor rejections). `/metrics` is not on this router:
+//! [`metrics_app`] serves it on its own listener.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{
     DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State,
 };
+use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,10 +37,11 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{CacheAside, CacheClass};
 use crate::db::{Db, Reader};
 use crate::error::{AppError, ShopError};
+use crate::hashing::Hasher;
 use crate::marks::MarkStore;
 use crate::metrics::{DbRole, Metrics};
 use crate::redis_conn::RedisConn;
-use crate::sessions::{SessionStore, SessionUser, hash_password, verify_password};
+use crate::sessions::{SessionStore, SessionUser};
 use crate::userdata::ShardedUserData;
 use crate::{keys, on_pool, write_tx};
 
@@ -63,8 +75,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Redis, when configured (for readiness).
     pub redis: Option<RedisConn>,
-    /// Usernames that become admins at signup.
-    pub admin_users: Vec<String>,
+    /// Password hashing behind its concurrency bound.
+    pub hasher: Hasher,
     /// Key prefix for cache keys.
     pub key_prefix: String,
     /// Largest accepted body.
@@ -81,7 +93,7 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The router of one instance.
+/// The public router of one instance (everything but `/metrics`).
 pub fn app(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
     let instance = HeaderValue::from_str(&state.instance_id)
@@ -98,10 +110,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/orders", post(checkout))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), record))
-        .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::map_response(json_errors))
         .layer(middleware::map_response(move |mut r: Response| {
             let instance = instance.clone();
             async move {
@@ -112,6 +124,51 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The router of the separate metrics listener: `GET /metrics` only.
+pub fn metrics_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { AppError::NotFound("only /metrics is served here".into()) })
+        .layer(middleware::map_response(json_errors))
+        .with_state(state)
+}
+
+/// Any path no route matched: 404, counted under the route `other`.
+async fn not_found(State(st): State<Arc<AppState>>, method: Method) -> AppError {
+    st.metrics.request(method.as_str(), "other", 404, 0.0);
+    AppError::NotFound("no such endpoint".into())
+}
+
+/// Gives every error response without a JSON body one: `{"error": "<reason phrase>"}`,
+/// keeping status and headers (`Allow` on a 405, `Retry-After`). Catches what axum
+/// answers by itself (405, path and query rejections); our own errors are JSON already.
+pub async fn json_errors(r: Response) -> Response {
+    let status = r.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return r;
+    }
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return r;
+    }
+    let (mut parts, _) = r.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let reason = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase();
+    let body = serde_json::json!({ "error": reason }).to_string();
+    Response::from_parts(parts, Body::from(body))
+}
+
 /// Records request count and latency per matched route.
 async fn record(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -120,7 +177,7 @@ async fn record(State(state): State<Arc<AppState>>, req: Request, next: Next) ->
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+        .unwrap_or_else(|| "other".into());
     let resp = next.run(req).await;
     state.metrics.request(
         &method,
@@ -254,20 +311,22 @@ async fn signup(
     JsonBody(c): JsonBody<Credentials>,
 ) -> Result<Response, AppError> {
     validate_credentials(&c)?;
-    let password = c.password.clone();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| ShopError::Internal(format!("hash task: {e}")))??;
-    let is_admin = st.admin_users.iter().any(|a| a == &c.username);
+    // Hash before looking at the name: a taken name answers 409 after the same work as a
+    // free one (the 409 itself says the name exists; user-chosen names cannot avoid that,
+    // see ARCHITECTURE.md), and every signup spends one hash permit, which bounds the
+    // rate at which names can be probed.
+    let permit = st.hasher.try_permit()?;
+    let hash = st.hasher.hash(permit, c.password.clone()).await?;
+    // Never an admin: roles are granted only by `scaleout shop admin grant`.
+    let is_admin = false;
     st.metrics.db_query(DbRole::Primary);
     let inserted: Result<i64, sqlx::Error> = async {
         Ok(write_tx!(st.db, tx => {
             sqlx::query_scalar::<_, i64>(
-                "INSERT INTO users (username, password_hash, is_admin) VALUES ($1, $2, $3) RETURNING id",
+                "INSERT INTO users (username, password_hash) VALUES ($1, $2) RETURNING id",
             )
             .bind(&c.username)
             .bind(&hash)
-            .bind(is_admin)
             .fetch_one(&mut *tx)
             .await?
         }))
@@ -291,9 +350,7 @@ async fn signup(
 #[derive(sqlx::FromRow)]
 struct UserRow {
     id: i64,
-    username: String,
     password_hash: String,
-    is_admin: bool,
 }
 
 async fn login(
@@ -305,32 +362,27 @@ async fn login(
             "invalid username or password".into(),
         ));
     }
+    // The permit first: a flood is refused before it costs a query or a hash.
+    let permit = st.hasher.try_permit()?;
     st.metrics.db_query(DbRole::Primary);
     let row: Option<UserRow> = on_pool!(st.db.primary(), p => {
-        sqlx::query_as("SELECT id, username, password_hash, is_admin FROM users WHERE username = $1")
+        sqlx::query_as("SELECT id, password_hash FROM users WHERE username = $1")
             .bind(&c.username)
             .fetch_optional(p)
             .await?
     });
-    let Some(row) = row else {
+    // An unknown user is verified against the dummy hash: same work, same answer.
+    let (user_id, stored) = match row {
+        Some(r) => (Some(r.id), Some(r.password_hash)),
+        None => (None, None),
+    };
+    let ok = st.hasher.verify(permit, c.password.clone(), stored).await?;
+    let (true, Some(user_id)) = (ok, user_id) else {
         return Err(AppError::Unauthorized(
             "invalid username or password".into(),
         ));
     };
-    let (password, hash) = (c.password.clone(), row.password_hash.clone());
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .map_err(|e| ShopError::Internal(format!("verify task: {e}")))?;
-    if !ok {
-        return Err(AppError::Unauthorized(
-            "invalid username or password".into(),
-        ));
-    }
-    let user = SessionUser {
-        user_id: row.id,
-        username: row.username,
-        is_admin: row.is_admin,
-    };
+    let user = SessionUser { user_id };
     let token = st.sessions.issue(&user, now_ms()).await?;
     let mut resp =
         Json(serde_json::json!({ "token": token, "user_id": user.user_id })).into_response();
@@ -483,6 +535,26 @@ async fn product(
     .into_response())
 }
 
+/// What the database says about the caller now.
+struct Role {
+    is_admin: bool,
+}
+
+/// Re-reads the caller's row on the primary before a write: 401 when the token names a
+/// user that does not exist (deleted, or a token signed for a made-up id), else its role.
+async fn current_role(st: &AppState, user_id: i64) -> Result<Role, AppError> {
+    st.metrics.db_query(DbRole::Primary);
+    let is_admin: Option<bool> = on_pool!(st.db.primary(), p => {
+        sqlx::query_scalar("SELECT is_admin FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(p)
+            .await?
+    });
+    is_admin
+        .map(|is_admin| Role { is_admin })
+        .ok_or_else(|| AppError::Unauthorized("the token's user does not exist".into()))
+}
+
 /// After a commit on the primary: remember the user's WAL position for read-your-writes.
 async fn mark_write(st: &AppState, user_id: i64) -> Result<(), AppError> {
     if st.db.has_replicas()
@@ -506,7 +578,7 @@ async fn update_price(
     JsonBody(body): JsonBody<PriceIn>,
 ) -> Result<Response, AppError> {
     let id = parse_id(&raw, "product id")?;
-    if !u.is_admin {
+    if !current_role(&st, u.user_id).await?.is_admin {
         return Err(AppError::Forbidden("only admins may change prices".into()));
     }
     if body.price <= 0 || body.price > 100_000_000 {
@@ -596,6 +668,7 @@ async fn cart_add(
             body.product_id
         )));
     }
+    current_role(&st, u.user_id).await?;
     if let Some(sh) = &st.shards {
         return sharded::cart_add(&st, sh, u.user_id, body.product_id, body.quantity).await;
     }
@@ -642,6 +715,7 @@ async fn cart_remove(
     Path(raw): Path<String>,
 ) -> Result<Response, AppError> {
     let product_id = parse_id(&raw, "product id")?;
+    current_role(&st, u.user_id).await?;
     if let Some(sh) = &st.shards {
         return sharded::cart_remove(sh, &st.metrics, u.user_id, product_id).await;
     }
@@ -713,6 +787,7 @@ async fn checkout(
             "Idempotency-Key is longer than 128 characters".into(),
         ));
     }
+    current_role(&st, u.user_id).await?;
     let attempt = match &st.shards {
         Some(sh) => sharded::checkout(&st, sh, u.user_id, &key).await,
         None => checkout_tx(&st, u.user_id, &key).await,
@@ -927,6 +1002,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     if let Some(sh) = &st.shards {
         pools.extend(sh.pool_usage());
     }
-    let body = st.metrics.render(&st.instance_id, &pools);
+    let mut body = st.metrics.render(&st.instance_id, &pools);
+    body.push_str(&st.hasher.render_metrics(&st.instance_id));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

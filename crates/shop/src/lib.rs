@@ -7,11 +7,13 @@
 //! user. Start-up is: validate the config, connect (refusing bad connection math),
 //! migrate and seed, then serve until the shutdown token fires. See ARCHITECTURE.md.
 
+pub mod admin;
 pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod hashing;
 pub mod http;
 pub mod keys;
 pub mod marks;
@@ -19,6 +21,7 @@ pub mod metrics;
 pub mod redis_conn;
 pub mod ryw;
 pub mod schema;
+pub mod secret;
 pub mod sessions;
 pub mod shard;
 pub mod userdata;
@@ -30,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{CacheKind, SessionKind, ShopConfig};
 pub use error::{AppError, ShopError};
-pub use http::{AppState, app};
+pub use http::{AppState, app, metrics_app};
 
 use cache::{CacheAside, CacheBackend};
 use db::Db;
@@ -38,30 +41,6 @@ use marks::MarkStore;
 use metrics::Metrics;
 use redis_conn::RedisConn;
 use sessions::SessionStore;
-
-/// The JWT secret after defaults: the file, else the flag, else the development secret.
-pub fn jwt_secret(cfg: &ShopConfig) -> Result<(Vec<u8>, bool), ShopError> {
-    if let Some(path) = &cfg.jwt_secret_file {
-        let s = std::fs::read_to_string(path)
-            .map_err(|e| ShopError::Config(format!("jwt_secret_file: {path}: {e}")))?;
-        let s = s.trim_end();
-        if s.len() < 16 {
-            return Err(ShopError::Config(
-                "jwt_secret_file: secret shorter than 16 bytes".into(),
-            ));
-        }
-        return Ok((s.as_bytes().to_vec(), false));
-    }
-    if !cfg.jwt_secret.is_empty() {
-        if cfg.jwt_secret.len() < 16 {
-            return Err(ShopError::Config(
-                "jwt_secret: shorter than 16 bytes".into(),
-            ));
-        }
-        return Ok((cfg.jwt_secret.as_bytes().to_vec(), false));
-    }
-    Ok((config::DEV_JWT_SECRET.as_bytes().to_vec(), true))
-}
 
 /// `hostname-pid`, the default instance id.
 pub fn default_instance_id() -> String {
@@ -77,12 +56,39 @@ pub fn default_instance_id() -> String {
 /// background tasks (stopped by `state.background`). Must run inside a tokio runtime.
 pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
     cfg.validate()?;
-    let (secret, dev_secret) = jwt_secret(cfg)?;
-    if cfg.sessions == SessionKind::Jwt && dev_secret {
-        tracing::warn!(
-            "using the built-in development JWT secret: anyone can forge tokens; set --jwt-secret or --jwt-secret-file"
-        );
-    }
+    // The key is checked (or created) before anything connects: a bad key file refuses
+    // the start with the flag named.
+    let secret = match secret::jwt_key(cfg)? {
+        Some((key, source)) => {
+            match &source {
+                secret::KeySource::Configured => {
+                    tracing::info!("JWT key from --jwt-secret / {}", secret::SECRET_ENV)
+                }
+                secret::KeySource::File(p) => {
+                    tracing::info!(file = %p.display(), "JWT key from the deployment's key file")
+                }
+                secret::KeySource::Generated(p) => tracing::info!(
+                    file = %p.display(),
+                    "generated this deployment's JWT key (every instance reads this file)"
+                ),
+            }
+            key
+        }
+        None => Vec::new(),
+    };
+    let hash_permits = match cfg.hash_concurrency {
+        0 => hashing::permits_for(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cfg.hash_memory_budget_mib,
+        ),
+        n => n,
+    };
+    let hasher = hashing::Hasher::new(hash_permits)?;
+    tracing::info!(
+        permits = hash_permits,
+        mib_each = hashing::HASH_MEMORY_MIB,
+        "password hashing bounded"
+    );
     if cfg.sessions == SessionKind::Memory {
         for _ in 0..3 {
             tracing::warn!(
@@ -167,7 +173,7 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
         marks,
         metrics,
         redis,
-        admin_users: cfg.admin_users.clone(),
+        hasher,
         key_prefix: cfg.key_prefix.clone(),
         max_body_bytes: cfg.max_body_bytes,
         background,
@@ -175,10 +181,26 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
 }
 
 /// Runs one instance until `shutdown` fires: stops accepting, lets in-flight requests
-/// finish (bounded by `shutdown_grace_ms`), then returns.
+/// finish (bounded by `shutdown_grace_ms`), then returns. With `metrics_listen`, serves
+/// `/metrics` on that second listener (stopped with the first).
 pub async fn run(cfg: ShopConfig, shutdown: CancellationToken) -> Result<(), ShopError> {
     let state = build_state(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen).await?;
+    let metrics_server = match &cfg.metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                ShopError::Config(format!("metrics_listen: cannot listen on {addr}: {e}"))
+            })?;
+            tracing::info!(metrics_listen = %l.local_addr()?, "metrics served on their own listener");
+            let token = shutdown.clone();
+            Some(tokio::spawn(
+                axum::serve(l, metrics_app(state.clone()))
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .into_future(),
+            ))
+        }
+        None => None,
+    };
     tracing::info!(
         listen = %listener.local_addr()?,
         instance = %state.instance_id,
@@ -200,6 +222,9 @@ pub async fn run(cfg: ShopConfig, shutdown: CancellationToken) -> Result<(), Sho
         }
     }
     shutdown.cancel();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     state.background.cancel();
     tracing::info!("shop stopped");
     Ok(())

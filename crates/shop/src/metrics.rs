@@ -1,7 +1,11 @@
 //! Prometheus metrics of one instance, rendered as text at `GET /metrics`.
 //!
-//! Counters are atomics updated on the request path without locks; route labels are the
-//! matched route templates (bounded set), never raw paths. Exposed for benches:
+//! Counters are atomics updated on the request path without locks. Every label comes
+//! from a closed set, so no client can grow the page: methods are the standard ones
+//! ([`method_label`]; anything else is `other`), routes are the matched route templates
+//! (a request that matched none is `other`), statuses are the ones the handlers answer.
+//! The page is served only on the separate `--metrics-listen` listener, never on the
+//! public one. Exposed for benches:
 //! `shop_cache_hits_total`, `shop_cache_misses_total`, `shop_db_queries_total{role}`.
 
 use std::collections::BTreeMap;
@@ -35,7 +39,7 @@ struct RouteStats {
 #[derive(Debug, Default)]
 pub struct Metrics {
     // Per-route stats behind one short-held mutex (never held across an await).
-    routes: Mutex<BTreeMap<(String, String), RouteStats>>,
+    routes: Mutex<BTreeMap<(&'static str, String), RouteStats>>,
     cache_hits: Mutex<BTreeMap<&'static str, u64>>,
     cache_misses: Mutex<BTreeMap<&'static str, u64>>,
     db_primary: AtomicU64,
@@ -61,13 +65,25 @@ pub struct PoolUsage {
     pub idle: u32,
 }
 
+/// The label of an HTTP method: one of the standard methods, else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .iter()
+        .copied()
+        .find(|m| *m == method)
+        .unwrap_or("other")
+}
+
 impl Metrics {
-    /// Records one served request.
+    /// Records one served request. `route` must be a route template of the router or
+    /// `other`; the method is reduced to [`method_label`].
     pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let method = method_label(method);
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        let s = routes
-            .entry((method.to_string(), route.to_string()))
-            .or_default();
+        let s = routes.entry((method, route.to_string())).or_default();
         *s.by_status.entry(status).or_default() += 1;
         if s.buckets.is_empty() {
             s.buckets = vec![0; LATENCY_BUCKETS_S.len()];
@@ -355,7 +371,8 @@ impl Metrics {
     }
 }
 
-fn escape(s: &str) -> String {
+/// Escapes a label value for the text exposition format.
+pub fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -409,5 +426,20 @@ mod tests {
         assert_eq!(scrape_value(&page, &["_bucket", "le=\"0.005\""]), Some(1.0));
         assert_eq!(scrape_value(&page, &["_bucket", "le=\"+Inf\""]), Some(2.0));
         assert_eq!(scrape_sum(&page, &["shop_requests_total"]), 2.0);
+    }
+
+    #[test]
+    fn made_up_methods_share_one_series() {
+        let m = Metrics::default();
+        for i in 0..1000 {
+            m.request(&format!("X{i}"), "/catalog", 405, 0.001);
+        }
+        m.request("GET", "/catalog", 200, 0.001);
+        let page = m.render("i", &[]);
+        assert_eq!(page.matches("shop_requests_total{").count(), 2, "{page}");
+        assert_eq!(
+            scrape_value(&page, &["shop_requests_total", "method=\"other\""]),
+            Some(1000.0)
+        );
     }
 }

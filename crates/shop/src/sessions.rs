@@ -1,8 +1,11 @@
-//! Who is calling: password hashing, and the session stores behind `--sessions`.
+//! Who is calling: the session stores behind `--sessions` (password hashing lives in
+//! `hashing`).
 //!
-//! - `jwt`: a signed HS256 token carrying the user; nothing stored server side, any
-//!   instance with the secret verifies it. Only HS256 is accepted (so `alg: none` and
-//!   other algorithms are rejected), and `exp` is required.
+//! - `jwt`: a signed HS256 token carrying the minimum (`sub` = user id, `iat`, `exp`);
+//!   nothing stored server side, any instance with the deployment's key (see `secret`)
+//!   verifies it. Only HS256 is accepted (so `alg: none` and other algorithms are
+//!   rejected), and `exp` is required. A token carries no privilege: roles are read from
+//!   the database on every write, so a forged or stale claim grants nothing.
 //! - `redis` / `sql`: an opaque token `USERID.RANDOM`; the session lives in Redis under
 //!   the user's hash tag, or in the `sessions` table, with a TTL.
 //! - `memory`: the same opaque token kept in this process only. The anti-pattern: any
@@ -13,8 +16,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -25,46 +26,21 @@ use crate::error::{AppError, ShopError};
 use crate::redis_conn::RedisConn;
 use crate::{keys, write_tx};
 
-/// The authenticated caller.
+/// The authenticated caller: who, nothing more. Whether the user still exists and what
+/// it may do is read from the database where it matters (writes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionUser {
     /// `users.id`.
     pub user_id: i64,
-    /// `users.username`.
-    pub username: String,
-    /// Whether the user may change prices.
-    pub is_admin: bool,
 }
 
+/// JWT claims: the minimum. Unknown claims in a token (say a forged `adm: true`) are
+/// ignored, never read.
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
-    name: String,
-    adm: bool,
     iat: u64,
     exp: u64,
-}
-
-/// Hashes a password with argon2id and a random salt (CPU-heavy: call off the runtime).
-pub fn hash_password(password: &str) -> Result<String, ShopError> {
-    let mut salt = [0u8; 16];
-    rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| ShopError::Internal(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ShopError::Internal(format!("hashing: {e}")))
-}
-
-/// Checks a password against a stored argon2 hash (CPU-heavy: call off the runtime).
-pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
 }
 
 fn random_token_part() -> String {
@@ -172,8 +148,6 @@ impl SessionStore {
             SessionStore::Jwt { enc, ttl_s, .. } => {
                 let claims = Claims {
                     sub: user.user_id.to_string(),
-                    name: user.username.clone(),
-                    adm: user.is_admin,
                     iat: now_ms / 1000,
                     exp: now_ms / 1000 + ttl_s,
                 };
@@ -244,11 +218,12 @@ impl SessionStore {
                 v.validate_exp = false;
                 match jsonwebtoken::decode::<Claims>(token, dec, &v) {
                     Ok(data) if data.claims.exp.saturating_mul(1000) <= now_ms => Ok(None),
-                    Ok(data) => Ok(data.claims.sub.parse().ok().map(|user_id| SessionUser {
-                        user_id,
-                        username: data.claims.name,
-                        is_admin: data.claims.adm,
-                    })),
+                    Ok(data) => Ok(data
+                        .claims
+                        .sub
+                        .parse()
+                        .ok()
+                        .map(|user_id| SessionUser { user_id })),
                     Err(e) => {
                         tracing::debug!(error = %e, "rejected a JWT");
                         Ok(None)
@@ -300,11 +275,7 @@ mod tests {
     }
 
     fn alice() -> SessionUser {
-        SessionUser {
-            user_id: 7,
-            username: "alice".into(),
-            is_admin: false,
-        }
+        SessionUser { user_id: 7 }
     }
 
     #[tokio::test]
@@ -325,14 +296,6 @@ mod tests {
         let mut parts: Vec<String> = t.split('.').map(String::from).collect();
         parts[1].push('A');
         assert_eq!(s.resolve(&parts.join("."), now).await.unwrap(), None);
-    }
-
-    #[test]
-    fn passwords_hash_and_verify() {
-        let h = hash_password("correct horse").unwrap();
-        assert!(verify_password("correct horse", &h));
-        assert!(!verify_password("wrong", &h));
-        assert!(!verify_password("x", "not a hash"));
     }
 
     #[test]

@@ -285,6 +285,19 @@ async fn price_change_is_admin_only_and_invalidates_the_cache() {
     let st = state(&sqlite_config("price")).await;
     let admin = user(&st, "admin").await;
     let carol = user(&st, "carol").await;
+    // The name `admin` alone grants nothing.
+    let (s, _, b) = call(
+        &st,
+        "PUT",
+        "/products/5/price",
+        Some(&admin),
+        Some(r#"{"price":1}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    // Granted by the admin command, it takes effect with the same token.
+    grant_admin(&st, "admin").await;
     // Warm the cache.
     let (_, _, before) = call(&st, "GET", "/products/5", None, None, &[]).await;
     let (_, _, cat) = call(&st, "GET", "/catalog", None, None, &[]).await;

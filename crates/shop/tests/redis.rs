@@ -99,6 +99,7 @@ async fn stock_expires_by_ttl_and_price_update_is_seen_by_a_second_instance() {
     let a = state(&mk("a")).await;
     let b = state(&mk("b")).await;
     let admin = user(&a, "admin").await;
+    grant_admin(&a, "admin").await;
     let (_, _, p_b) = call(&b, "GET", "/products/3", None, None, &[]).await; // B caches it
     let (_, _, p_b2) = call(&b, "GET", "/products/3", None, None, &[]).await;
     assert_eq!(p_b, p_b2);

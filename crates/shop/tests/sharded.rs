@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use common::{call, count, sqlite_config, temp_db, user};
+use common::{call, count, scrape, sqlite_config, temp_db, user};
 use shop::shard::{HashRouter, ShardRouter};
 use shop::{AppState, ShopConfig};
 
@@ -144,7 +144,7 @@ async fn forty_users_land_on_exactly_their_shard() {
     assert_eq!(s, StatusCode::OK, "{ready}");
     assert_eq!(ready["shards"]["s0"], true, "{ready}");
     assert_eq!(ready["shards"]["s1"], true, "{ready}");
-    let (s, _, _) = call(&st, "GET", "/metrics", None, None, &[]).await;
+    let (s, _) = scrape(&st).await;
     assert_eq!(s, StatusCode::OK);
     let page = st.metrics.render("x", &st.db.pool_usage());
     for shard in ["s0", "s1"] {

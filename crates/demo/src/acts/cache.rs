@@ -40,7 +40,7 @@ pub async fn run(ctx: &Ctx) -> Result<Act5, DemoError> {
                 catalog_reads(),
             )
             .await?;
-            let m0 = metrics(inst.addr).await;
+            let m0 = metrics(inst.metrics_addr).await;
             let m = measure(
                 ctx,
                 &[&inst],
@@ -48,7 +48,7 @@ pub async fn run(ctx: &Ctx) -> Result<Act5, DemoError> {
                 closed(ctx, inst.addr, 16, ctx.secs(), catalog_reads()),
             )
             .await?;
-            let m1 = metrics(inst.addr).await;
+            let m1 = metrics(inst.metrics_addr).await;
             let d =
                 |needles: &[&str]| http::scrape_sum(&m1, needles) - http::scrape_sum(&m0, needles);
             let (hits, misses) = (

@@ -42,7 +42,7 @@ pub async fn run(ctx: &Ctx) -> Result<Act1, DemoError> {
         .await?;
         let mut points = Vec::new();
         for &c in levels {
-            let m0 = metrics(inst.addr).await;
+            let m0 = metrics(inst.metrics_addr).await;
             let m = measure(
                 ctx,
                 &[&inst],
@@ -50,7 +50,7 @@ pub async fn run(ctx: &Ctx) -> Result<Act1, DemoError> {
                 closed(ctx, inst.addr, c, ctx.secs(), product_reads()),
             )
             .await?;
-            let m1 = metrics(inst.addr).await;
+            let m1 = metrics(inst.metrics_addr).await;
             let d = |needles: &[&str]| {
                 http::scrape_sum(&m1, needles) - http::scrape_sum(&m0, needles)
             };

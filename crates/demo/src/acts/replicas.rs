@@ -41,7 +41,7 @@ pub async fn run(ctx: &Ctx, primary: &str, replicas: &[String]) -> Result<Act8, 
             let inst = ctx.start(s, &spec, None).await?;
             closed(ctx, inst.addr, 4, std::time::Duration::from_millis(300), product_reads())
                 .await?;
-            let m0 = metrics(inst.addr).await;
+            let m0 = metrics(inst.metrics_addr).await;
             let m = measure(
                 ctx,
                 &[&inst],
@@ -49,7 +49,7 @@ pub async fn run(ctx: &Ctx, primary: &str, replicas: &[String]) -> Result<Act8, 
                 closed(ctx, inst.addr, 32, ctx.secs(), product_reads()),
             )
             .await?;
-            let m1 = metrics(inst.addr).await;
+            let m1 = metrics(inst.metrics_addr).await;
             let d = |role: &str| {
                 http::scrape_sum(&m1, &["shop_db_queries_total", role])
                     - http::scrape_sum(&m0, &["shop_db_queries_total", role])
@@ -83,7 +83,7 @@ pub async fn run(ctx: &Ctx, primary: &str, replicas: &[String]) -> Result<Act8, 
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
-        let m0 = metrics(inst.addr).await;
+        let m0 = metrics(inst.metrics_addr).await;
         let mut stale = 0;
         for u in 0..users {
             let creds = format!(r#"{{"username":"ryw{u}-{stamp}","password":"demo-password-1"}}"#);
@@ -115,7 +115,7 @@ pub async fn run(ctx: &Ctx, primary: &str, replicas: &[String]) -> Result<Act8, 
                 stale += 1;
             }
         }
-        let m1 = metrics(inst.addr).await;
+        let m1 = metrics(inst.metrics_addr).await;
         let fallbacks = http::scrape_sum(&m1, &["shop_ryw_primary_fallbacks_total"])
             - http::scrape_sum(&m0, &["shop_ryw_primary_fallbacks_total"]);
         ctx.say(&format!("  read-your-writes: {stale} stale reads of {users}; {fallbacks:.0} reads sent to the primary to stay fresh"));

@@ -28,6 +28,39 @@ pub enum Action {
     /// Move carts and orders to a new shard map: only users whose shard changes move,
     /// copied before deleted; safe to re-run after a crash. Prints one JSON line.
     Reshard(ReshardArgs),
+    /// Grant or revoke the admin role (the only way anyone becomes an admin).
+    Admin(AdminArgs),
+}
+
+/// Arguments of `scaleout shop admin`.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// grant | revoke.
+    #[command(subcommand)]
+    pub change: AdminChange,
+}
+
+/// `grant USER` or `revoke USER`.
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminChange {
+    /// Make USER an admin (may change prices). Prints one JSON line.
+    Grant(RoleArgs),
+    /// Take the admin role from USER. Prints one JSON line.
+    Revoke(RoleArgs),
+}
+
+/// The user and the database of a role change.
+#[derive(Debug, clap::Args)]
+pub struct RoleArgs {
+    /// Username (must have signed up).
+    pub user: String,
+    /// Config file with a `[shop]` section (its `db` is used).
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<std::path::PathBuf>,
+    /// Primary database: `sqlite:PATH` or `postgres://...` [default: the config's, else
+    /// sqlite:scaleout-shop.db].
+    #[arg(long)]
+    pub db: Option<String>,
 }
 
 /// Arguments of `scaleout shop reshard`.
@@ -81,21 +114,31 @@ pub struct ServeArgs {
     /// expected-instances x pool-size > max_connections) [default: 1].
     #[arg(long)]
     pub expected_instances: Option<u32>,
-    /// HS256 secret for JWT sessions (at least 16 bytes) [default: a dev secret, with a warning].
-    #[arg(long)]
+    /// HS256 key for JWT sessions, at least 32 bytes (visible in `ps`: prefer the
+    /// environment variable or --jwt-secret-file) [default: the key file].
+    #[arg(long, env = "SCALEOUT_SHOP_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// Read the JWT secret from this file.
+    /// The deployment's JWT key file, read by every instance; created (mode 0600, 32
+    /// random bytes) when missing; refused when group/world-readable or shorter than 32
+    /// bytes [default: <sqlite db path>.jwt-secret; PostgreSQL needs this or the key].
     #[arg(long)]
     pub jwt_secret_file: Option<String>,
+    /// Serve /metrics on this separate address (never on --listen) [default: no metrics].
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Password hashes allowed at once; excess gets 503 + Retry-After [default: 0 =
+    /// min(2 x cores, hash-memory-budget-mib / 19)].
+    #[arg(long)]
+    pub hash_concurrency: Option<usize>,
+    /// Memory all concurrent password hashes may use, MiB [default: 128].
+    #[arg(long)]
+    pub hash_memory_budget_mib: Option<u64>,
     /// Products generated into an empty database [default: 1000].
     #[arg(long)]
     pub seed_products: Option<u64>,
     /// Replicas lagging more than this are skipped [default: 1000].
     #[arg(long)]
     pub max_replica_lag_ms: Option<u64>,
-    /// Comma-separated usernames that become admins at signup [default: admin].
-    #[arg(long, value_delimiter = ',')]
-    pub admin_users: Option<Vec<String>>,
     /// Prefix of this shop's Redis and cache keys [default: shop].
     #[arg(long)]
     pub key_prefix: Option<String>,
@@ -130,7 +173,8 @@ impl ServeArgs {
             jwt_secret,
             seed_products,
             max_replica_lag_ms,
-            admin_users,
+            hash_concurrency,
+            hash_memory_budget_mib,
             key_prefix
         );
         if !self.replica.is_empty() {
@@ -141,6 +185,9 @@ impl ServeArgs {
         }
         if self.cache.is_some() {
             c.cache = self.cache;
+        }
+        if self.metrics_listen.is_some() {
+            c.metrics_listen = self.metrics_listen;
         }
         if self.jwt_secret_file.is_some() {
             c.jwt_secret_file = self.jwt_secret_file;
@@ -158,6 +205,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
     match args.action {
         Some(Action::Reshard(r)) => reshard(r),
+        Some(Action::Admin(a)) => admin(a),
         None => serve(args.serve),
     }
 }
@@ -185,6 +233,36 @@ fn reshard(args: ReshardArgs) -> anyhow::Result<ExitCode> {
         shop::shard::reshard(&from, &to, &opts, &cancel).await
     })?;
     println!("{}", serde_json::to_string(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let (grant, r) = match args.change {
+        AdminChange::Grant(r) => (true, r),
+        AdminChange::Revoke(r) => (false, r),
+    };
+    let mut cfg = match &r.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            ShopConfig::from_toml(&text)?
+        }
+        None => ShopConfig::default(),
+    };
+    if let Some(db) = r.db {
+        cfg.db = db;
+    }
+    // Only the database is used: no key, no listener, no pool math beyond one connection.
+    cfg.pool_size = 1;
+    cfg.expected_instances = 1;
+    cfg.replica.clear();
+    cfg.validate()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let change = rt.block_on(shop::admin::set_admin(&cfg, &r.user, grant))?;
+    println!("{}", serde_json::to_string(&change)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -79,6 +79,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("scaleout up: admin token in {}", token_file.display());
     }
     cfg.validate()?;
+    if cfg.fleet.command.is_empty() && cfg.service.uses_jwt() {
+        // One JWT key per deployment, created here once; every instance reads the file.
+        let dir = &cfg.fleet.data_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(fleet::deployment::SHOP_JWT_SECRET_FILE);
+        let (_, created) = shop::secret::load_or_create(&path)?;
+        if created {
+            eprintln!(
+                "scaleout up: generated the shop's JWT key in {}",
+                path.display()
+            );
+        }
+    }
     if !(args.status_every_s.is_finite() && args.status_every_s >= 0.0) {
         anyhow::bail!("--status-every-s must be a number >= 0");
     }

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use shop::{AppState, ShopConfig};
 use tower::ServiceExt;
 
-pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 
 pub fn temp_db(tag: &str) -> String {
     let dir = std::env::temp_dir().join(format!(
@@ -93,6 +93,24 @@ pub async fn user(st: &Arc<AppState>, name: &str) -> String {
     let (s, _, b) = call(st, "POST", "/login", None, Some(&creds), &[]).await;
     assert_eq!(s, StatusCode::OK, "login {name}: {b}");
     b["token"].as_str().unwrap().to_string()
+}
+
+/// Grants `name` the admin role the only way there is: the admin command's function.
+pub async fn grant_admin(st: &Arc<AppState>, name: &str) {
+    let c = shop::admin::set_admin_on(&st.db, name, true).await.unwrap();
+    assert!(c.is_admin && c.changed, "{c:?}");
+}
+
+/// One request through the metrics router (the separate `--metrics-listen` listener).
+pub async fn scrape(st: &Arc<AppState>) -> (StatusCode, String) {
+    let req = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let resp = shop::metrics_app(st.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).to_string())
 }
 
 /// Counts rows of `sql` (a `SELECT COUNT(*) ...`) on the primary.
