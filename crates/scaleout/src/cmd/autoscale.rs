@@ -224,7 +224,7 @@ fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
     if a.threads == 0 || a.threads > 64 {
         anyhow::bail!("--threads: must be 1..=64");
     }
-    let eval = evaluate::evaluate(&families, &sets, a.target_in_flight, a.threads);
+    let eval = evaluate::evaluate(&families, &sets, a.target_in_flight, a.threads)?;
     let to_stdout = a.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
     if let Some(p) = &a.json {
         let json = serde_json::to_string_pretty(&eval)?;
@@ -239,7 +239,7 @@ fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         print!("{}", eval.to_text());
     }
     if let Some(p) = &a.pareto_svg {
-        let points = evaluate::pareto(&families, &sets, a.threads);
+        let points = evaluate::pareto(&families, &sets, a.threads)?;
         std::fs::write(p, evaluate::pareto_svg(&points))
             .with_context(|| format!("write {}", p.display()))?;
         if !to_stdout {
