@@ -15,12 +15,12 @@ fn main() {
     };
     let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
     let started = std::time::Instant::now();
-    let eval = evaluate::evaluate(&Family::ALL, &sets, 6.0, threads);
+    let eval = evaluate::evaluate(&Family::ALL, &sets, 6.0, threads).expect("valid contenders");
     print!("{}", eval.to_text());
     eprintln!("evaluation: {:.1} s", started.elapsed().as_secs_f64());
     if let Some(path) = args.get(3) {
         let started = std::time::Instant::now();
-        let points = evaluate::pareto(&Family::ALL, &sets, threads);
+        let points = evaluate::pareto(&Family::ALL, &sets, threads).expect("valid contenders");
         std::fs::write(path, evaluate::pareto_svg(&points)).expect("write the SVG");
         for p in &points {
             println!(

@@ -33,7 +33,7 @@ fn main() {
     };
     let cases = evaluate::scenarios(&Family::ALL, &[set]);
     let results: Vec<TraceResult> = evaluate::run_parallel(&cases, 2, |(s, set)| {
-        evaluate::run_scenario(s, *set, &contenders)
+        evaluate::run_scenario(s, *set, &contenders).expect("validated variants")
     });
     let names: Vec<String> = contenders.iter().map(|c| c.name.clone()).collect();
     let refs: Vec<&TraceResult> = results.iter().collect();

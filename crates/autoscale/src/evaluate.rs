@@ -33,7 +33,7 @@ use serde::Serialize;
 use crate::config::{Config, PolicyKind};
 use crate::families::{Family, Scenario};
 use crate::metrics::MetricKind;
-use crate::sim::{CapacityModel, named_policy, simulate};
+use crate::sim::{CapacityModel, SimError, named_policy, simulate};
 
 /// The seed split. Dev seeds are what `default` may be tuned on; held-out seeds were
 /// fixed (this constant committed) before any policy change was measured on them.
@@ -181,33 +181,34 @@ impl TraceResult {
     }
 }
 
-/// Runs every contender on `scenario`.
-pub fn run_scenario(scenario: &Scenario, set: SeedSet, contenders: &[Contender]) -> TraceResult {
+/// Runs every contender on `scenario`; an invalid contender config is an error naming
+/// the field.
+pub fn run_scenario(
+    scenario: &Scenario,
+    set: SeedSet,
+    contenders: &[Contender],
+) -> Result<TraceResult, SimError> {
     let trace = scenario.trace();
     let model = model_for(scenario);
-    let outcomes = contenders
-        .iter()
-        .map(|c| {
-            let r = simulate(&trace, &c.cfg, &model, scenario.seed)
-                .expect("contender configs and the model are valid")
-                .report;
-            (
-                c.name.clone(),
-                Outcome {
-                    slo_violation_s: r.slo_violation_s,
-                    instance_seconds: r.instance_seconds,
-                    peak_instances: r.peak_instances,
-                    dropped_requests: r.dropped_requests,
-                },
-            )
-        })
-        .collect();
-    TraceResult {
+    let mut outcomes = Vec::with_capacity(contenders.len());
+    for c in contenders {
+        let r = simulate(&trace, &c.cfg, &model, scenario.seed)?.report;
+        outcomes.push((
+            c.name.clone(),
+            Outcome {
+                slo_violation_s: r.slo_violation_s,
+                instance_seconds: r.instance_seconds,
+                peak_instances: r.peak_instances,
+                dropped_requests: r.dropped_requests,
+            },
+        ));
+    }
+    Ok(TraceResult {
         scenario: scenario.clone(),
         set,
         duration_s: trace.len_s() as u64,
         outcomes,
-    }
+    })
 }
 
 /// The scenarios of `families` x `sets`, in a fixed order (set, family, seed).
@@ -390,19 +391,25 @@ pub struct Evaluation {
     pub goal: Vec<GoalCheck>,
 }
 
-/// Runs the evaluation over `families` x `sets` on `threads` threads.
+/// Runs the evaluation over `families` x `sets` on `threads` threads. Fails only when
+/// `target_in_flight` makes a contender config invalid (the error names the field).
 pub fn evaluate(
     families: &[Family],
     sets: &[SeedSet],
     target_in_flight: f64,
     threads: usize,
-) -> Evaluation {
+) -> Result<Evaluation, SimError> {
     let contenders = contenders(target_in_flight);
+    for c in &contenders {
+        c.cfg.validate()?;
+    }
     let names: Vec<String> = contenders.iter().map(|c| c.name.clone()).collect();
     let cases = scenarios(families, sets);
     let traces = run_parallel(&cases, threads, |(s, set)| {
         run_scenario(s, *set, &contenders)
-    });
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
     let mut groups = Vec::new();
     let mut goal = Vec::new();
     let set_names: Vec<Option<SeedSet>> = sets
@@ -436,13 +443,13 @@ pub fn evaluate(
             policies: all,
         });
     }
-    Evaluation {
+    Ok(Evaluation {
         target_in_flight,
         contenders: names,
         traces,
         groups,
         goal,
-    }
+    })
 }
 
 fn goal_check(set: &str, all: &[PolicySummary]) -> GoalCheck {
@@ -567,7 +574,11 @@ pub struct ParetoPoint {
 
 /// Sweeps [`PARETO_KINDS`] x [`PARETO_TARGETS`] over the scenarios of `families` x
 /// `sets`: what each extra instance-second buys in SLO violation, per policy.
-pub fn pareto(families: &[Family], sets: &[SeedSet], threads: usize) -> Vec<ParetoPoint> {
+pub fn pareto(
+    families: &[Family],
+    sets: &[SeedSet],
+    threads: usize,
+) -> Result<Vec<ParetoPoint>, SimError> {
     let mut configs = Vec::new();
     for kind in PARETO_KINDS {
         for t in PARETO_TARGETS {
@@ -581,13 +592,11 @@ pub fn pareto(families: &[Family], sets: &[SeedSet], threads: usize) -> Vec<Pare
     }
     let cases = scenarios(families, sets);
     let per_trace: Vec<Vec<Outcome>> = run_parallel(&cases, threads, |(s, set)| {
-        run_scenario(s, *set, &configs)
-            .outcomes
-            .into_iter()
-            .map(|(_, o)| o)
-            .collect()
-    });
-    configs
+        run_scenario(s, *set, &configs).map(|r| r.outcomes.into_iter().map(|(_, o)| o).collect())
+    })
+    .into_iter()
+    .collect::<Result<_, _>>()?;
+    Ok(configs
         .iter()
         .enumerate()
         .map(|(i, c)| {
@@ -606,7 +615,7 @@ pub fn pareto(families: &[Family], sets: &[SeedSet], threads: usize) -> Vec<Pare
                 instance_seconds: Spread::of(&cost).median,
             }
         })
-        .collect()
+        .collect())
 }
 
 /// The Pareto chart as a standalone SVG: median instance-seconds (x) against median

@@ -62,8 +62,8 @@ fn ratios_are_per_trace_with_one_second_added() {
 
 #[test]
 fn the_same_scenarios_give_the_same_evaluation_on_any_thread_count() {
-    let a = evaluate(&[Family::Step], &[SeedSet::Dev], 6.0, 1);
-    let b = evaluate(&[Family::Step], &[SeedSet::Dev], 6.0, 2);
+    let a = evaluate(&[Family::Step], &[SeedSet::Dev], 6.0, 1).unwrap();
+    let b = evaluate(&[Family::Step], &[SeedSet::Dev], 6.0, 2).unwrap();
     assert_eq!(
         serde_json::to_string(&a.traces).unwrap(),
         serde_json::to_string(&b.traces).unwrap()
@@ -78,4 +78,12 @@ fn dev_and_held_out_seeds_do_not_overlap() {
     assert!(SeedSet::HeldOut.seeds().all(|s| !dev.contains(&s)));
     // At least 200 traces over both sets.
     assert!(scenarios(&Family::ALL, &SeedSet::ALL).len() >= 200);
+}
+
+#[test]
+fn an_invalid_target_is_an_error_naming_the_field() {
+    match evaluate(&[Family::Step], &[SeedSet::Dev], -1.0, 1) {
+        Err(SimError::Config(e)) => assert!(e.to_string().contains("target_in_flight"), "{e}"),
+        other => panic!("{:?}", other.map(|e| e.traces.len())),
+    }
 }

@@ -90,6 +90,18 @@ struct SimulateArgs {
     /// Latency SLO (p99), ms.
     #[arg(long, default_value_t = CapacityModel::default().slo_p99_ms)]
     slo_p99_ms: f64,
+    /// Start-up time jitter, percent (each launch takes start-up x (1 +- jitter)).
+    #[arg(long, default_value_t = 0.0)]
+    startup_jitter_pct: f64,
+    /// Chance a start-up fails and is relaunched, percent (0-50).
+    #[arg(long, default_value_t = 0.0)]
+    fail_start_pct: f64,
+    /// Seconds a new instance is cold (reduced capacity, ramping to full).
+    #[arg(long, default_value_t = 0)]
+    cold_s: u64,
+    /// Capacity of a just-ready instance, percent (with --cold-s).
+    #[arg(long, default_value_t = 100.0)]
+    cold_capacity_pct: f64,
 }
 
 /// Runs `scaleout autoscale`.
@@ -140,6 +152,10 @@ fn simulate_cmd(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         startup_s: a.startup_s,
         noise_pct: a.noise_pct,
         slo_p99_ms: a.slo_p99_ms,
+        startup_jitter_pct: a.startup_jitter_pct,
+        fail_start_pct: a.fail_start_pct,
+        cold_s: a.cold_s,
+        cold_capacity_pct: a.cold_capacity_pct,
         ..CapacityModel::default()
     };
     let run = simulate(&trace, &cfg, &model, a.seed)?;
@@ -224,7 +240,7 @@ fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
     if a.threads == 0 || a.threads > 64 {
         anyhow::bail!("--threads: must be 1..=64");
     }
-    let eval = evaluate::evaluate(&families, &sets, a.target_in_flight, a.threads);
+    let eval = evaluate::evaluate(&families, &sets, a.target_in_flight, a.threads)?;
     let to_stdout = a.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
     if let Some(p) = &a.json {
         let json = serde_json::to_string_pretty(&eval)?;
@@ -239,7 +255,7 @@ fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         print!("{}", eval.to_text());
     }
     if let Some(p) = &a.pareto_svg {
-        let points = evaluate::pareto(&families, &sets, a.threads);
+        let points = evaluate::pareto(&families, &sets, a.threads)?;
         std::fs::write(p, evaluate::pareto_svg(&points))
             .with_context(|| format!("write {}", p.display()))?;
         if !to_stdout {
