@@ -124,7 +124,7 @@ impl Envelope {
     /// The CPU as a Kubernetes quantity (`250m`, `2`).
     pub fn k8s_cpu(&self) -> String {
         let millis = (self.cpu * 1000.0).round() as u64;
-        if millis % 1000 == 0 {
+        if millis.is_multiple_of(1000) {
             (millis / 1000).to_string()
         } else {
             format!("{millis}m")
