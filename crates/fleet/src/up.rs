@@ -252,7 +252,12 @@ async fn print_status(
         prev = (stats, now);
         let status = fleet.status();
         let mut line = status_line(&status, &scaler.borrow());
-        line.push_str(&envelope_part(&status, &usage));
+        // Before the decision, whose reason can be long.
+        let env = envelope_part(&status, &usage);
+        match line.find(" | decision ") {
+            Some(at) => line.insert_str(at, &env),
+            None => line.push_str(&env),
+        }
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{line}");
     }
