@@ -123,7 +123,15 @@ pub async fn run(
 ) -> Result<UpSummary, FleetError> {
     cfg.validate()?;
     let fleet_cfg = cfg.resolved_fleet();
-    let proxy = proxy::Proxy::bind(cfg.balancer.clone())
+    let mut balancer = cfg.balancer.clone();
+    if balancer.health.path.is_empty() {
+        // The fleet admits an instance only once its readiness path answers; the
+        // balancer keeps checking that same path afterwards, so an instance that stops
+        // being ready (its database gone) leaves the pool, not only one that stops
+        // listening. A TCP check is the balancer's default for servers we did not write.
+        balancer.health.path = fleet_cfg.readiness_path.clone();
+    }
+    let proxy = proxy::Proxy::bind(balancer)
         .await
         .map_err(|e| FleetError::Balancer(e.to_string()))?;
     let lb = proxy.handle();
