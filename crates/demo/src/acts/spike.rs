@@ -58,8 +58,19 @@ pub async fn run(ctx: &Ctx, act1: Option<&Act1>) -> Result<Act7, DemoError> {
         (SPIKE_FACTOR * capacity).round(),
     );
     let needed = (spike / target_rps).ceil() as u32;
+    // In flight per instance at the target rate, by Little's law as act 1 measured it:
+    // the closed-loop concurrency at which one instance first reached the target rate.
+    // It reacts to a queue even while completed requests per second are capped by a
+    // saturated instance. Without act 1, requests per second alone.
+    let target_in_flight = act1.and_then(|a| {
+        a.points
+            .iter()
+            .find(|p| p.throughput_rps >= target_rps)
+            .map(|p| p.concurrency as f64)
+    });
     ctx.say(&format!(
-        "act 7: spike {base:.0} -> {spike:.0} req/s ({SPIKE_FACTOR}x one instance's {capacity:.0} req/s); autoscaler target {target_rps:.0} req/s per instance, {needed} needed"
+        "act 7: spike {base:.0} -> {spike:.0} req/s ({SPIKE_FACTOR}x one instance's {capacity:.0} req/s); autoscaler target {target_rps:.0} req/s{} per instance, {needed} needed",
+        target_in_flight.map_or(String::new(), |c| format!(" and {c} in flight"))
     ));
     let (before, hold, after) = if ctx.cfg.quick {
         (3, 12, 3)
@@ -94,10 +105,12 @@ pub async fn run(ctx: &Ctx, act1: Option<&Act1>) -> Result<Act7, DemoError> {
             .await
             .map_err(|st| DemoError::Step(format!("fleet: first instance not ready: {st:?}")))?;
         let max_instances = needed + 1;
-        let acfg: autoscale::Config = toml::from_str(&format!(
+        let mut acfg: autoscale::Config = toml::from_str(&format!(
             "policy = \"default\"\nmin_instances = 1\nmax_instances = {max_instances}\ntarget_rps = {target_rps:.1}\ntick_ms = 250\n"
         ))
         .map_err(|e| DemoError::Step(format!("autoscale config: {e}")))?;
+        // Replace the default in-flight target (a constant) with act 1's figure.
+        acfg.target_in_flight = target_in_flight;
         let (scaler, status) = fleet::Autoscaler::new(acfg, fh.clone(), h.clone())
             .map_err(|e| DemoError::Step(format!("autoscaler: {e}")))?;
         let sstop = CancellationToken::new();
@@ -183,6 +196,7 @@ pub async fn run(ctx: &Ctx, act1: Option<&Act1>) -> Result<Act7, DemoError> {
             capacity_rps: capacity,
             capacity_source,
             target_rps,
+            target_in_flight,
             slo_p99_ms: SLO_P99_MS,
             step_at_s: step_at.as_secs_f64(),
             spike_until_s: (before + hold) as f64,
