@@ -124,7 +124,7 @@ impl Envelope {
     /// The CPU as a Kubernetes quantity (`250m`, `2`).
     pub fn k8s_cpu(&self) -> String {
         let millis = (self.cpu * 1000.0).round() as u64;
-        if millis % 1000 == 0 {
+        if millis.is_multiple_of(1000) {
             (millis / 1000).to_string()
         } else {
             format!("{millis}m")
@@ -193,6 +193,23 @@ impl Resources {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT))
     }
+}
+
+/// Opens the envelopes `resources` asks for, as a fleet does at start: detects a
+/// writable cgroup interface (or refuses, saying why and naming `--no-envelopes`),
+/// removes stale groups of dead owners, and creates this user's group. `None` when
+/// `resources.enforce` is off. Use [`FleetScope::create`] and [`Group::command`] (or
+/// [`Group::wrap`] for a `std::process::Command`) to run processes inside envelopes
+/// outside a fleet, as the demo does for single instances.
+pub fn open(resources: &Resources) -> Result<Option<FleetScope>, EnvelopeError> {
+    if !resources.enforce {
+        return Ok(None);
+    }
+    let cgroups = Cgroups::detect(&resources.root())?;
+    cgroups.clean_stale();
+    let scope = cgroups.fleet_scope()?;
+    tracing::info!("resource envelopes: {}", cgroups.describe());
+    Ok(Some(scope))
 }
 
 /// Where cgroup filesystems are normally mounted.

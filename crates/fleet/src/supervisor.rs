@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::FleetError;
 use crate::config::Config;
-use crate::envelope::{Cgroups, Envelope, EnvelopeStats, FleetScope, Group};
+use crate::envelope::{Envelope, EnvelopeStats, FleetScope, Group};
 use crate::plan::{self, Action, Desired, InstanceView, Phase};
 use crate::process::{self, SpawnSpec, TemplateVars};
 use crate::registry::Registry;
@@ -291,17 +291,17 @@ impl<R: Registry> Fleet<R> {
             })?;
         let config = Config { data_dir, ..config };
         let envelope = config.resources.envelope(process::available_cpus());
-        let scope = if config.resources.enforce {
-            let cgroups = Cgroups::detect(&config.resources.root())?;
-            cgroups.clean_stale();
-            let scope = cgroups.fleet_scope()?;
-            tracing::info!(%envelope, "instances run in envelopes: {}", cgroups.describe());
-            Some((scope, envelope))
-        } else {
-            tracing::warn!(
-                "resource envelopes disabled: instances run without CPU or memory limits"
-            );
-            None
+        let scope = match crate::envelope::open(&config.resources)? {
+            Some(scope) => {
+                tracing::info!(%envelope, "each instance runs in an envelope");
+                Some((scope, envelope))
+            }
+            None => {
+                tracing::warn!(
+                    "resource envelopes disabled: instances run without CPU or memory limits"
+                );
+                None
+            }
         };
         let envelope = scope.as_ref().map(|(_, e)| *e);
         let groups: Groups = Arc::default();
