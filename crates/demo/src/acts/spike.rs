@@ -58,16 +58,10 @@ pub async fn run(ctx: &Ctx, act1: Option<&Act1>) -> Result<Act7, DemoError> {
         (SPIKE_FACTOR * capacity).round(),
     );
     let needed = (spike / target_rps).ceil() as u32;
-    // In flight per instance at the target rate, by Little's law as act 1 measured it:
-    // the closed-loop concurrency at which one instance first reached the target rate.
-    // It reacts to a queue even while completed requests per second are capped by a
-    // saturated instance. Without act 1, requests per second alone.
-    let target_in_flight = act1.and_then(|a| {
-        a.points
-            .iter()
-            .find(|p| p.throughput_rps >= target_rps)
-            .map(|p| p.concurrency as f64)
-    });
+    // Requests per second only: the default in-flight target is a constant, and a
+    // closed-loop concurrency from act 1 does not translate to open-loop in-flight under
+    // CFS throttling (it scaled out before the step when tried).
+    let target_in_flight: Option<f64> = None;
     ctx.say(&format!(
         "act 7: spike {base:.0} -> {spike:.0} req/s ({SPIKE_FACTOR}x one instance's {capacity:.0} req/s); autoscaler target {target_rps:.0} req/s{} per instance, {needed} needed",
         target_in_flight.map_or(String::new(), |c| format!(" and {c} in flight"))
@@ -109,7 +103,7 @@ pub async fn run(ctx: &Ctx, act1: Option<&Act1>) -> Result<Act7, DemoError> {
             "policy = \"default\"\nmin_instances = 1\nmax_instances = {max_instances}\ntarget_rps = {target_rps:.1}\ntick_ms = 250\n"
         ))
         .map_err(|e| DemoError::Step(format!("autoscale config: {e}")))?;
-        // Replace the default in-flight target (a constant) with act 1's figure.
+        // Drop the default in-flight target (a constant): the target is act 1's figure.
         acfg.target_in_flight = target_in_flight;
         let (scaler, status) = fleet::Autoscaler::new(acfg, fh.clone(), h.clone())
             .map_err(|e| DemoError::Step(format!("autoscaler: {e}")))?;
