@@ -273,7 +273,7 @@ pub struct Act7 {
     pub capacity_source: String,
     /// The autoscaler's target per instance, req/s (a share of `capacity_rps`).
     pub target_rps: f64,
-    /// Its in-flight target per instance, when one is set (`None`: req/s only).
+    /// The policy's own in-flight target per instance (its default), beside `target_rps`.
     pub target_in_flight: Option<f64>,
     /// The p99 objective, ms.
     pub slo_p99_ms: f64,
