@@ -31,8 +31,7 @@ pub fn write_all(r: &DemoReport, dir: &Path) -> Result<(), DemoError> {
             ("req/s", &pts),
             ("p99 ms", &p99),
             None,
-            None,
-            None,
+            (None, None),
         )?;
     }
     if let Some(a) = &r.act3 {
@@ -89,8 +88,7 @@ pub fn write_all(r: &DemoReport, dir: &Path) -> Result<(), DemoError> {
             ("req/s", &rps),
             ("failed/s", &errs),
             None,
-            Some((a.killed_at_s, "instance killed")),
-            None,
+            (Some((a.killed_at_s, "instance killed")), None),
         )?;
     }
     if let Some(a) = &r.act7 {
@@ -111,12 +109,17 @@ pub fn write_all(r: &DemoReport, dir: &Path) -> Result<(), DemoError> {
             ("instances ready", &inst),
             ("p99 ms", &p99),
             None,
-            Some((a.step_at_s, "step")),
-            Some((a.slo_p99_ms, "p99 SLO")),
+            (Some((a.step_at_s, "step")), Some((a.slo_p99_ms, "p99 SLO"))),
         )?;
     }
     Ok(())
 }
+
+/// A vertical marker on the x axis and a horizontal line on the right axis, each labelled.
+type Marks<'a> = (Option<(f64, &'a str)>, Option<(f64, &'a str)>);
+
+/// A labelled series and its colour.
+type Series<'a> = (&'a str, &'a [(f64, f64)], RGBColor);
 
 /// A chart with a left-axis series (points and line), a right-axis series, and an
 /// optional fitted curve on the left axis.
@@ -127,8 +130,7 @@ fn two_series(
     left: (&str, &[(f64, f64)]),
     right: (&str, &[(f64, f64)]),
     curve: Option<&[(f64, f64)]>,
-    marker: Option<(f64, &str)>,
-    right_hline: Option<(f64, &str)>,
+    (marker, right_hline): Marks,
 ) -> Result<(), DemoError> {
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -236,7 +238,7 @@ fn lines(
     title: &str,
     x_label: &str,
     y_label: &str,
-    series: &[(&str, &[(f64, f64)], RGBColor)],
+    series: &[Series],
 ) -> Result<(), DemoError> {
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;

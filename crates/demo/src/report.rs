@@ -273,6 +273,8 @@ pub struct Act7 {
     pub capacity_source: String,
     /// The autoscaler's target per instance, req/s (a share of `capacity_rps`).
     pub target_rps: f64,
+    /// The policy's own in-flight target per instance (its default), beside `target_rps`.
+    pub target_in_flight: Option<f64>,
     /// The p99 objective, ms.
     pub slo_p99_ms: f64,
     /// When the step happened, s from the start of the load.
@@ -628,11 +630,14 @@ pub fn render_markdown(r: &DemoReport) -> String {
         );
         let _ = writeln!(
             s,
-            "- one instance ({}) serves {:.0} req/s ({}); the autoscaler targets {:.0} req/s per instance\n- offered {:.0} → {:.0} req/s at t={:.0} s until t={:.0} s: {} instances needed (max {})\n- p99 over the {:.0} ms SLO after the step: {} (peak {:.0} ms); **back under it {} after the step**\n- enough instances ready {} after the step; {} of {} requests failed\n- {}\n\n![act 7](act7-spike.svg)\n",
+            "- one instance ({}) serves {:.0} req/s ({}); the autoscaler targets {:.0} req/s{} per instance\n- offered {:.0} → {:.0} req/s at t={:.0} s until t={:.0} s: {} instances needed (max {})\n- p99 over the {:.0} ms SLO after the step: {} (peak {:.0} ms); **back under it {} after the step**\n- enough instances ready {} after the step; {} of {} requests failed\n- {}\n\n![act 7](act7-spike.svg)\n",
             env_text(a.envelope),
             a.capacity_rps,
             a.capacity_source,
             a.target_rps,
+            a.target_in_flight.map_or(String::new(), |c| format!(
+                " and {c:.0} requests in flight (act 1's concurrency at that rate)"
+            )),
             a.base_rps,
             a.spike_rps,
             a.step_at_s,

@@ -98,6 +98,11 @@ pub async fn run(ctx: &Ctx, act1: Option<&Act1>) -> Result<Act7, DemoError> {
             "policy = \"default\"\nmin_instances = 1\nmax_instances = {max_instances}\ntarget_rps = {target_rps:.1}\ntick_ms = 250\n"
         ))
         .map_err(|e| DemoError::Step(format!("autoscale config: {e}")))?;
+        // The policy keeps its own default in-flight target beside act 1's req/s target:
+        // completed req/s is capped by a saturated instance, a queue is not. (Act 1's
+        // closed-loop concurrency as the in-flight target was tried: it scaled out before
+        // the step, since open-loop in-flight under CFS throttling is higher.)
+        let target_in_flight = acfg.target_in_flight;
         let (scaler, status) = fleet::Autoscaler::new(acfg, fh.clone(), h.clone())
             .map_err(|e| DemoError::Step(format!("autoscaler: {e}")))?;
         let sstop = CancellationToken::new();
@@ -183,6 +188,7 @@ pub async fn run(ctx: &Ctx, act1: Option<&Act1>) -> Result<Act7, DemoError> {
             capacity_rps: capacity,
             capacity_source,
             target_rps,
+            target_in_flight,
             slo_p99_ms: SLO_P99_MS,
             step_at_s: step_at.as_secs_f64(),
             spike_until_s: (before + hold) as f64,
