@@ -8,22 +8,31 @@
 //! Stored hashes carry their own parameters (PHC string), so verification of an old hash
 //! keeps working if these change.
 //!
-//! Why a bound: each hash holds 19 MiB for its duration, and the allocator may keep it
-//! afterwards. Without a bound, 200 concurrent logins took 4.49 GB. The bound is
+//! Why a bound: each hash holds 19 MiB for its duration. Without a bound, 200 concurrent
+//! logins took 4.49 GB. The bound is
 //! [`permits_for`]: `min(2 x cores, memory budget / 19 MiB)`, at least 1. A request
 //! that finds no free permit is refused at once with 503 and `Retry-After` (never queued:
 //! a queue would only turn a flood into latency for everybody and memory for the queue).
 //! The permit is taken before the user is looked up and travels into the blocking task,
 //! so a client that disconnects mid-hash cannot free it early and let more run.
 //!
+//! Why the memory is reused: a bound on concurrency alone was not enough. Letting the
+//! `argon2` crate allocate 19 MiB per hash and free it again grew the heap to 590-670 MiB
+//! under a login flood with only 4 hashes at once (glibc's dynamic mmap threshold moves
+//! such blocks onto the heap, where they fragment between small live allocations; the
+//! same with one arena). So each permit's holder borrows one of at most `permits`
+//! 19 MiB buffers from a pool, allocated once and kept: hashing memory is
+//! `permits x 19 MiB`, full stop. A stored hash with a larger memory cost than ours (an
+//! older parameter set) is verified with a one-off allocation.
+//!
 //! Must never: hash on an async worker thread, or hold a permit across anything but the
 //! lookup and the hash.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{AppError, ShopError};
@@ -46,36 +55,93 @@ pub fn permits_for(cores: usize, budget_mib: u64) -> usize {
     cores.saturating_mul(2).min(by_memory).max(1)
 }
 
-fn argon2() -> Argon2<'static> {
+fn params() -> Params {
     // The constants are valid argon2 parameters (checked by the unit test below).
-    let params = Params::new(M_COST_KIB, T_COST, P_COST, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    Params::new(M_COST_KIB, T_COST, P_COST, None).unwrap_or_default()
 }
 
-/// Hashes a password with argon2id and a random salt (CPU-heavy: call off the runtime,
-/// holding a permit).
-pub fn hash_password(password: &str) -> Result<String, ShopError> {
+/// Working memory for one hash with our parameters (19 MiB).
+fn new_memory() -> Vec<Block> {
+    vec![Block::default(); params().block_count()]
+}
+
+/// Hashes a password with argon2id and a random salt into a PHC string, using `memory`
+/// as the working memory (CPU-heavy: call off the runtime, holding a permit).
+pub fn hash_password_with(password: &str, memory: &mut Vec<Block>) -> Result<String, ShopError> {
     use rand::RngCore;
+    let internal = |e: &dyn std::fmt::Display| ShopError::Internal(format!("hashing: {e}"));
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| ShopError::Internal(e.to_string()))?;
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ShopError::Internal(format!("hashing: {e}")))
+    let salt_b64 = SaltString::encode_b64(&salt).map_err(|e| internal(&e))?;
+    let params = params();
+    let n = params.block_count();
+    if memory.len() < n {
+        memory.resize(n, Block::default());
+    }
+    let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    a.hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, &mut memory[..n])
+        .map_err(|e| internal(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| internal(&e))?,
+        salt: Some(salt_b64.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| internal(&e))?),
+    };
+    Ok(phc.to_string())
 }
 
-/// Checks a password against a stored argon2 hash (CPU-heavy: call off the runtime).
+/// Checks a password against a stored argon2 PHC string, using `memory` as the working
+/// memory when it is large enough (CPU-heavy: call off the runtime). The comparison is
+/// constant-time (`Output`'s `PartialEq`).
+pub fn verify_password_with(password: &str, stored: &str, memory: &mut [Block]) -> bool {
+    let mut check = || -> Option<bool> {
+        let h = PasswordHash::new(stored).ok()?;
+        let algorithm = Algorithm::try_from(h.algorithm).ok()?;
+        let version = match h.version {
+            Some(v) => Version::try_from(v).ok()?,
+            None => Version::default(),
+        };
+        let params = Params::try_from(&h).ok()?;
+        let expected = h.hash?;
+        let mut salt_buf = [0u8; 64];
+        let salt = h.salt?.decode_b64(&mut salt_buf).ok()?;
+        let a = Argon2::new(algorithm, version, params.clone());
+        let n = params.block_count();
+        let mut one_off;
+        let blocks: &mut [Block] = if memory.len() >= n {
+            &mut memory[..n]
+        } else {
+            one_off = vec![Block::default(); n];
+            &mut one_off
+        };
+        let computed = Output::init_with(expected.len(), |out| {
+            a.hash_password_into_with_memory(password.as_bytes(), salt, out, &mut *blocks)
+                .map_err(|_| argon2::password_hash::Error::Password)
+        })
+        .ok()?;
+        Some(computed == expected)
+    };
+    check().unwrap_or(false)
+}
+
+/// [`hash_password_with`] on freshly allocated memory (tests, tools).
+pub fn hash_password(password: &str) -> Result<String, ShopError> {
+    hash_password_with(password, &mut new_memory())
+}
+
+/// [`verify_password_with`] on freshly allocated memory (tests, tools).
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
-        .unwrap_or(false)
+    verify_password_with(password, hash, &mut new_memory())
 }
 
 /// The bounded hasher of one instance.
-#[derive(Debug)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    /// Working memory, one buffer per running hash, allocated once and reused. Never
+    /// more than `size` buffers exist, because a buffer is taken only under a permit.
+    memory: Arc<Mutex<Vec<Vec<Block>>>>,
     size: usize,
     /// A hash of a random password with the current parameters: unknown users are
     /// verified against it, so their login costs one hash too.
@@ -91,6 +157,7 @@ impl Hasher {
         let dummy = hash_password(&crate::secret::generate_key()?)?;
         Ok(Hasher {
             permits: Arc::new(Semaphore::new(permits)),
+            memory: Arc::new(Mutex::new(Vec::with_capacity(permits))),
             size: permits,
             dummy,
             shed: AtomicU64::new(0),
@@ -146,9 +213,11 @@ impl Hasher {
         permit: OwnedSemaphorePermit,
         password: String,
     ) -> Result<String, AppError> {
+        let pool = self.memory.clone();
         let h = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            hash_password(&password)
+            let mut mem = MemoryLoan::take(pool);
+            hash_password_with(&password, &mut mem.0)
         })
         .await
         .map_err(|e| ShopError::Internal(format!("hash task: {e}")))??;
@@ -165,13 +234,46 @@ impl Hasher {
     ) -> Result<bool, AppError> {
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy.clone());
+        let pool = self.memory.clone();
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            verify_password(&password, &hash)
+            let mut mem = MemoryLoan::take(pool);
+            verify_password_with(&password, &hash, &mut mem.0)
         })
         .await
         .map_err(|e| ShopError::Internal(format!("verify task: {e}")))?;
         Ok(ok && known)
+    }
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher")
+            .field("size", &self.size)
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+/// One working-memory buffer borrowed from the pool; returned on drop (also when the
+/// hash panics), so the pool never loses or duplicates a buffer.
+struct MemoryLoan(Vec<Block>, Arc<Mutex<Vec<Vec<Block>>>>);
+
+impl MemoryLoan {
+    fn take(pool: Arc<Mutex<Vec<Vec<Block>>>>) -> Self {
+        let buf = pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_else(new_memory);
+        MemoryLoan(buf, pool)
+    }
+}
+
+impl Drop for MemoryLoan {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).push(buf);
     }
 }
 
@@ -188,6 +290,32 @@ mod tests {
         assert!(!verify_password("wrong", &h));
         assert!(!verify_password("x", "not a hash"));
         assert_eq!(HASH_MEMORY_MIB, 19);
+        // Reused memory gives the same answers; a hash made by the `argon2` crate's own
+        // PHC code (other salt, same parameters) verifies with ours and vice versa.
+        let mut mem = new_memory();
+        let h2 = hash_password_with("correct horse", &mut mem).unwrap();
+        assert!(verify_password_with("correct horse", &h2, &mut mem));
+        assert!(!verify_password_with("correct horsE", &h2, &mut mem));
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params())
+            .hash_password(b"pw", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password_with("pw", &theirs, &mut mem));
+        let ours = PasswordHash::new(&h2).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct horse", &ours)
+                .is_ok()
+        );
+        // A stored hash with a larger memory cost than our buffer still verifies.
+        let big = Params::new(M_COST_KIB * 2, 1, 1, None).unwrap();
+        let bigger = Argon2::new(Algorithm::Argon2id, Version::V0x13, big)
+            .hash_password(b"pw", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password_with("pw", &bigger, &mut mem));
     }
 
     #[test]

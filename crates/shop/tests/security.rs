@@ -389,7 +389,15 @@ async fn every_error_status_has_a_json_body() {
     };
     let st = state(&cfg).await;
     let creds = br#"{"username":"carl","password":"pw-carl-123"}"#.to_vec();
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, StatusCode)> = vec![
+    /// Method, path, content type, body, expected status.
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        Vec<u8>,
+        StatusCode,
+    );
+    let cases: Vec<Case> = vec![
         (
             "PATCH",
             "/catalog",
