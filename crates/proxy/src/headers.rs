@@ -147,10 +147,27 @@ fn is_proxy_header(name: &HeaderName) -> bool {
     name.as_str().starts_with("proxy-")
 }
 
-/// Whether a request asks for a protocol upgrade (WebSocket): `Connection` lists `upgrade`
-/// and an `Upgrade` header is present.
+/// Whether a request asks for a WebSocket upgrade that the balancer passes through:
+/// `Connection` lists `upgrade` and every `Upgrade` header names only `websocket`.
+///
+/// Any other upgrade (`h2c`, `TLS/1.0`, …) is not an upgrade to us: its `Upgrade` and
+/// `Connection`-listed headers are stripped as hop-by-hop and the request is forwarded
+/// as plain HTTP/1.1, as nginx and HAProxy do. Passing `h2c` through would let a client
+/// open a raw tunnel to the backend after a 101 and send requests that never meet the
+/// balancer's rules (CONNECT, Host, limits, routing).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(&UPGRADE)
+    let mut upgrades = headers.get_all(&UPGRADE).iter().peekable();
+    if upgrades.peek().is_none() {
+        return false;
+    }
+    let only_websocket = upgrades.all(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .map(str::trim)
+                .all(|t| t.eq_ignore_ascii_case("websocket"))
+        })
+    });
+    only_websocket
         && headers.get_all(&CONNECTION).iter().any(|v| {
             v.to_str()
                 .map(|s| {

@@ -134,3 +134,22 @@ fn request_rules_refuse_connect_bad_host_and_long_methods() {
     assert_eq!(RequestRule::Connect.status(), 405);
     assert_eq!(RequestRule::DuplicateHost.status(), 400);
 }
+
+#[test]
+fn only_websocket_upgrades_pass() {
+    // h2c (and anything else) is not passed through: a 101 would open a raw tunnel to
+    // the backend that bypasses every per-request rule of the balancer.
+    for proto in ["h2c", "websocket, h2c", "TLS/1.0", ""] {
+        let mut h = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", proto),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+        ]);
+        assert!(!is_upgrade_request(&h), "{proto:?}");
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key("upgrade"), "{proto:?}");
+        assert!(!h.contains_key("http2-settings"), "{proto:?}");
+    }
+    let h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket")]);
+    assert!(is_upgrade_request(&h));
+}
