@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of the load generator against wrk, same machine, same target:
-# nginx serving a 3-byte static response, on its own config, port and temp dir (never a
-# system nginx). One generator thread each, pinned to one core with taskset; nginx
-# pinned to the other core. Runs alternate (wrk, scaleout, wrk, scaleout, ...).
+# The load generator side by side with wrk, same machine, same targets, alternating rounds:
 #
-#   bench/load.sh            # ROUNDS=3 DURATION=10 CONNS=64 OPEN_RATE=50000
+#   1. efficiency: closed loop, one thread each, pinned to GEN_CPU with taskset, CONNS
+#      connections, DURATION seconds, against
+#        - nginx with its defaults (1 worker, static index.html, keepalive_requests 1000:
+#          both generators must reconnect), and
+#        - `scaleout backend` (keeps connections open),
+#      each pinned to SRV_CPU. Reports requests/s and CPU µs per request (user+sys of the
+#      generator process from /usr/bin/time).
+#   2. timing precision against nginx: closed loop on one connection (the service time),
+#      then open loop at OPEN_RATE req/s; reports both p50s and the open loop's schedule
+#      lag (how late each request left, from the report).
 #
-# Prints a table of requests/s and CPU seconds per million requests (user+sys of the
-# generator process, from /usr/bin/time), then the open-loop run at OPEN_RATE from one
-# thread with its late sends. Figures go to BENCHMARKS.md by hand, with the date and a
-# note of what else ran on the machine.
+#   bench/load.sh            # ROUNDS=3 DURATION=10 CONNS=50 OPEN_RATE=1000
+#   TARGETS=nginx bench/load.sh
+#
+# Figures go to BENCHMARKS.md by hand with the load average printed here: the machine is
+# shared, and a figure taken at load average > 1 is provisional.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
-CONNS=${CONNS:-64}
-OPEN_RATE=${OPEN_RATE:-50000}
+CONNS=${CONNS:-50}
+OPEN_RATE=${OPEN_RATE:-1000}
 GEN_CPU=${GEN_CPU:-0}
 SRV_CPU=${SRV_CPU:-1}
+TARGETS=${TARGETS:-"nginx backend"}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release/scaleout}
 
@@ -36,12 +44,24 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -p scaleout)
 
 TMP=$(mktemp -d /tmp/scaleout-bench-load.XXXXXX)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ok() { for _ in $(seq 1 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
+
+# nginx: only what a temp prefix needs; every keep-alive setting is nginx's default.
+NPORT=$(free_port)
+mkdir -p "$TMP/html" "$TMP/logs"
+echo '<html><body>Welcome to nginx!</body></html>' > "$TMP/html/index.html"
 cat > "$TMP/nginx.conf" <<CONF
 daemon off;
 worker_processes 1;
 pid $TMP/nginx.pid;
-error_log $TMP/error.log warn;
+error_log $TMP/logs/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
@@ -50,52 +70,65 @@ http {
   fastcgi_temp_path $TMP/fastcgi;
   uwsgi_temp_path $TMP/uwsgi;
   scgi_temp_path $TMP/scgi;
-  keepalive_requests 10000000;
-  keepalive_timeout 120s;
-  server {
-    listen 127.0.0.1:$PORT;
-    location / { return 200 "ok\n"; }
-  }
+  server { listen 127.0.0.1:$NPORT; root $TMP/html; }
 }
 CONF
-taskset -c "$SRV_CPU" "$NGINX" -c "$TMP/nginx.conf" -p "$TMP" &
-NGINX_PID=$!
-trap 'kill $NGINX_PID 2>/dev/null || true; wait $NGINX_PID 2>/dev/null || true; rm -rf "$TMP"' EXIT
-for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$PORT/" >/dev/null 2>&1 && break; sleep 0.1; done
-URL="http://127.0.0.1:$PORT/"
-echo "target: nginx (1 worker, cpu $SRV_CPU) at $URL; generators on cpu $GEN_CPU; ${DURATION}s runs, $CONNS connections, $ROUNDS rounds"
-echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
-printf '%-8s %-26s %12s %12s %10s %14s\n' round tool "requests" "req/s" "cpu s" "cpu s / 1M req"
+chmod -R a+rX "$TMP"
+taskset -c "$SRV_CPU" "$NGINX" -p "$TMP" -e "$TMP/logs/error.log" -c "$TMP/nginx.conf" &
+PIDS+=($!)
+wait_ok "http://127.0.0.1:$NPORT/"
+
+BPORT=$(free_port)
+taskset -c "$SRV_CPU" "$BIN" backend --listen "127.0.0.1:$BPORT" --body "ok" 2>/dev/null &
+PIDS+=($!)
+wait_ok "http://127.0.0.1:$BPORT/"
+
+url_of() { case "$1" in nginx) echo "http://127.0.0.1:$NPORT/" ;; backend) echo "http://127.0.0.1:$BPORT/" ;; esac; }
+
+echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')  binary: $BIN"
+echo "targets: nginx $("$NGINX" -v 2>&1 | cut -d/ -f2) defaults (cpu $SRV_CPU), scaleout backend (cpu $SRV_CPU); generators on cpu $GEN_CPU"
+echo "${DURATION}s runs, $CONNS connections, one thread, $ROUNDS rounds alternating"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-8s %-6s %-22s %10s %10s %8s %12s %10s\n' target round tool requests "req/s" "cpu s" "cpu us/req" reconnects
 
 cpu_of() { awk '{print $1+$2}' "$1"; }
-
-for r in $(seq 1 "$ROUNDS"); do
-  # wrk
-  /usr/bin/time -f '%U %S' -o "$TMP/wrk.time" taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "$URL" > "$TMP/wrk.out"
-  n=$(awk '/requests in/ {print $1}' "$TMP/wrk.out")
-  rps=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.out")
-  cpu=$(cpu_of "$TMP/wrk.time")
-  printf '%-8s %-26s %12s %12.0f %10.2f %14.2f\n' "$r" "wrk -t1" "$n" "$rps" "$cpu" "$(echo "$cpu $n" | awk '{print $1/$2*1e6}')"
-  # scaleout load, closed loop
-  /usr/bin/time -f '%U %S' -o "$TMP/so.time" taskset -c "$GEN_CPU" "$BIN" load "$URL" --closed-loop --threads 1 \
+row() { # target round tool requests rps cpu reconnects
+  printf '%-8s %-6s %-22s %10s %10.0f %8.2f %12.2f %10s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$(echo "$6 $4" | awk '{print $1/$2*1e6}')" "$7"
+}
+run_wrk() { # target round
+  /usr/bin/time -f '%U %S' -o "$TMP/wrk.time" taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "$(url_of "$1")" > "$TMP/wrk.out"
+  row "$1" "$2" "wrk -t1" "$(awk '/requests in/ {print $1}' "$TMP/wrk.out")" \
+    "$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.out")" "$(cpu_of "$TMP/wrk.time")" "-"
+}
+run_so() { # target round
+  /usr/bin/time -f '%U %S' -o "$TMP/so.time" taskset -c "$GEN_CPU" "$BIN" load "$(url_of "$1")" --closed-loop --threads 1 \
     --connections "$CONNS" --duration "${DURATION}s" --progress off --json "$TMP/so.json" > /dev/null
-  n=$(python3 -c "import json;print(json.load(open('$TMP/so.json'))['completed'])")
-  rps=$(python3 -c "import json;print(json.load(open('$TMP/so.json'))['achieved_rps'])")
-  cpu=$(cpu_of "$TMP/so.time")
-  printf '%-8s %-26s %12s %12.0f %10.2f %14.2f\n' "$r" "scaleout load --closed-loop" "$n" "$rps" "$cpu" "$(echo "$cpu $n" | awk '{print $1/$2*1e6}')"
+  read -r n rps rc < <(python3 -c "import json;r=json.load(open('$TMP/so.json'));print(r['completed'],r['achieved_rps'],r.get('reconnects','-'))")
+  row "$1" "$2" "scaleout load" "$n" "$rps" "$(cpu_of "$TMP/so.time")" "$rc"
+}
+
+for t in $TARGETS; do
+  for r in $(seq 1 "$ROUNDS"); do
+    # Alternate which generator goes first, so neither always gets the quieter slot.
+    if [ $((r % 2)) -eq 1 ]; then run_wrk "$t" "$r"; run_so "$t" "$r"; else run_so "$t" "$r"; run_wrk "$t" "$r"; fi
+  done
 done
+echo "load average after efficiency runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo
-echo "open loop: $OPEN_RATE req/s from one pinned thread for ${DURATION}s"
-/usr/bin/time -f '%U %S' -o "$TMP/open.time" taskset -c "$GEN_CPU" "$BIN" load "$URL" --rate "$OPEN_RATE" --threads 1 \
-  --duration "${DURATION}s" --max-connections 512 --progress off --min-rate off --json "$TMP/open.json" > /dev/null || true
-python3 - "$TMP/open.json" "$(cpu_of "$TMP/open.time")" <<'PY'
+echo "timing precision against nginx (${DURATION}s each, one thread, pinned to cpu $GEN_CPU):"
+for r in $(seq 1 "$ROUNDS"); do
+  taskset -c "$GEN_CPU" "$BIN" load "$(url_of nginx)" --closed-loop --threads 1 --connections 1 \
+    --duration "${DURATION}s" --progress off --json "$TMP/c1.json" > /dev/null
+  taskset -c "$GEN_CPU" "$BIN" load "$(url_of nginx)" --rate "$OPEN_RATE" --threads 1 \
+    --duration "${DURATION}s" --progress off --json "$TMP/open.json" > /dev/null || true
+  python3 - "$TMP/c1.json" "$TMP/open.json" "$r" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1])); cpu = float(sys.argv[2])
-print(f"target {r['target_rps']:.0f}/s achieved {r['achieved_rps']:.0f}/s ({100*r['achieved_rps']/r['target_rps']:.2f}%)  "
-      f"scheduled {r['scheduled']} sent {r['sent']} completed {r['completed']} dropped {r['dropped']}  "
-      f"late sends {r['late_sends']} (>{r['late_threshold_ms']} ms, {100*r['late_sends']/max(r['sent'],1):.2f}%)  "
-      f"connections {r['connections_opened']}  p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms max {r['max_ms']:.1f} ms  "
-      f"errors {r['errors']['total']}  cpu {cpu:.2f}s")
+c = json.load(open(sys.argv[1])); o = json.load(open(sys.argv[2])); l = o.get("schedule_lag", {})
+print(f"round {sys.argv[3]}: closed 1 conn p50 {c['p50_ms']*1e3:.1f} us | open {o['target_rps']:.0f}/s p50 {o['p50_ms']*1e3:.1f} us "
+      f"(diff {(o['p50_ms']-c['p50_ms'])*1e3:+.1f} us) p99 {o['p99_ms']*1e3:.1f} us | schedule lag p50 {l.get('p50_us',0):.1f} "
+      f"p90 {l.get('p90_us',0):.1f} p99 {l.get('p99_us',0):.1f} max {l.get('max_us',0):.1f} us timerfd {l.get('precise_timer')} | "
+      f"sent {o['sent']} late {o['late_sends']} errors {o['errors']['total']}")
 PY
+done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

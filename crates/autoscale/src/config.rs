@@ -388,6 +388,15 @@ pub struct TunedConfig {
     pub scale_down: ScalingRules,
     /// No scale-down for this long after the last scale-up, seconds.
     pub scale_down_cooldown_s: u64,
+    /// Static headroom: every need is multiplied by at least this (1 = aim exactly at
+    /// the target; 1.2 = keep 20% spare).
+    pub headroom: f64,
+    /// Headroom that follows burstiness: `headroom + burst_headroom x cv`, where cv is
+    /// the coefficient of variation of the per-second arrival need over the stable
+    /// window (0 = off).
+    pub burst_headroom: f64,
+    /// Upper bound of the combined headroom.
+    pub max_headroom: f64,
 }
 
 impl Default for TunedConfig {
@@ -428,6 +437,9 @@ impl Default for TunedConfig {
                 }],
             },
             scale_down_cooldown_s: 120,
+            headroom: 1.2,
+            burst_headroom: 1.0,
+            max_headroom: 1.5,
         }
     }
 }
@@ -714,6 +726,18 @@ impl Config {
         }
         if !(t.max_trend_factor.is_finite() && (1.0..=10.0).contains(&t.max_trend_factor)) {
             return Err(invalid("default.max_trend_factor", "must be 1..=10"));
+        }
+        if !(t.headroom.is_finite() && (1.0..=3.0).contains(&t.headroom)) {
+            return Err(invalid("default.headroom", "must be 1..=3"));
+        }
+        if !(t.burst_headroom.is_finite() && (0.0..=5.0).contains(&t.burst_headroom)) {
+            return Err(invalid("default.burst_headroom", "must be 0..=5"));
+        }
+        if !(t.max_headroom.is_finite() && (t.headroom..=3.0).contains(&t.max_headroom)) {
+            return Err(invalid(
+                "default.max_headroom",
+                "must be between default.headroom and 3",
+            ));
         }
         if t.backlog_drain_s == 0 || t.backlog_drain_s > 3600 {
             return Err(invalid(

@@ -19,18 +19,20 @@ use std::time::Duration;
 use crate::behavior::Behavior;
 use crate::config::{Config, HpaConfig};
 use crate::metrics::MetricKind;
-use crate::{Policy, ScalingDecision, ScalingInput};
+use crate::throttle::{Evaluate, Throttled};
+use crate::{ScalingDecision, ScalingInput};
 
-/// The HPA clone.
+/// The HPA clone: [`HpaCore`] evaluated every `sync_period_s`.
+pub type Hpa = Throttled<HpaCore>;
+
+/// The HPA clone's decision logic (the cadence is [`Throttled`]'s).
 #[derive(Debug, Clone)]
-pub struct Hpa {
+pub struct HpaCore {
     cfg: HpaConfig,
     targets: Vec<(MetricKind, f64)>,
     min: u32,
     max: u32,
     behavior: Behavior,
-    next_sync: Option<Duration>,
-    last: Option<ScalingDecision>,
 }
 
 /// One metric's proposal: a count and how it was reached.
@@ -47,18 +49,21 @@ pub struct Proposal {
 impl Hpa {
     /// An HPA for the targets, min/max and `hpa` settings in `cfg` (assumed validated).
     pub fn new(cfg: &Config) -> Self {
-        Self {
-            cfg: cfg.hpa.clone(),
-            targets: cfg.targets(),
-            min: cfg.min_instances,
-            max: cfg.max_instances,
-            behavior: Behavior::new(cfg.hpa.scale_up.clone(), cfg.hpa.scale_down.clone()),
-            next_sync: None,
-            last: None,
-        }
+        Throttled::wrap(
+            HpaCore {
+                cfg: cfg.hpa.clone(),
+                targets: cfg.targets(),
+                min: cfg.min_instances,
+                max: cfg.max_instances,
+                behavior: Behavior::new(cfg.hpa.scale_up.clone(), cfg.hpa.scale_down.clone()),
+            },
+            Duration::from_secs(cfg.hpa.sync_period_s),
+        )
     }
+}
 
-    fn evaluate(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
+impl HpaCore {
+    fn sync(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
         let current = input.current;
         if current == 0 {
             return ScalingDecision::hold(
@@ -128,22 +133,12 @@ impl Hpa {
     }
 }
 
-impl Policy for Hpa {
-    fn decide(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
-        if let (Some(next), Some(last)) = (self.next_sync, &self.last)
-            && now < next
-        {
-            return ScalingDecision {
-                evaluated: false,
-                ..last.clone()
-            };
-        }
-        self.next_sync = Some(now + Duration::from_secs(self.cfg.sync_period_s));
-        let d = self.evaluate(now, input);
+impl Evaluate for HpaCore {
+    fn evaluate(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
+        let d = self.sync(now, input);
         if d.desired != input.current {
             self.behavior.record_scale(now, input.current, d.desired);
         }
-        self.last = Some(d.clone());
         d
     }
 

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use crate::config::{Config, KpaConfig};
 use crate::metrics::{MetricKind, fleet_total};
-use crate::{Policy, ScalingDecision, ScalingInput};
+use crate::throttle::{Evaluate, Throttled};
+use crate::{ScalingDecision, ScalingInput};
 
 /// Per-second buckets over a sliding window, averaged as Knative's
 /// `TimedFloat64Buckets.WindowAverage` does: seconds with no sample after the first one
@@ -77,11 +78,40 @@ impl SecondBuckets {
         let seconds = (sec.saturating_sub(first) + 1).min(window_s);
         Some(total / seconds as f64)
     }
+
+    /// Coefficient of variation (standard deviation / mean) of the per-second values
+    /// over the `window_s` seconds ending at `now`, counting only seconds with a sample;
+    /// `None` with fewer than two such seconds or a mean of zero.
+    pub fn window_cv(&self, now: Duration, window_s: u64) -> Option<f64> {
+        let sec = now.as_secs();
+        let window_s = window_s.max(1);
+        let (mut n, mut sum, mut sum_sq) = (0.0f64, 0.0f64, 0.0f64);
+        for (s, total, k) in &self.buckets {
+            if *s <= sec && sec - *s < window_s {
+                let v = total / f64::from(*k);
+                n += 1.0;
+                sum += v;
+                sum_sq += v * v;
+            }
+        }
+        if n < 2.0 {
+            return None;
+        }
+        let mean = sum / n;
+        if mean <= 0.0 {
+            return None;
+        }
+        let var = (sum_sq / n - mean * mean).max(0.0);
+        Some(var.sqrt() / mean)
+    }
 }
 
-/// The KPA clone.
+/// The KPA clone: [`KpaCore`] evaluated every `tick_s`.
+pub type Kpa = Throttled<KpaCore>;
+
+/// The KPA clone's decision logic (the cadence is [`Throttled`]'s).
 #[derive(Debug, Clone)]
-pub struct Kpa {
+pub struct KpaCore {
     cfg: KpaConfig,
     metric: MetricKind,
     /// target x target utilisation.
@@ -92,10 +122,8 @@ pub struct Kpa {
     panic_since: Option<Duration>,
     max_panic: u32,
     started: bool,
-    next_tick: Option<Duration>,
     /// (time, desired) over the scale-down delay window.
     delay: VecDeque<(Duration, u32)>,
-    last: Option<ScalingDecision>,
 }
 
 impl Kpa {
@@ -107,7 +135,7 @@ impl Kpa {
             // validate() rejects a KPA config without either; fall back to in-flight 1.
             (None, None) => (MetricKind::InFlight, 1.0),
         };
-        Self {
+        let core = KpaCore {
             target: target * cfg.kpa.target_utilisation,
             cfg: cfg.kpa.clone(),
             metric,
@@ -117,12 +145,13 @@ impl Kpa {
             panic_since: None,
             max_panic: 0,
             started: false,
-            next_tick: None,
             delay: VecDeque::new(),
-            last: None,
-        }
+        };
+        Throttled::wrap(core, Duration::from_secs(cfg.kpa.tick_s))
     }
+}
 
+impl KpaCore {
     fn panic_window_s(&self) -> u64 {
         ((self.cfg.stable_window_s as f64 * self.cfg.panic_window_pct / 100.0).round() as u64)
             .max(1)
@@ -221,23 +250,15 @@ impl Kpa {
     }
 }
 
-impl Policy for Kpa {
-    fn decide(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
+impl Evaluate for KpaCore {
+    fn observe(&mut self, now: Duration, input: &ScalingInput) {
         if let Some(v) = fleet_total(self.metric, input) {
             self.buckets.record(now, v);
         }
-        if let (Some(next), Some(last)) = (self.next_tick, &self.last)
-            && now < next
-        {
-            return ScalingDecision {
-                evaluated: false,
-                ..last.clone()
-            };
-        }
-        self.next_tick = Some(now + Duration::from_secs(self.cfg.tick_s));
-        let d = self.scale(now, input);
-        self.last = Some(d.clone());
-        d
+    }
+
+    fn evaluate(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
+        self.scale(now, input)
     }
 
     fn name(&self) -> &str {

@@ -33,14 +33,18 @@
 pub mod behavior;
 pub mod config;
 pub mod elasticity;
+pub mod evaluate;
+pub mod families;
 pub mod forecast;
 pub mod hpa;
 pub mod kpa;
 pub mod metrics;
 pub mod predictive;
+pub mod rng;
 pub mod schedule;
 pub mod sim;
 pub mod step;
+pub mod throttle;
 pub mod trace;
 pub mod tuned;
 

@@ -38,6 +38,7 @@ use serde::Serialize;
 use crate::config::{Config, ConfigError};
 use crate::elasticity::{Elasticity, elasticity, flaps};
 use crate::metrics::{AggregateSample, InstanceSample};
+use crate::rng::SplitMix64;
 use crate::trace::Trace;
 use crate::{ScalingInput, build_policy};
 
@@ -60,6 +61,18 @@ pub struct CapacityModel {
     pub initial_instances: Option<u32>,
     /// Window for counting flaps (direction reversals), seconds.
     pub flap_window_s: u64,
+    /// Start-up time jitter, percent: each launch takes `startup_s` x (1 + u) with u
+    /// uniform in ±`startup_jitter_pct`/100, rounded to whole seconds (0 = off).
+    pub startup_jitter_pct: f64,
+    /// Chance, percent, that a launch fails when it would become ready (a crash during
+    /// start-up); the fleet relaunches it at once, so it is ready one more start-up time
+    /// later (at most 8 attempts are modelled). 0 = off.
+    pub fail_start_pct: f64,
+    /// For this many seconds after becoming ready an instance is cold (JIT, caches): its
+    /// capacity ramps linearly from `cold_capacity_pct` to 100% (0 = off).
+    pub cold_s: u64,
+    /// Capacity of a just-ready instance, percent of `capacity_rps` (with `cold_s` > 0).
+    pub cold_capacity_pct: f64,
 }
 
 impl Default for CapacityModel {
@@ -73,6 +86,10 @@ impl Default for CapacityModel {
             max_queue_s: 10.0,
             initial_instances: None,
             flap_window_s: 300,
+            startup_jitter_pct: 0.0,
+            fail_start_pct: 0.0,
+            cold_s: 0,
+            cold_capacity_pct: 100.0,
         }
     }
 }
@@ -112,7 +129,58 @@ impl CapacityModel {
         if !(self.max_queue_s.is_finite() && self.max_queue_s > 0.0) {
             return err("max_queue_s", "must be a finite number > 0");
         }
+        if !(self.startup_jitter_pct.is_finite()
+            && (0.0..=100.0).contains(&self.startup_jitter_pct))
+        {
+            return err("startup_jitter_pct", "must be 0..=100");
+        }
+        if !(self.fail_start_pct.is_finite() && (0.0..=50.0).contains(&self.fail_start_pct)) {
+            return err("fail_start_pct", "must be 0..=50");
+        }
+        if self.cold_s > 3600 {
+            return err("cold_s", "must be 0..=3600");
+        }
+        if !(self.cold_capacity_pct.is_finite()
+            && self.cold_capacity_pct > 0.0
+            && self.cold_capacity_pct <= 100.0)
+        {
+            return err("cold_capacity_pct", "must be in (0, 100]");
+        }
         Ok(())
+    }
+
+    /// Capacity, rps, of an instance that has been ready for `age_s` seconds (cold
+    /// instances serve less, see `cold_s`).
+    pub fn capacity_at_age(&self, age_s: u64) -> f64 {
+        if age_s >= self.cold_s {
+            return self.capacity_rps;
+        }
+        let cold = self.cold_capacity_pct / 100.0;
+        self.capacity_rps * (cold + (1.0 - cold) * age_s as f64 / self.cold_s as f64)
+    }
+
+    /// Seconds from launch until ready for one launch, drawing jitter and failed
+    /// attempts from `rng` (no draw when both are off). Returns (total seconds, seconds
+    /// of the successful attempt: what the fleet measures).
+    fn launch_time(&self, rng: &mut SplitMix64) -> (u64, u64) {
+        let mut total = 0;
+        let mut last = self.one_attempt(rng);
+        let mut attempts = 1;
+        while self.fail_start_pct > 0.0 && attempts < 8 && rng.chance(self.fail_start_pct / 100.0) {
+            total += last;
+            last = self.one_attempt(rng);
+            attempts += 1;
+        }
+        (total + last, last)
+    }
+
+    fn one_attempt(&self, rng: &mut SplitMix64) -> u64 {
+        if self.startup_jitter_pct > 0.0 {
+            let j = self.startup_jitter_pct / 100.0;
+            (self.startup_s as f64 * rng.uniform(1.0 - j, 1.0 + j)).round() as u64
+        } else {
+            self.startup_s
+        }
     }
 
     /// Mean service time, seconds.
@@ -163,31 +231,6 @@ impl CapacityModel {
             }
         }
         lo
-    }
-}
-
-/// A deterministic generator: SplitMix64.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f64 {
-        let (u1, u2) = (self.unit(), self.unit());
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 }
 
@@ -307,8 +350,10 @@ pub fn simulate(
         .initial_instances
         .unwrap_or_else(|| demand_of(first))
         .clamp(cfg.min_instances, cfg.max_instances);
-    // ready_at second for each instance.
-    let mut instances: Vec<u64> = vec![0; n0 as usize];
+    // (ready_at second, seconds of its successful start-up attempt; None for the
+    // instances present at t = 0) per instance.
+    let mut instances: Vec<(u64, Option<u64>)> = vec![(0, None); n0 as usize];
+    let mut launch_rng = SplitMix64::stream(seed, 3);
     let mut measured_startup: Option<f64> = None;
     let mut backlog = 0.0f64;
     let mut timeline = Vec::with_capacity(trace.rps.len());
@@ -317,7 +362,6 @@ pub fn simulate(
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut peak = n0;
     let mut max_p99 = 0.0f64;
-    let mut last_launch: Option<u64> = None;
 
     for (t, &base) in trace.rps.iter().enumerate() {
         let t = t as u64;
@@ -328,11 +372,34 @@ pub fn simulate(
         };
         let a = (base * noise).max(0.0);
         arrived += a;
-        let ready = instances.iter().filter(|&&r| r <= t).count() as u32;
-        if measured_startup.is_none() && last_launch.is_some_and(|l| l + model.startup_s <= t) {
-            measured_startup = Some(model.startup_s as f64);
+        let ready = instances.iter().filter(|&&(r, _)| r <= t).count() as u32;
+        // The fleet reports the start-up of the instance that became ready last.
+        if let Some(took) = instances
+            .iter()
+            .filter(|&&(r, _)| r == t)
+            .filter_map(|&(_, took)| took)
+            .next_back()
+        {
+            measured_startup = Some(took as f64);
         }
-        let cap = f64::from(ready) * mu;
+        // Ready capacity: full instances, minus what cold ones lack.
+        let cold_deficit: f64 = if model.cold_s > 0 {
+            instances
+                .iter()
+                .filter(|&&(r, took)| r <= t && took.is_some())
+                .map(|&(r, _)| mu - model.capacity_at_age(t - r))
+                .sum()
+        } else {
+            0.0
+        };
+        let cap = f64::from(ready) * mu - cold_deficit;
+        // Cold instances are slower: per-instance latency and concurrency scale by
+        // full / average capacity (1 when none is cold).
+        let slow = if ready > 0 {
+            f64::from(ready) * mu / cap
+        } else {
+            1.0
+        };
         let work = a + backlog;
         let served = work.min(cap);
         backlog = work - served;
@@ -358,13 +425,25 @@ pub fn simulate(
                 c + backlog / r,
                 served / r,
                 served / cap,
-                sat_p99 + backlog / cap * 1000.0,
+                sat_p99 * slow + backlog / cap * 1000.0,
             )
-        } else {
+        } else if cold_deficit == 0.0 {
             let r = f64::from(ready);
             let per = served / r;
             let p99 = model.steady_p99_ms(per.min(0.999 * mu));
             (model.steady_in_flight(per), per, per / mu, p99)
+        } else {
+            // Some instances are cold: at utilisation rho an instance holds the same
+            // concurrency whatever its speed (Little: lambda x S = rho x c), and its
+            // latency is `slow` times longer.
+            let rho = served / cap;
+            let full = (rho * mu).min(0.999 * mu);
+            (
+                model.steady_in_flight(full),
+                served / f64::from(ready),
+                rho,
+                model.steady_p99_ms(full) * slow,
+            )
         };
         let p99 = p99.min(1e6);
         max_p99 = max_p99.max(p99);
@@ -373,7 +452,7 @@ pub fn simulate(
         let demand = demand_of(a);
 
         let mut samples = Vec::with_capacity(instances.len());
-        for &r in &instances {
+        for &(r, _) in &instances {
             if r <= t {
                 samples.push(InstanceSample {
                     ready: true,
@@ -405,9 +484,9 @@ pub fn simulate(
         if desired > current {
             ups += 1;
             for _ in current..desired {
-                instances.push(t + 1 + model.startup_s);
+                let (total, took) = model.launch_time(&mut launch_rng);
+                instances.push((t + 1 + total, Some(took)));
             }
-            last_launch = Some(t + 1);
         } else if desired < current {
             downs += 1;
             // Starting instances first (latest launch first), then ready ones.

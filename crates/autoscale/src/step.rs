@@ -10,34 +10,39 @@ use std::time::Duration;
 
 use crate::config::{Config, StepConfig};
 use crate::metrics::{MetricKind, fleet_total};
-use crate::{Policy, ScalingDecision, ScalingInput};
+use crate::throttle::{Evaluate, Throttled};
+use crate::{ScalingDecision, ScalingInput};
 
-/// The step policy.
+/// The step policy: [`StepCore`] evaluated every `evaluate_every_s`.
+pub type StepScaling = Throttled<StepCore>;
+
+/// The step policy's decision logic (the cadence is [`Throttled`]'s).
 #[derive(Debug, Clone)]
-pub struct StepScaling {
+pub struct StepCore {
     cfg: StepConfig,
     target: f64,
     min: u32,
     max: u32,
-    next_eval: Option<Duration>,
     last_change: Option<Duration>,
-    last: Option<ScalingDecision>,
 }
 
 impl StepScaling {
     /// A step policy from `cfg.step` and the target of `cfg.step.metric`.
     pub fn new(cfg: &Config) -> Self {
-        Self {
-            target: cfg.target(cfg.step.metric).unwrap_or(1.0),
-            cfg: cfg.step.clone(),
-            min: cfg.min_instances,
-            max: cfg.max_instances,
-            next_eval: None,
-            last_change: None,
-            last: None,
-        }
+        Throttled::wrap(
+            StepCore {
+                target: cfg.target(cfg.step.metric).unwrap_or(1.0),
+                cfg: cfg.step.clone(),
+                min: cfg.min_instances,
+                max: cfg.max_instances,
+                last_change: None,
+            },
+            Duration::from_secs(cfg.step.evaluate_every_s),
+        )
     }
+}
 
+impl StepCore {
     /// The per-instance value (fleet-wide for p99) of the step metric.
     fn value(&self, input: &ScalingInput) -> Option<f64> {
         let metric = self.cfg.metric;
@@ -65,7 +70,7 @@ impl StepScaling {
         }
     }
 
-    fn evaluate(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
+    fn step(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
         let current = input.current;
         if current < self.min || current > self.max {
             let to = current.clamp(self.min, self.max);
@@ -128,20 +133,9 @@ impl StepScaling {
     }
 }
 
-impl Policy for StepScaling {
-    fn decide(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
-        if let (Some(next), Some(last)) = (self.next_eval, &self.last)
-            && now < next
-        {
-            return ScalingDecision {
-                evaluated: false,
-                ..last.clone()
-            };
-        }
-        self.next_eval = Some(now + Duration::from_secs(self.cfg.evaluate_every_s));
-        let d = self.evaluate(now, input);
-        self.last = Some(d.clone());
-        d
+impl Evaluate for StepCore {
+    fn evaluate(&mut self, now: Duration, input: &ScalingInput) -> ScalingDecision {
+        self.step(now, input)
     }
 
     fn name(&self) -> &str {
@@ -152,6 +146,7 @@ impl Policy for StepScaling {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Policy;
     use crate::config::PolicyKind;
     use crate::metrics::InstanceSample;
 

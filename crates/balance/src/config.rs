@@ -327,7 +327,9 @@ impl EwmaConfig {
 pub struct HealthConfig {
     /// Whether active checks run at all.
     pub enabled: bool,
-    /// Path requested on each backend, e.g. `/healthz`.
+    /// Empty (the default): the check is a TCP connect, which works in front of any
+    /// server. A path such as `/healthz`: the check is `GET <path>` and passes on a
+    /// 2xx or 3xx answer (use it when the backends serve such a path).
     pub path: String,
     /// Time between two checks of one backend.
     pub interval_ms: u64,
@@ -343,7 +345,7 @@ impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             enabled: true,
-            path: "/healthz".to_string(),
+            path: String::new(),
             interval_ms: 1000,
             timeout_ms: 500,
             rise: 2,
@@ -353,6 +355,11 @@ impl Default for HealthConfig {
 }
 
 impl HealthConfig {
+    /// The HTTP path to check, or `None` for a TCP connect check.
+    pub fn http_path(&self) -> Option<&str> {
+        (!self.path.is_empty()).then_some(self.path.as_str())
+    }
+
     /// The interval as a duration.
     pub fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms)
@@ -366,10 +373,13 @@ impl HealthConfig {
     /// Checks the fields, naming them under `path`.
     pub fn validate_at(&self, path: &str) -> Result<(), ConfigError> {
         check(
-            self.path.starts_with('/'),
+            self.path.is_empty()
+                || (self.path.starts_with('/')
+                    && self.path.len() <= 1024
+                    && self.path.bytes().all(|b| b.is_ascii_graphic())),
             path,
             "path",
-            "must start with '/'",
+            "must be empty (TCP connect check) or start with '/' (HTTP check), printable ASCII, at most 1024 bytes",
         )?;
         check(
             (10..=3_600_000).contains(&self.interval_ms),

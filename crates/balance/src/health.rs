@@ -19,6 +19,25 @@ use serde::Serialize;
 use crate::backend::HealthStatus;
 use crate::config::{HealthConfig, OutlierConfig};
 
+/// The result of one active check, as the proxy saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CheckOutcome {
+    /// The check passed (TCP connect succeeded, or the HTTP answer was 2xx/3xx).
+    Pass,
+    /// The backend answered, but not well (an HTTP check got 4xx/5xx or timed out after
+    /// connecting): it is up but failing its check.
+    Fail,
+    /// The backend could not be reached (connection refused, reset or connect timeout).
+    Unreachable,
+}
+
+impl CheckOutcome {
+    /// Whether the check passed.
+    pub fn passed(self) -> bool {
+        self == CheckOutcome::Pass
+    }
+}
+
 /// A change of active-check health status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Transition {

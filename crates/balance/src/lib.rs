@@ -36,7 +36,7 @@ pub use config::{
     OutlierConfig, RetryConfig, SlowStartConfig, StickyConfig, StrategyKind,
 };
 pub use ewma::{AtomicPeakEwma, PeakEwma};
-pub use health::{Ejection, HealthState, Transition};
+pub use health::{CheckOutcome, Ejection, HealthState, Transition};
 pub use pool::{BackendStatus, Pool, PoolError, PoolEvent};
 pub use retry::{FailureKind, RetryBudget, is_idempotent, is_retryable};
 pub use select::{Candidate, Eligibility, Pick, PickRequest, Selector};

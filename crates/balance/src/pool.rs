@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::backend::{AdminState, BackendId, BackendLoad, BackendSpec, HealthStatus, MAX_WEIGHT};
 use crate::config::BalanceConfig;
-use crate::health::{Ejection, HealthState, Transition, ejection_allowed};
+use crate::health::{CheckOutcome, Ejection, HealthState, Transition, ejection_allowed};
 use crate::select::{Candidate, Eligibility, Selector};
 use crate::slow_start;
 
@@ -104,6 +104,8 @@ struct Entry {
     ejection: Ejection,
     added_at: Option<Instant>,
     drained_reported: bool,
+    /// False while the last active check could not connect (refused, reset, timeout).
+    reachable: bool,
     load: Arc<BackendLoad>,
 }
 
@@ -194,6 +196,7 @@ impl Pool {
             ejection: Ejection::default(),
             added_at: slow.then_some(now),
             drained_reported: false,
+            reachable: true,
             load: Arc::new(BackendLoad::new(&self.config.ewma, now)),
         });
         Ok(id)
@@ -286,14 +289,41 @@ impl Pool {
         Ok(())
     }
 
-    /// Folds in one active health-check result.
+    /// Folds in one active health-check result (a failure counts as an answered one,
+    /// see [`Pool::observe_check`]).
     pub fn observe_health(
         &mut self,
         id: BackendId,
         success: bool,
+        now: Instant,
+    ) -> Result<Option<Transition>, PoolError> {
+        let outcome = if success {
+            CheckOutcome::Pass
+        } else {
+            CheckOutcome::Fail
+        };
+        self.observe_check(id, outcome, now)
+    }
+
+    /// Folds in one active check result. Besides the rise/fall state it records whether
+    /// the backend could be reached: in fail-open mode unreachable backends are picked
+    /// only when no other backend answers. Returns a health transition, or `None`; the
+    /// caller must also rebuild the selector when reachability changed
+    /// ([`Pool::reachable`] before and after tells).
+    pub fn observe_check(
+        &mut self,
+        id: BackendId,
+        outcome: CheckOutcome,
         _now: Instant,
     ) -> Result<Option<Transition>, PoolError> {
-        Ok(self.entry_mut(id)?.health.observe(success))
+        let e = self.entry_mut(id)?;
+        e.reachable = outcome != CheckOutcome::Unreachable;
+        Ok(e.health.observe(outcome.passed()))
+    }
+
+    /// Whether the last active check reached the backend (true before any check).
+    pub fn reachable(&self, id: BackendId) -> Result<bool, PoolError> {
+        Ok(self.entry(id)?.reachable)
     }
 
     /// The backend's active-check status.
@@ -384,6 +414,9 @@ impl Pool {
         match e.admin {
             AdminState::Active if e.health.is_healthy() && !e.ejection.is_ejected(now) => {
                 Eligibility::Eligible
+            }
+            AdminState::Active if e.ejection.is_ejected(now) || !e.reachable => {
+                Eligibility::Unreachable
             }
             AdminState::Active => Eligibility::Unavailable,
             AdminState::Draining | AdminState::Removed => Eligibility::Draining,

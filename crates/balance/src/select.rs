@@ -11,7 +11,9 @@
 //! Architecture invariant: a pick never returns a backend that was not eligible when the
 //! snapshot was built (healthy, not ejected, admin-active), except in fail-open mode, when
 //! no backend was eligible and the policy says to ignore health; then [`Pick::fail_open`]
-//! is set.
+//! is set. Even then, fail-open picks only among backends that answer (unhealthy but
+//! reachable); backends that refuse connections or are passively ejected are picked only
+//! when no backend answers at all.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,8 +34,11 @@ const MAX_SEQUENCE: u64 = 1 << 16;
 pub enum Eligibility {
     /// Active, healthy and not ejected.
     Eligible,
-    /// Active but unhealthy or ejected; pickable only in fail-open mode.
+    /// Active, answering, but failing its health check; pickable only in fail-open mode.
     Unavailable,
+    /// Active but passively ejected, or its last check could not connect; in fail-open
+    /// mode pickable only when no `Unavailable` backend exists.
+    Unreachable,
     /// Draining or removed; never picked for new requests.
     Draining,
 }
@@ -196,12 +201,19 @@ impl Selector {
             .collect();
         let mut fail_open = false;
         if pickable.is_empty() && config.all_down == AllDownPolicy::FailOpen {
-            pickable = candidates
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.eligibility == Eligibility::Unavailable)
-                .map(|(i, _)| i)
-                .collect();
+            // Prefer backends that answer; the unreachable and ejected ones only when no
+            // backend answers at all (then a pick may still find one that came back).
+            for tier in [Eligibility::Unavailable, Eligibility::Unreachable] {
+                pickable = candidates
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.eligibility == tier)
+                    .map(|(i, _)| i)
+                    .collect();
+                if !pickable.is_empty() {
+                    break;
+                }
+            }
             fail_open = !pickable.is_empty();
         }
         let mut pickable_pos = vec![usize::MAX; candidates.len()];

@@ -31,31 +31,48 @@ pub fn write_all(r: &DemoReport, dir: &Path) -> Result<(), DemoError> {
             ("req/s", &pts),
             ("p99 ms", &p99),
             None,
-            None,
+            (None, None),
         )?;
     }
     if let Some(a) = &r.act3 {
-        let pts: Vec<(f64, f64)> = a
-            .runs
-            .iter()
-            .map(|p| (p.n as f64, p.throughput_rps))
-            .collect();
-        let curve: Option<Vec<(f64, f64)>> = a.usl.as_ref().ok().map(|f| {
-            let top = pts.iter().map(|p| p.0).fold(1.0, f64::max) * 2.0;
-            (0..=100)
-                .map(|i| 1.0 + (top - 1.0) * i as f64 / 100.0)
-                .map(|n| (n, f.predict(n).x))
-                .collect()
-        });
-        let p99: Vec<(f64, f64)> = a.runs.iter().map(|p| (p.n as f64, p.p99_ms)).collect();
-        two_series(
+        // Throughput against the CPU the instances were given: act 3 (N envelopes) and
+        // act 2 (one bigger envelope) on the same axis, with linear scaling from one
+        // unit for reference. Without envelopes, against the instance count.
+        let x = |run: &crate::report::Run| match run.envelope {
+            Some(e) => e.cpu * run.n as f64,
+            None => run.n as f64,
+        };
+        let out: Vec<(f64, f64)> = a.runs.iter().map(|p| (x(p), p.throughput_rps)).collect();
+        let up: Vec<(f64, f64)> = r
+            .act2
+            .as_ref()
+            .filter(|_| a.envelope.is_some())
+            .map(|b| {
+                b.runs
+                    .iter()
+                    .filter_map(|p| Some((p.envelope?.cpu, p.throughput_rps)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let linear: Vec<(f64, f64)> = match out.first() {
+            Some(&(x0, y0)) if x0 > 0.0 => out.iter().map(|&(xi, _)| (xi, y0 * xi / x0)).collect(),
+            _ => Vec::new(),
+        };
+        let x_label = if a.envelope.is_some() {
+            "CPU given to the instances (cores)"
+        } else {
+            "instances"
+        };
+        lines(
             &dir.join("act3-scale-out.svg"),
-            "Act 3: throughput vs instances (line: USL fit)",
-            "instances",
-            ("req/s", &pts),
-            ("p99 ms", &p99),
-            curve.as_deref(),
-            None,
+            "Act 3: scale out (N envelopes) vs scale up (one bigger envelope), req/s",
+            x_label,
+            "req/s",
+            &[
+                ("scale out: N instances", &out, BLUE),
+                ("scale up: 1 instance", &up, RED),
+                ("linear from 1 instance", &linear, GREEN),
+            ],
         )?;
     }
     if let Some(a) = &r.act6 {
@@ -71,24 +88,38 @@ pub fn write_all(r: &DemoReport, dir: &Path) -> Result<(), DemoError> {
             ("req/s", &rps),
             ("failed/s", &errs),
             None,
-            Some((a.killed_at_s, "instance killed")),
+            (Some((a.killed_at_s, "instance killed")), None),
         )?;
     }
     if let Some(a) = &r.act7 {
-        let inst: Vec<(f64, f64)> = a.timeline.iter().map(|s| (s.0, s.1)).collect();
-        let p99: Vec<(f64, f64)> = a.timeline.iter().map(|s| (s.0, s.3)).collect();
+        // Instances only where the fleet was sampled: the shutdown is not "0 instances".
+        let inst: Vec<(f64, f64)> = a
+            .timeline
+            .iter()
+            .filter_map(|s| Some((s.t_s, s.instances?)))
+            .collect();
+        let p99: Vec<(f64, f64)> = a.timeline.iter().map(|s| (s.t_s, s.p99_ms)).collect();
         two_series(
             &dir.join("act7-spike.svg"),
-            "Act 7: 10x step: instances ready and p99 over time",
+            &format!(
+                "Act 7: {:.0} -> {:.0} req/s step: instances ready and p99 (SLO {:.0} ms)",
+                a.base_rps, a.spike_rps, a.slo_p99_ms
+            ),
             "seconds",
-            ("instances", &inst),
+            ("instances ready", &inst),
             ("p99 ms", &p99),
             None,
-            Some((a.step_at_s, "10x step")),
+            (Some((a.step_at_s, "step")), Some((a.slo_p99_ms, "p99 SLO"))),
         )?;
     }
     Ok(())
 }
+
+/// A vertical marker on the x axis and a horizontal line on the right axis, each labelled.
+type Marks<'a> = (Option<(f64, &'a str)>, Option<(f64, &'a str)>);
+
+/// A labelled series and its colour.
+type Series<'a> = (&'a str, &'a [(f64, f64)], RGBColor);
 
 /// A chart with a left-axis series (points and line), a right-axis series, and an
 /// optional fitted curve on the left axis.
@@ -99,7 +130,7 @@ fn two_series(
     left: (&str, &[(f64, f64)]),
     right: (&str, &[(f64, f64)]),
     curve: Option<&[(f64, f64)]>,
-    marker: Option<(f64, &str)>,
+    (marker, right_hline): Marks,
 ) -> Result<(), DemoError> {
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -121,6 +152,7 @@ fn two_series(
         .1
         .iter()
         .map(|p| p.1)
+        .chain(right_hline.map(|h| h.0))
         .filter(|v| v.is_finite())
         .fold(1.0, f64::max)
         * 1.15;
@@ -180,8 +212,76 @@ fn two_series(
             .label(label)
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
     }
+    if let Some((y, label)) = right_hline {
+        chart
+            .draw_secondary_series(LineSeries::new(
+                [(0.0, y), (x_max, y)],
+                RED.mix(0.5).stroke_width(1),
+            ))
+            .map_err(err)?
+            .label(label)
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.mix(0.5)));
+    }
     chart
         .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// Several series (points and lines) on one pair of axes; empty series are skipped.
+fn lines(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<(), DemoError> {
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let all = series
+        .iter()
+        .flat_map(|s| s.1.iter())
+        .filter(|p| p.0.is_finite() && p.1.is_finite());
+    let (x_max, y_max) = all.fold((0.1f64, 1.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max * 1.08, 0f64..y_max * 1.15)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .draw()
+        .map_err(err)?;
+    for &(label, pts, color) in series {
+        if pts.is_empty() {
+            continue;
+        }
+        let dashed = label.starts_with("linear");
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().copied(),
+                color.stroke_width(if dashed { 1 } else { 2 }),
+            ))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        if !dashed {
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .map_err(err)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()

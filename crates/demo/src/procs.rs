@@ -1,43 +1,55 @@
-//! Real processes for the demo: `scaleout shop` instances on free loopback ports,
-//! killed when their guard drops, with CPU time read from /proc.
+//! Real processes for the demo: `scaleout shop` instances on free loopback ports, each in
+//! its CPU and memory envelope when the demo runs with envelopes, owned by the act's
+//! [`Scope`] (killed, reaped and their envelope removed when the act ends).
 //!
-//! Must never: leave a child running after the demo (kill_on_drop on every child) or
-//! wait without a deadline.
+//! Must never: leave a child running after the demo or wait without a deadline.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::DemoError;
-use crate::http;
+use fleet::envelope::{Envelope, EnvelopeStats, FleetScope, Group};
 
-/// A running `scaleout shop` instance.
-#[derive(Debug)]
+use crate::scope::Scope;
+use crate::{DemoError, http};
+
+/// A running `scaleout shop` instance (the process itself is owned by a [`Scope`]).
+#[derive(Debug, Clone)]
 pub struct Instance {
-    /// Instance id (also its `x-instance-id`).
+    /// Instance id (also its `x-instance-id`, and its name in the scope).
     pub id: String,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its process id.
+    pub pid: u32,
+    /// The envelope it runs in, if any.
+    pub envelope: Option<Envelope>,
     /// Where it serves `/metrics` (`--metrics-listen`; never on `addr`).
     pub metrics_addr: SocketAddr,
-    child: tokio::process::Child,
+    /// Its cgroup (shared with the scope, which removes it once the process is reaped).
+    group: Option<Arc<Group>>,
 }
 
 impl Instance {
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id().unwrap_or(0)
+    /// An instance started by someone else (the fleet in act 7), for CPU readings only.
+    pub fn external(id: &str, addr: SocketAddr, pid: u32, envelope: Option<Envelope>) -> Instance {
+        Instance {
+            id: id.to_string(),
+            addr,
+            pid,
+            envelope,
+            // Instances started elsewhere are only read for CPU, never scraped.
+            metrics_addr: addr,
+            group: None,
+        }
     }
 
-    /// SIGKILL now (the failure act), and reap.
-    pub async fn kill(&mut self) {
-        let _ = self.child.kill().await;
-    }
-
-    /// CPU seconds (user + system) used so far, from /proc.
-    pub fn cpu_seconds(&self) -> Option<f64> {
-        cpu_seconds(self.pid())
+    /// Usage counters of its envelope (`None` without one).
+    pub fn stats(&self) -> Option<EnvelopeStats> {
+        self.group.as_ref().map(|g| g.stats())
     }
 }
 
@@ -54,8 +66,8 @@ pub struct ShopSpec {
     pub workers: usize,
     /// Extra flags (`--sessions memory`, `--cache none`, ...).
     pub extra: Vec<String>,
-    /// CPUs to pin the process to, if any.
-    pub cpus: Option<Vec<usize>>,
+    /// CPU and memory envelope, if any.
+    pub envelope: Option<Envelope>,
 }
 
 /// A free loopback port, by binding port 0 and letting it go.
@@ -65,40 +77,67 @@ pub fn free_addr() -> Result<SocketAddr, DemoError> {
     l.local_addr().map_err(|e| DemoError::io("local_addr", e))
 }
 
-/// Starts an instance on a free port and waits (bounded) until `/readyz` answers 200.
-pub async fn start_shop(spec: &ShopSpec, log_dir: &Path) -> Result<Instance, DemoError> {
-    start_shop_at(spec, free_addr()?, log_dir).await
-}
-
-/// Starts an instance on `addr` (a restart takes its old address back).
-pub async fn start_shop_at(
+/// Starts an instance (on `addr`, else a free port) owned by `scope`, in its envelope
+/// (a group under `groups`), and waits (bounded) until `/readyz` answers 200.
+pub async fn start_shop(
+    scope: &mut Scope,
+    groups: Option<&FleetScope>,
     spec: &ShopSpec,
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     log_dir: &Path,
 ) -> Result<Instance, DemoError> {
+    let addr = match addr {
+        Some(a) => a,
+        None => free_addr()?,
+    };
+    let log_path = log_dir.join(format!("{}.log", spec.id));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(log_dir.join(format!("{}.log", spec.id)))
+        .open(&log_path)
         .map_err(|e| DemoError::io("create instance log", e))?;
     let metrics_addr = free_addr()?;
-    let mut cmd = tokio::process::Command::new(&spec.exe);
-    cmd.arg("shop")
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--instance-id")
-        .arg(&spec.id)
-        .arg("--db")
-        .arg(&spec.db)
-        .arg("--workers")
-        .arg(spec.workers.to_string())
-        .arg("--metrics-listen")
-        .arg(metrics_addr.to_string())
+    let mut args: Vec<OsString> = vec![
+        "shop".into(),
+        "--listen".into(),
+        addr.to_string().into(),
+        "--instance-id".into(),
+        spec.id.clone().into(),
+        "--db".into(),
+        spec.db.clone().into(),
+        "--workers".into(),
+        spec.workers.to_string().into(),
+        "--metrics-listen".into(),
+        metrics_addr.to_string().into(),
         // One JWT key for every instance of the demo (created by the first to start).
-        .arg("--jwt-secret-file")
-        .arg(log_dir.join("shop-jwt-secret"))
-        .args(&spec.extra)
-        .env("RUST_LOG", "warn")
+        "--jwt-secret-file".into(),
+        log_dir.join("shop-jwt-secret").into_os_string(),
+    ];
+    args.extend(spec.extra.iter().map(OsString::from));
+    let group = match (spec.envelope, groups) {
+        (Some(e), Some(g)) => {
+            Some(Arc::new(g.create(&spec.id, &e).map_err(|e| {
+                DemoError::Step(format!("envelope of {}: {e}", spec.id))
+            })?))
+        }
+        (Some(_), None) => {
+            return Err(DemoError::Step(format!(
+                "{} needs an envelope but the demo runs without cgroups",
+                spec.id
+            )));
+        }
+        (None, _) => None,
+    };
+    let mut cmd = match &group {
+        // The child joins its group before the shop runs (see fleet::envelope).
+        Some(g) => g.command(&spec.exe, &args),
+        None => {
+            let mut c = tokio::process::Command::new(&spec.exe);
+            c.args(&args);
+            c
+        }
+    };
+    cmd.env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
@@ -106,33 +145,26 @@ pub async fn start_shop_at(
     let child = cmd
         .spawn()
         .map_err(|e| DemoError::io("spawn scaleout shop", e))?;
+    let owned = group.clone();
+    let pid = scope.child(&spec.id, child, move || {
+        // The process is reaped: its group can go now.
+        if let Some(g) = owned
+            && let Err(e) = g.remove()
+        {
+            tracing::warn!("removing an instance envelope: {e}");
+        }
+    });
     let inst = Instance {
         id: spec.id.clone(),
         addr,
+        pid,
+        envelope: spec.envelope,
         metrics_addr,
-        child,
+        group,
     };
-    if let Some(cpus) = &spec.cpus {
-        // Pin early so start-up runs where it will serve; threads that appear later are
-        // caught by the second pass below, whose result counts.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let _ = fleet::process::pin(inst.pid(), cpus);
-    }
     wait_ready(addr, Duration::from_secs(30))
         .await
-        .map_err(|e| {
-            DemoError::Step(format!(
-                "{e}; see {}",
-                log_dir.join(format!("{}.log", spec.id)).display()
-            ))
-        })?;
-    if let Some(cpus) = &spec.cpus {
-        // Pin again: threads started after the first pass (blocking pool) are caught too.
-        // This pass must succeed: a run labelled "on 1 core" that was not pinned would
-        // report a comparison that never happened.
-        fleet::process::pin(inst.pid(), cpus)
-            .map_err(|e| DemoError::Step(format!("pinning {} to cores {cpus:?}: {e}", spec.id)))?;
-    }
+        .map_err(|e| DemoError::Step(format!("{e}; see {}", log_path.display())))?;
     Ok(inst)
 }
 
@@ -152,27 +184,4 @@ pub async fn wait_ready(addr: SocketAddr, timeout: Duration) -> Result<(), DemoE
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// CPU seconds (utime + stime) of a process, from /proc/<pid>/stat.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let ticks = fleet::cpu::read_ticks(pid)?;
-    Some(ticks as f64 / fleet::cpu::ticks_per_second() as f64)
-}
-
-/// CPU seconds used by this process (the demo: balancer in-process plus load generator).
-pub fn own_cpu_seconds() -> Option<f64> {
-    cpu_seconds(std::process::id())
-}
-
-/// The cores this process may run on (its affinity mask), which pinning maps onto.
-pub fn allowed_cpus() -> Vec<usize> {
-    fleet::process::own_cpus()
-}
-
-/// Cores available to this process.
-pub fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::FleetError;
+use crate::envelope::Resources;
 
 /// The hard ceiling on instances one fleet may run, whatever the config says.
 pub const MAX_INSTANCES: u32 = 64;
@@ -75,6 +76,8 @@ pub struct Config {
     pub parent_death_signal: bool,
     /// Where instance output goes.
     pub child_output: ChildOutput,
+    /// `[fleet.resources]`: the CPU and memory envelope of every instance (cgroups).
+    pub resources: Resources,
 }
 
 impl Default for Config {
@@ -98,6 +101,7 @@ impl Default for Config {
             sync_period_ms: 1_000,
             parent_death_signal: true,
             child_output: ChildOutput::File,
+            resources: Resources::default(),
         }
     }
 }
@@ -213,6 +217,7 @@ impl Config {
                 ));
             }
         }
+        self.resources.validate()?;
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') {
                 return Err(bad("env", format!("invalid variable name {key:?}")));

@@ -37,10 +37,12 @@ pub struct ServiceConfig {
     pub container_port: u16,
     /// Port the Kubernetes Service exposes.
     pub service_port: u16,
-    /// CPU request per pod, millicores (the HPA's CPU utilisation is relative to it).
-    pub cpu_request_millis: u32,
-    /// Memory request per pod, MiB.
-    pub memory_request_mib: u32,
+    /// Replaced by `[fleet.resources] cpu`: the pod's requests and limits are the
+    /// instance envelope, so the local fleet and the manifests agree. Setting it is an
+    /// error that says so.
+    pub cpu_request_millis: Option<u32>,
+    /// Replaced by `[fleet.resources] memory_mib` (see `cpu_request_millis`).
+    pub memory_request_mib: Option<u32>,
 }
 
 impl Default for ServiceConfig {
@@ -55,8 +57,8 @@ impl Default for ServiceConfig {
             image: "scaleout:latest".into(),
             container_port: 8080,
             service_port: 80,
-            cpu_request_millis: 500,
-            memory_request_mib: 128,
+            cpu_request_millis: None,
+            memory_request_mib: None,
         }
     }
 }
@@ -152,11 +154,17 @@ impl ServiceConfig {
         if self.service_port == 0 {
             return Err(bad("service_port", "must be > 0"));
         }
-        if self.cpu_request_millis == 0 {
-            return Err(bad("cpu_request_millis", "must be > 0"));
+        if self.cpu_request_millis.is_some() {
+            return Err(bad(
+                "cpu_request_millis",
+                "replaced by [fleet.resources] cpu (cores): requests and limits both come from the instance envelope",
+            ));
         }
-        if self.memory_request_mib == 0 {
-            return Err(bad("memory_request_mib", "must be > 0"));
+        if self.memory_request_mib.is_some() {
+            return Err(bad(
+                "memory_request_mib",
+                "replaced by [fleet.resources] memory_mib: requests and limits both come from the instance envelope",
+            ));
         }
         Ok(())
     }

@@ -115,10 +115,21 @@ fn in_cluster(word: &str, port: u16) -> String {
         .replace("{data_dir}", CONTAINER_DATA_DIR)
 }
 
-/// Builds the manifests for `cfg` (which must be valid).
+/// Builds the manifests for `cfg` (which must be valid) on this host: the envelope's
+/// unset fields default from this host's cores, as `scaleout up` would run them.
 pub fn manifests(cfg: &DeploymentConfig) -> Manifests {
+    manifests_on(cfg, crate::process::available_cpus())
+}
+
+/// Builds the manifests for `cfg` as if on a host with `host_cores` cores (pure). The
+/// container's `resources.requests` and `resources.limits` are both the instance
+/// envelope (`[fleet.resources]`): Guaranteed QoS, the same CPU quota and memory limit
+/// the local fleet enforces with cgroups.
+pub fn manifests_on(cfg: &DeploymentConfig, host_cores: usize) -> Manifests {
     let svc = &cfg.service;
     let fleet = cfg.resolved_fleet();
+    let envelope = fleet.resources.envelope(host_cores);
+    let quantities = json!({"cpu": envelope.k8s_cpu(), "memory": envelope.k8s_memory()});
     let a = &cfg.autoscale;
     let name = svc.name.as_str();
     let labels = json!({
@@ -149,7 +160,7 @@ pub fn manifests(cfg: &DeploymentConfig) -> Manifests {
         env.push(json!({"name": k, "value": in_cluster(v, port)}));
     }
     let ms_to_s = |ms: u64| ms.div_ceil(1000).max(1);
-    let mut container = json!({
+    let container = json!({
         "name": name,
         "image": svc.image,
         "command": [argv[0]],
@@ -172,17 +183,9 @@ pub fn manifests(cfg: &DeploymentConfig) -> Manifests {
             "periodSeconds": 5,
             "failureThreshold": 3,
         },
-        "resources": {
-            "requests": {
-                "cpu": format!("{}m", svc.cpu_request_millis),
-                "memory": format!("{}Mi", svc.memory_request_mib),
-            },
-        },
+        "resources": {"requests": quantities.clone(), "limits": quantities},
         "volumeMounts": [{"name": "data", "mountPath": CONTAINER_DATA_DIR}],
     });
-    if fleet.cpus_per_instance > 0 {
-        container["resources"]["limits"] = json!({"cpu": fleet.cpus_per_instance.to_string()});
-    }
     let replicas = fleet.instances.clamp(a.min_instances, a.max_instances);
     let deployment = json!({
         "apiVersion": "apps/v1",
@@ -303,6 +306,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unset_envelope_defaults_from_the_host_cores() {
+        let cfg = DeploymentConfig::default();
+        for (cores, cpu) in [(2, "250m"), (8, "1"), (64, "4")] {
+            let m = manifests_on(&cfg, cores);
+            let r = &m.deployment["spec"]["template"]["spec"]["containers"][0]["resources"];
+            assert_eq!(r["limits"]["cpu"], cpu);
+            assert_eq!(r["requests"]["cpu"], cpu);
+            assert_eq!(r["limits"]["memory"], "256Mi");
+        }
+    }
+
+    #[test]
     fn quantities() {
         assert_eq!(quantity(10.0), "10");
         assert_eq!(quantity(2.5), "2500m");
@@ -314,6 +329,9 @@ mod tests {
             r#"
 [fleet]
 instances = 3
+[fleet.resources]
+cpu = 0.25
+memory_mib = 192
 [autoscale]
 policy = "hpa"
 min_instances = 2
@@ -356,6 +374,10 @@ name = "web"
         assert_eq!(up["stabilizationWindowSeconds"], 0);
         assert_eq!(up["policies"].as_array().unwrap().len(), 2);
         let c = &dep["spec"]["template"]["spec"]["containers"][0];
+        for kind in ["requests", "limits"] {
+            assert_eq!(c["resources"][kind]["cpu"], "250m", "{kind}");
+            assert_eq!(c["resources"][kind]["memory"], "192Mi", "{kind}");
+        }
         assert_eq!(c["command"][0], "scaleout");
         assert_eq!(c["args"][0], "shop");
         assert!(

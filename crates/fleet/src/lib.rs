@@ -5,9 +5,11 @@
 //! The decisions are pure ([`plan`]); the rest is the shell that applies them. Nothing in
 //! this crate decides how many instances there should be: that is `autoscale`'s job.
 
+pub mod admin;
 pub mod config;
 pub mod cpu;
 pub mod deployment;
+pub mod envelope;
 pub mod k8s;
 pub mod plan;
 pub mod process;
@@ -18,6 +20,7 @@ pub mod up;
 
 pub use config::Config;
 pub use deployment::{DeploymentConfig, ServiceConfig};
+pub use envelope::{Envelope, EnvelopeError, EnvelopeStats, Resources};
 pub use plan::{Action, Desired, Phase};
 pub use registry::{NoBalancer, Registry};
 pub use scaler::{Autoscaler, BackendSample, BalancerSample, MetricsSource, ScalerStatus};
@@ -43,4 +46,7 @@ pub enum FleetError {
     /// The balancer refused an operation.
     #[error("balancer: {0}")]
     Balancer(String),
+    /// Resource envelopes (cgroups) are unavailable or a group operation failed.
+    #[error(transparent)]
+    Envelope(#[from] envelope::EnvelopeError),
 }

@@ -67,6 +67,9 @@ pub struct SpawnSpec {
     pub parent_death_signal: bool,
     /// Cores to pin to, if any.
     pub cpus: Option<Vec<usize>>,
+    /// `cgroup.procs` files the child joins before the program runs (its resource
+    /// envelope; see [`crate::envelope`]). Empty: no envelope.
+    pub join_cgroups: Vec<PathBuf>,
 }
 
 /// The path of `setpriv` if it is installed and supports `--pdeathsig`.
@@ -79,10 +82,20 @@ pub fn setpriv_path() -> Option<PathBuf> {
 
 /// Spawns the child. Returns it and its pid.
 pub fn spawn(spec: &SpawnSpec) -> Result<(Child, u32), FleetError> {
-    let (program, args) = spec
-        .argv
+    if spec.argv.is_empty() {
+        return Err(FleetError::Spawn("empty command".into()));
+    }
+    // Join the envelope first (through `sh`, which execs the program: same pid).
+    let argv: Vec<std::ffi::OsString> = if spec.join_cgroups.is_empty() {
+        spec.argv.iter().map(Into::into).collect()
+    } else {
+        let argv: Vec<std::ffi::OsString> = spec.argv.iter().map(Into::into).collect();
+        crate::envelope::join_wrapper(&spec.join_cgroups, &argv)
+    };
+    let (program, args) = argv
         .split_first()
         .ok_or_else(|| FleetError::Spawn("empty command".into()))?;
+    let program_name = spec.argv[0].as_str();
     let mut cmd = match (spec.parent_death_signal, setpriv_path()) {
         (true, Some(setpriv)) => {
             // The kernel delivers SIGKILL to the child when the thread that spawned it
@@ -135,10 +148,10 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Child, u32), FleetError> {
     }
     let child = cmd
         .spawn()
-        .map_err(|e| FleetError::Spawn(format!("spawn {program}: {e}")))?;
+        .map_err(|e| FleetError::Spawn(format!("spawn {program_name}: {e}")))?;
     let pid = child
         .id()
-        .ok_or_else(|| FleetError::Spawn(format!("{program} exited at once")))?;
+        .ok_or_else(|| FleetError::Spawn(format!("{program_name} exited at once")))?;
     Ok((child, pid))
 }
 

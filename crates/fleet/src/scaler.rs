@@ -307,6 +307,7 @@ mod tests {
             cpus: None,
             restarts: 0,
             last_failure: None,
+            oom_kills: 0,
         };
         let status = FleetStatus {
             desired: 3,

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -17,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::FleetError;
 use crate::config::Config;
+use crate::envelope::{Envelope, EnvelopeStats, FleetScope, Group};
 use crate::plan::{self, Action, Desired, InstanceView, Phase};
 use crate::process::{self, SpawnSpec, TemplateVars};
 use crate::registry::Registry;
@@ -44,6 +46,8 @@ pub struct InstanceStatus {
     pub restarts: u32,
     /// Why it last failed, if it did.
     pub last_failure: Option<String>,
+    /// How many of its processes the kernel OOM-killed at the envelope's memory limit.
+    pub oom_kills: u32,
 }
 
 /// A snapshot of the whole fleet.
@@ -65,6 +69,11 @@ pub struct FleetStatus {
     pub stopped_total: u64,
     /// Of those, how many needed SIGKILL.
     pub killed_total: u64,
+    /// Of the crashes, how many were OOM kills at the envelope's memory limit.
+    pub oom_kills_total: u64,
+    /// The envelope every instance runs in; `None` when envelopes are not enforced
+    /// (`--no-envelopes`): instances then run unlimited.
+    pub envelope: Option<Envelope>,
     /// The last measured start-up time (spawn until ready), seconds.
     pub startup_s: Option<f64>,
     /// True once the fleet has shut down (every child stopped).
@@ -92,15 +101,42 @@ impl FleetStatus {
     }
 }
 
+/// The live instance groups, shared by the loop (which adds and removes them) and the
+/// handle (which reads their counters).
+type Groups = Arc<Mutex<BTreeMap<String, Arc<Group>>>>;
+
 /// Controls a running fleet from outside its loop.
 #[derive(Debug, Clone)]
 pub struct FleetHandle {
     desired: watch::Sender<Desired>,
     status: watch::Receiver<FleetStatus>,
     max: u32,
+    groups: Groups,
+    envelope: Option<Envelope>,
 }
 
 impl FleetHandle {
+    /// The envelope every instance runs in (`None`: not enforced).
+    pub fn envelope(&self) -> Option<Envelope> {
+        self.envelope
+    }
+    /// Reads each live instance's envelope counters (CPU used and throttled, memory,
+    /// OOM kills), by instance id. Empty when envelopes are not enforced.
+    pub fn envelope_stats(&self) -> BTreeMap<String, EnvelopeStats> {
+        let groups: Vec<(String, Arc<Group>)> = lock(&self.groups)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        // The files are read outside the lock.
+        groups.into_iter().map(|(k, g)| (k, g.stats())).collect()
+    }
+    /// The cgroup directories of each live instance, by id (for operators and tests).
+    pub fn group_dirs(&self) -> BTreeMap<String, Vec<PathBuf>> {
+        lock(&self.groups)
+            .iter()
+            .map(|(k, g)| (k.clone(), g.dirs()))
+            .collect()
+    }
     /// Sets the desired instance count (clamped to 1..=the hard maximum).
     pub fn set_count(&self, count: u32) {
         let count = count.clamp(1, self.max);
@@ -151,6 +187,11 @@ impl FleetHandle {
 enum Failure {
     Spawn(String),
     Exited(String),
+    /// Killed by the kernel at the envelope's memory limit (the exit status says SIGKILL).
+    OomKilled {
+        status: String,
+        limit_mib: u64,
+    },
     ReadyTimeout,
     Register(String),
 }
@@ -195,6 +236,7 @@ struct Instance {
     ready_since: Option<Instant>,
     started_at: Instant,
     last_failure: Option<String>,
+    oom_kills: u32,
     retire: CancellationToken,
 }
 
@@ -213,6 +255,10 @@ pub struct Fleet<R: Registry> {
     /// The cores this process may run on (its affinity mask), which slots map onto.
     cores: Vec<usize>,
     counters: FleetStatus,
+    /// The fleet's cgroup and the envelope applied, when envelopes are enforced. Dropped
+    /// (group removed) when the fleet is.
+    scope: Option<(FleetScope, Envelope)>,
+    groups: Groups,
 }
 
 impl<R: Registry> std::fmt::Debug for Fleet<R> {
@@ -244,6 +290,21 @@ impl<R: Registry> Fleet<R> {
                 reason: format!("{}: {e}", config.data_dir.display()),
             })?;
         let config = Config { data_dir, ..config };
+        let envelope = config.resources.envelope(process::available_cpus());
+        let scope = match crate::envelope::open(&config.resources)? {
+            Some(scope) => {
+                tracing::info!(%envelope, "each instance runs in an envelope");
+                Some((scope, envelope))
+            }
+            None => {
+                tracing::warn!(
+                    "resource envelopes disabled: instances run without CPU or memory limits"
+                );
+                None
+            }
+        };
+        let envelope = scope.as_ref().map(|(_, e)| *e);
+        let groups: Groups = Arc::default();
         let desired = Desired {
             count: config.instances,
             generation: 0,
@@ -251,6 +312,7 @@ impl<R: Registry> Fleet<R> {
         let (desired_tx, desired_rx) = watch::channel(desired);
         let (status_tx, status_rx) = watch::channel(FleetStatus {
             desired: desired.count,
+            envelope,
             ..FleetStatus::default()
         });
         // Bounded: at most four events per incarnation are in flight, and the loop drains
@@ -268,12 +330,19 @@ impl<R: Registry> Fleet<R> {
             tracker: TaskTracker::new(),
             next_seq: 0,
             cores: process::own_cpus(),
-            counters: FleetStatus::default(),
+            counters: FleetStatus {
+                envelope,
+                ..FleetStatus::default()
+            },
+            scope,
+            groups: groups.clone(),
         };
         let handle = FleetHandle {
             desired: desired_tx,
             status: status_rx,
             max: crate::config::MAX_INSTANCES,
+            groups,
+            envelope,
         };
         Ok((fleet, handle))
     }
@@ -333,7 +402,33 @@ impl<R: Registry> Fleet<R> {
         while let Ok(ev) = self.events_rx.try_recv() {
             self.on_event(ev, Instant::now());
         }
+        // Every instance task has ended (or was given up on and its processes killed):
+        // remove the groups; the fleet's own group goes when `scope` drops.
+        lock(&self.groups).clear();
+        self.scope = None;
         self.publish(true);
+    }
+
+    /// Removes instance `id` from the books, and its group with it (the group's last
+    /// reference is held by the instance task, which ends after its process did).
+    fn forget(&mut self, id: &str) {
+        self.instances.remove(id);
+        lock(&self.groups).remove(id);
+    }
+
+    /// The group of instance `id`, created on its first start and kept across restarts
+    /// (so counters such as OOM kills accumulate per instance).
+    fn group_for(&mut self, id: &str) -> Result<Option<Arc<Group>>, FleetError> {
+        let Some((scope, envelope)) = &self.scope else {
+            return Ok(None);
+        };
+        let mut groups = lock(&self.groups);
+        if let Some(g) = groups.get(id) {
+            return Ok(Some(g.clone()));
+        }
+        let g = Arc::new(scope.create(id, envelope)?);
+        groups.insert(id.to_string(), g.clone());
+        Ok(Some(g))
     }
 
     fn views(&self) -> Vec<InstanceView> {
@@ -356,9 +451,7 @@ impl<R: Registry> Fleet<R> {
                 Action::Spawn { generation } => self.spawn_new(generation),
                 Action::Restart { id } => self.start(&id, true),
                 Action::Retire { id } => self.retire(&id),
-                Action::Forget { id } => {
-                    self.instances.remove(&id);
-                }
+                Action::Forget { id } => self.forget(&id),
             }
         }
     }
@@ -387,6 +480,7 @@ impl<R: Registry> Fleet<R> {
                 ready_since: None,
                 started_at: Instant::now(),
                 last_failure: None,
+                oom_kills: 0,
                 retire: CancellationToken::new(),
             },
         );
@@ -395,6 +489,23 @@ impl<R: Registry> Fleet<R> {
 
     /// Starts (or restarts) the process of instance `id` in its own task.
     fn start(&mut self, id: &str, restart: bool) {
+        let group = match self.group_for(id) {
+            Ok(g) => g,
+            Err(e) => {
+                let run = self.instances.get(id).map_or(0, |i| i.run + 1);
+                if let Some(inst) = self.instances.get_mut(id) {
+                    inst.run = run;
+                    inst.phase = Phase::Starting;
+                }
+                let ev = Event::Failed {
+                    id: id.to_string(),
+                    run,
+                    failure: Failure::Spawn(e.to_string()),
+                };
+                self.on_event(ev, Instant::now());
+                return;
+            }
+        };
         let Some(inst) = self.instances.get_mut(id) else {
             return;
         };
@@ -445,6 +556,7 @@ impl<R: Registry> Fleet<R> {
             log_file: process::log_file(&self.config.data_dir, id),
             parent_death_signal: self.config.parent_death_signal,
             cpus: inst.cpus.clone(),
+            join_cgroups: group.as_ref().map(|g| g.procs_files()).unwrap_or_default(),
         };
         let task = InstanceTask {
             id: id.to_string(),
@@ -459,6 +571,7 @@ impl<R: Registry> Fleet<R> {
             weight: self.config.weight,
             retire: inst.retire.clone(),
             events: self.events_tx.clone(),
+            group,
         };
         self.counters.spawned_total += 1;
         self.tracker.spawn(task.run(self.registry.clone()));
@@ -469,9 +582,7 @@ impl<R: Registry> Fleet<R> {
             match inst.phase {
                 Phase::Retiring => {}
                 // No process: nothing to drain or stop.
-                Phase::Backoff { .. } => {
-                    self.instances.remove(id);
-                }
+                Phase::Backoff { .. } => self.forget(id),
                 Phase::Starting | Phase::Ready => {
                     tracing::info!(id, "retiring instance");
                     inst.phase = Phase::Retiring;
@@ -510,23 +621,32 @@ impl<R: Registry> Fleet<R> {
                 if killed {
                     self.counters.killed_total += 1;
                 }
-                self.instances.remove(&id);
+                self.forget(&id);
             }
             Event::Failed { failure, .. } => {
                 inst.pid = None;
                 let text = match &failure {
                     Failure::Spawn(e) => format!("spawn failed: {e}"),
                     Failure::Exited(st) => format!("exited: {st}"),
+                    Failure::OomKilled { status, limit_mib } => {
+                        format!("OOM-killed at its memory limit ({limit_mib} MiB): {status}")
+                    }
                     Failure::ReadyTimeout => "not ready in time; killed".to_string(),
                     Failure::Register(e) => format!("balancer refused it: {e}"),
                 };
                 match failure {
                     Failure::ReadyTimeout => self.counters.ready_timeouts_total += 1,
+                    // Restarted like any crash, and counted apart as well.
+                    Failure::OomKilled { .. } => {
+                        self.counters.crashes_total += 1;
+                        self.counters.oom_kills_total += 1;
+                        inst.oom_kills += 1;
+                    }
                     _ => self.counters.crashes_total += 1,
                 }
                 if inst.phase == Phase::Retiring {
                     // It was on its way out anyway.
-                    self.instances.remove(&id);
+                    self.forget(&id);
                     return;
                 }
                 let long_lived = inst.ready_since.is_some_and(|t| {
@@ -568,6 +688,7 @@ impl<R: Registry> Fleet<R> {
                     cpus: i.cpus.clone(),
                     restarts: i.restarts,
                     last_failure: i.last_failure.clone(),
+                    oom_kills: i.oom_kills,
                 })
                 .collect(),
             shut_down,
@@ -599,9 +720,29 @@ struct InstanceTask {
     weight: u32,
     retire: CancellationToken,
     events: mpsc::Sender<Event>,
+    /// The instance's cgroup, when envelopes are enforced (read for OOM kills).
+    group: Option<Arc<Group>>,
 }
 
 impl InstanceTask {
+    /// Why the process ended: an OOM kill when the group's counter moved past
+    /// `oom_before` (the kernel counts the kill before the process is reaped), else the
+    /// exit status.
+    fn exit_failure(
+        &self,
+        st: std::io::Result<std::process::ExitStatus>,
+        oom_before: u64,
+    ) -> Failure {
+        let status = describe(st);
+        match &self.group {
+            Some(g) if g.stats().oom_kills > oom_before => Failure::OomKilled {
+                status,
+                limit_mib: g.envelope().memory_mib,
+            },
+            _ => Failure::Exited(status),
+        }
+    }
+
     async fn send(&self, ev: Event) {
         // The loop outlives every instance task (it waits for the tracker), so a send
         // can only fail during a bounded shutdown; nothing to do then.
@@ -627,6 +768,7 @@ impl InstanceTask {
     }
 
     async fn run<R: Registry>(self, registry: R) {
+        let oom_before = self.group.as_ref().map_or(0, |g| g.stats().oom_kills);
         let (mut child, pid) = match process::spawn(&self.spec) {
             Ok(c) => c,
             Err(e) => return self.failed(Failure::Spawn(e.to_string())).await,
@@ -652,7 +794,7 @@ impl InstanceTask {
         loop {
             tokio::select! {
                 st = child.wait() => {
-                    return self.failed(Failure::Exited(describe(st))).await;
+                    return self.failed(self.exit_failure(st, oom_before)).await;
                 }
                 _ = self.retire.cancelled() => {
                     let (_, killed) = process::stop(&mut child, pid, self.stop_grace).await;
@@ -692,7 +834,7 @@ impl InstanceTask {
         tokio::select! {
             st = child.wait() => {
                 let _ = registry.remove(&self.id);
-                return self.failed(Failure::Exited(describe(st))).await;
+                return self.failed(self.exit_failure(st, oom_before)).await;
             }
             _ = self.retire.cancelled() => {}
         }
@@ -711,6 +853,12 @@ impl InstanceTask {
         let (_, killed) = process::stop(&mut child, pid, self.stop_grace).await;
         self.stopped(killed).await;
     }
+}
+
+/// Locks the group map; a panic while it was held cannot leave it inconsistent (every
+/// critical section is a single map operation), so poisoning is ignored.
+fn lock(groups: &Groups) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Group>>> {
+    groups.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn describe(st: std::io::Result<std::process::ExitStatus>) -> String {

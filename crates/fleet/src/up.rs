@@ -6,17 +6,23 @@
 //! instance drained *through the still-running balancer*, then SIGTERM/SIGKILL), then the
 //! balancer. This module must never leave a child behind when it returns.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::FleetError;
 use crate::deployment::DeploymentConfig;
+use crate::envelope::{EnvelopeStats, EnvelopeUse};
 use crate::scaler::{Autoscaler, ScalerStatus};
-use crate::supervisor::{Fleet, FleetStatus};
+use crate::supervisor::{Fleet, FleetHandle, FleetStatus};
+
+/// Instances shown by name in the status line's envelope part; the rest are summed up.
+const STATUS_INSTANCES_SHOWN: usize = 8;
 
 /// How `up` runs, beyond the deployment file.
 #[derive(Debug, Clone)]
@@ -69,10 +75,43 @@ pub fn status_line(f: &FleetStatus, s: &ScalerStatus) -> String {
             f.crashes_total, f.ready_timeouts_total
         ));
     }
+    if f.oom_kills_total > 0 {
+        line.push_str(&format!(" | oom-killed {}", f.oom_kills_total));
+    }
     if let Some(d) = &s.decision {
         line.push_str(&format!(" | decision {}: {}", d.desired, d.reason));
     }
     line
+}
+
+/// The envelope part of the status line: the envelope, then per instance the cores used,
+/// the share of CFS periods throttled and the memory in use over the last interval
+/// (`i-1 0.25cpu thr 93% 41MiB`), at most [`STATUS_INSTANCES_SHOWN`] by name.
+pub fn envelope_part(f: &FleetStatus, usage: &BTreeMap<String, EnvelopeUse>) -> String {
+    let Some(env) = f.envelope else {
+        return " | envelopes off (unlimited)".to_string();
+    };
+    let mut part = format!(" | envelope {}cpu/{}MiB:", env.cpu, env.memory_mib);
+    let mut shown = 0;
+    for i in &f.instances {
+        let Some(u) = usage.get(&i.id) else { continue };
+        if shown == STATUS_INSTANCES_SHOWN {
+            part.push_str(&format!(" +{} more", usage.len() - shown));
+            break;
+        }
+        part.push_str(&format!(
+            " {} {:.2}cpu thr {:.0}% {:.0}MiB",
+            i.id,
+            u.cpu_cores,
+            u.throttled_share * 100.0,
+            u.memory_mib
+        ));
+        shown += 1;
+    }
+    if shown == 0 {
+        part.push_str(" -");
+    }
+    part
 }
 
 /// Runs the deployment until `shutdown` fires (or the balancer fails), then stops
@@ -84,11 +123,21 @@ pub async fn run(
 ) -> Result<UpSummary, FleetError> {
     cfg.validate()?;
     let fleet_cfg = cfg.resolved_fleet();
-    let proxy = proxy::Proxy::bind(cfg.balancer.clone())
+    let mut balancer = cfg.balancer.clone();
+    if balancer.health.path.is_empty() {
+        // The fleet admits an instance only once its readiness path answers; the
+        // balancer keeps checking that same path afterwards, so an instance that stops
+        // being ready (its database gone) leaves the pool, not only one that stops
+        // listening. A TCP check is the balancer's default for servers we did not write.
+        balancer.health.path = fleet_cfg.readiness_path.clone();
+    }
+    let proxy = proxy::Proxy::bind(balancer)
         .await
         .map_err(|e| FleetError::Balancer(e.to_string()))?;
     let lb = proxy.handle();
     let (fleet, handle) = Fleet::new(fleet_cfg.clone(), opts.exe.clone(), lb.clone())?;
+    // `GET /fleet` and the envelope gauges on `GET /metrics` of the admin API.
+    lb.set_admin_extension(Arc::new(handle.clone()));
     let (scaler, scaler_status) =
         Autoscaler::new(cfg.autoscale.clone(), handle.clone(), lb.clone()).map_err(|e| {
             FleetError::Config {
@@ -108,6 +157,12 @@ pub async fn run(
         cfg.autoscale.min_instances,
         cfg.autoscale.max_instances,
     );
+    match handle.envelope() {
+        Some(e) => eprintln!("scaleout up: each instance runs in an envelope of {e} (cgroups)"),
+        None => eprintln!(
+            "scaleout up: envelopes OFF (--no-envelopes): instances run without CPU or memory limits"
+        ),
+    }
 
     let proxy_stop = CancellationToken::new();
     let fleet_stop = CancellationToken::new();
@@ -118,7 +173,7 @@ pub async fn run(
     let printer = opts.status_every.map(|every| {
         tokio::spawn(print_status(
             every,
-            handle.subscribe(),
+            handle.clone(),
             scaler_status.clone(),
             scaler_stop.clone(),
         ))
@@ -167,9 +222,10 @@ pub async fn run(
         scaler: scaler_status.borrow().clone(),
     };
     eprintln!(
-        "scaleout up: stopped; {} spawned, {} crashed, {} not ready in time, {} killed after grace",
+        "scaleout up: stopped; {} spawned, {} crashed ({} OOM-killed), {} not ready in time, {} killed after grace",
         summary.fleet.spawned_total,
         summary.fleet.crashes_total,
+        summary.fleet.oom_kills_total,
         summary.fleet.ready_timeouts_total,
         summary.fleet.killed_total
     );
@@ -182,18 +238,34 @@ pub async fn run(
 
 async fn print_status(
     every: Duration,
-    fleet: watch::Receiver<FleetStatus>,
+    fleet: FleetHandle,
     scaler: watch::Receiver<ScalerStatus>,
     stop: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prev: (BTreeMap<String, EnvelopeStats>, Instant) = (BTreeMap::new(), Instant::now());
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let line = status_line(&fleet.borrow(), &scaler.borrow());
+        let (stats, now) = (fleet.envelope_stats(), Instant::now());
+        let elapsed = now.duration_since(prev.1);
+        // An instance first seen now has no interval yet: it is shown from the next line.
+        let usage: BTreeMap<String, EnvelopeUse> = stats
+            .iter()
+            .filter_map(|(id, s)| Some((id.clone(), s.since(prev.0.get(id)?, elapsed))))
+            .collect();
+        prev = (stats, now);
+        let status = fleet.status();
+        let mut line = status_line(&status, &scaler.borrow());
+        // Before the decision, whose reason can be long.
+        let env = envelope_part(&status, &usage);
+        match line.find(" | decision ") {
+            Some(at) => line.insert_str(at, &env),
+            None => line.push_str(&env),
+        }
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{line}");
     }
@@ -234,5 +306,53 @@ mod tests {
         );
         let idle = status_line(&f, &ScalerStatus::default());
         assert!(idle.contains("metrics -"), "{idle}");
+    }
+
+    #[test]
+    fn envelope_part_shows_throttling_and_memory_per_instance() {
+        use crate::envelope::Envelope;
+        use crate::supervisor::InstanceStatus;
+        let inst = |id: &str| InstanceStatus {
+            id: id.into(),
+            seq: 0,
+            slot: 0,
+            generation: 0,
+            phase: crate::Phase::Ready,
+            pid: Some(1),
+            addr: None,
+            cpus: None,
+            restarts: 0,
+            last_failure: None,
+            oom_kills: 0,
+        };
+        let mut f = FleetStatus {
+            envelope: Some(Envelope {
+                cpu: 0.25,
+                memory_mib: 256,
+            }),
+            oom_kills_total: 1,
+            instances: (1..=10).map(|n| inst(&format!("i-{n}"))).collect(),
+            ..FleetStatus::default()
+        };
+        let usage: BTreeMap<String, EnvelopeUse> = (1..=10)
+            .map(|n| {
+                (
+                    format!("i-{n}"),
+                    EnvelopeUse {
+                        cpu_cores: 0.249,
+                        throttled_share: 0.93,
+                        memory_mib: 41.2,
+                        oom_kills: 0,
+                    },
+                )
+            })
+            .collect();
+        let part = envelope_part(&f, &usage);
+        assert!(part.starts_with(" | envelope 0.25cpu/256MiB:"), "{part}");
+        assert!(part.contains("i-1 0.25cpu thr 93% 41MiB"), "{part}");
+        assert!(part.ends_with("+2 more"), "{part}");
+        assert!(status_line(&f, &ScalerStatus::default()).contains("oom-killed 1"));
+        f.envelope = None;
+        assert_eq!(envelope_part(&f, &usage), " | envelopes off (unlimited)");
     }
 }

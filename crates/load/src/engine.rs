@@ -1,12 +1,21 @@
 //! The hot path: one generator thread with a single-threaded tokio runtime, a dispatcher
 //! that releases requests at their scheduled times (open loop) and a pool of connection
-//! workers, each owning one keep-alive connection made with hyper's connection-level
-//! client (`hyper::client::conn::http1`, or `http2` for h2c).
+//! workers, each owning one keep-alive connection: HTTP/1.1 through the crate's own
+//! minimal client ([`crate::h1`]), h2c through hyper's `client::conn::http2`.
 //!
 //! Why this shape: everything a thread touches is thread-local (`Rc`, `RefCell`, `Cell`),
-//! so there is no lock or atomic on the request path; each worker drives its connection
-//! future in the same task as its request loop, so a response wakes one task, not two;
-//! request parts that do not vary are built once per (target, kind).
+//! so there is no lock or atomic on the request path; each worker reads its own socket in
+//! its own task; HTTP/1.1 requests that do not vary are encoded to bytes once per
+//! (target, kind).
+//!
+//! Connections end when the server says so (`Connection: close`, HTTP/1.0, a
+//! close-delimited body), when it closes them, or on any error; the worker then opens a
+//! new one for its next request and counts a reconnect (both modes). A request that
+//! finds a reused connection closed before any response byte (the server's idle timeout
+//! raced it) is sent again once on a fresh connection when its method is idempotent,
+//! and counted as a reconnect, not an error. The dispatcher waits with [`Pacer`]
+//! (timerfd plus a short spin), so requests leave within microseconds of their schedule;
+//! the lag of every send is recorded and reported.
 //!
 //! Open loop: the dispatcher never waits for a response. A due request goes into the
 //! thread's queue; an idle worker takes it, or, when none is idle, a new worker (a new
@@ -29,10 +38,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HOST, HeaderMap, HeaderName, HeaderValue};
+use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::rngs::SmallRng;
 use tokio::net::TcpStream;
@@ -41,7 +50,9 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Catalog, SessionSpec};
+use crate::h1;
 use crate::mix::{KindTable, Role, UserState, Users, Vars, Zipf, render, thread_rng};
+use crate::pacer::Pacer;
 use crate::profile::RateProfile;
 use crate::stats::{Acc, Aggregator, Outcome, ThreadRecorder};
 
@@ -88,6 +99,9 @@ pub(crate) struct ThreadResult {
     pub targets: Vec<Acc>,
     pub total: Acc,
     pub connections_opened: u64,
+    pub reconnects: u64,
+    pub lag: hdrhistogram::Histogram<u64>,
+    pub precise_timer: bool,
 }
 
 /// Runs one generator thread to completion on the calling OS thread.
@@ -112,9 +126,26 @@ struct Job {
 
 /// Request parts that do not vary, per (target, kind).
 struct StaticReq {
+    /// h2c: the absolute URI, headers and body of a hyper request.
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+    /// HTTP/1.1: Host, the kind's validated headers, and the whole encoded request when
+    /// neither path nor body is templated and no token is added (else empty).
+    host: HeaderValue,
+    fields: Vec<(HeaderName, HeaderValue)>,
+    encoded: Vec<u8>,
+}
+
+/// A parsed URI's path and query, or `/` when the rendered path is not a valid one.
+fn request_target(path: &str) -> String {
+    match path.parse::<Uri>() {
+        Ok(u) if u.scheme().is_none() => u
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into()),
+        _ => "/".into(),
+    }
 }
 
 struct Ctx {
@@ -160,26 +191,42 @@ impl Ctx {
                     .kinds
                     .iter()
                     .map(|k| {
-                        let mut headers = HeaderMap::with_capacity(2 + k.headers.len());
-                        if !plan.h2c {
-                            headers.insert(
-                                HOST,
-                                HeaderValue::from_str(&t.authority)
-                                    .unwrap_or(HeaderValue::from_static("localhost")),
-                            );
+                        let host = HeaderValue::from_str(&t.authority)
+                            .unwrap_or(HeaderValue::from_static("localhost"));
+                        let fields: Vec<(HeaderName, HeaderValue)> = k
+                            .headers
+                            .iter()
+                            .filter_map(|(n, v)| {
+                                Some((
+                                    HeaderName::try_from(n.as_str()).ok()?,
+                                    HeaderValue::try_from(v.as_str()).ok()?,
+                                ))
+                            })
+                            .collect();
+                        let mut headers = HeaderMap::with_capacity(fields.len());
+                        for (n, v) in &fields {
+                            headers.append(n.clone(), v.clone());
                         }
-                        for (n, v) in &k.headers {
-                            if let (Ok(n), Ok(v)) = (
-                                HeaderName::try_from(n.as_str()),
-                                HeaderValue::try_from(v.as_str()),
-                            ) {
-                                headers.append(n, v);
-                            }
+                        let body = Bytes::from(k.body.clone().unwrap_or_default());
+                        let mut encoded = Vec::new();
+                        if !plan.h2c && !k.templated && !k.auth {
+                            h1::encode_request(
+                                &mut encoded,
+                                &k.method,
+                                &request_target(&k.path),
+                                &host,
+                                &fields,
+                                None,
+                                &body,
+                            );
                         }
                         StaticReq {
                             uri: make_uri(plan.h2c, &t.authority, &k.path),
                             headers,
-                            body: Bytes::from(k.body.clone().unwrap_or_default()),
+                            body,
+                            host,
+                            fields,
+                            encoded,
                         }
                     })
                     .collect()
@@ -286,7 +333,64 @@ impl Ctx {
         }
     }
 
-    /// Builds the request for `job` on connection to target `t`.
+    /// The encoded HTTP/1.1 request for `job` to target `t`: the pre-encoded bytes, or
+    /// `buf` filled with a rendered one.
+    fn encode_h1<'a>(&'a self, t: usize, job: &Job, buf: &'a mut Vec<u8>) -> &'a [u8] {
+        let st = &self.statics[t][job.kind as usize];
+        if !st.encoded.is_empty() {
+            return &st.encoded;
+        }
+        let kind = &self.plan.kinds.kinds[job.kind as usize];
+        let users = self.users.borrow();
+        let user = users
+            .as_ref()
+            .filter(|_| job.user != NO_USER)
+            .map(|u| &u.users[job.user as usize]);
+        let (path, body) = if kind.templated {
+            let n = self.seq.get();
+            self.seq.set(n + 1);
+            let vars = Vars {
+                username: user.map(|u| u.name.as_str()).unwrap_or(""),
+                password: self
+                    .plan
+                    .session
+                    .as_ref()
+                    .map(|s| s.password.as_str())
+                    .unwrap_or(""),
+                n,
+            };
+            let mut rng = self.rng.borrow_mut();
+            let path = render(&kind.path, &vars, &self.zipf, &mut *rng);
+            let body = kind
+                .body
+                .as_deref()
+                .map(|b| Bytes::from(render(b, &vars, &self.zipf, &mut *rng)))
+                .unwrap_or_default();
+            (request_target(&path), body)
+        } else {
+            (request_target(&kind.path), st.body.clone())
+        };
+        let auth = if kind.auth
+            && let Some(UserState::Ready { token, .. }) = user.map(|u| &u.state)
+        {
+            HeaderValue::try_from(format!("Bearer {token}")).ok()
+        } else {
+            None
+        };
+        buf.clear();
+        h1::encode_request(
+            buf,
+            &kind.method,
+            &path,
+            &st.host,
+            &st.fields,
+            auth.as_ref(),
+            &body,
+        );
+        buf
+    }
+
+    /// Builds the h2c request for `job` on connection to target `t`.
     fn build(&self, t: usize, job: &Job) -> Request<Full<Bytes>> {
         let kind = &self.plan.kinds.kinds[job.kind as usize];
         let st = &self.statics[t][job.kind as usize];
@@ -371,24 +475,31 @@ fn make_uri(absolute: bool, authority: &str, path: &str) -> Uri {
 async fn thread_main(plan: ThreadPlan) -> ThreadResult {
     let agg = plan.agg.clone();
     let ctx = Rc::new(Ctx::new(plan, agg));
-    // Rolls the recorder into new slices even when nothing completes (a stalled target
-    // must still produce its empty slices).
+    // Rolls the recorder into the next slice just after each slice boundary, so a slice
+    // is handed over (and progress can report it) within milliseconds of its end, even
+    // when nothing completes (a stalled target must still produce its empty slices).
     let ticker = {
         let ctx = ctx.clone();
         tokio::task::spawn_local(async move {
-            let every = ctx.plan.slice / 4;
+            let slice = ctx.plan.slice;
+            let mut k: u32 = 1;
             loop {
-                tokio::time::sleep(every).await;
-                ctx.rec.borrow_mut().roll(Instant::now().into_std());
+                sleep_until(ctx.start + slice * k + Duration::from_millis(1)).await;
+                let now = Instant::now();
+                ctx.rec.borrow_mut().roll(now.into_std());
+                // Skip boundaries that passed while this thread was descheduled.
+                let since = now.saturating_duration_since(ctx.start);
+                k = (since.as_nanos() / slice.as_nanos().max(1)) as u32 + 1;
             }
         })
     };
+    let mut precise = true;
     match ctx.plan.mode.clone() {
         ThreadMode::Open { profile, phase } => {
             for _ in 0..ctx.plan.min_connections.min(ctx.plan.max_connections) {
                 ctx.spawn_worker();
             }
-            dispatch(&ctx, &profile, phase).await
+            precise = dispatch(&ctx, &profile, phase).await;
         }
         ThreadMode::Closed { connections } => {
             tokio::select! {
@@ -426,17 +537,22 @@ async fn thread_main(plan: ThreadPlan) -> ThreadResult {
         targets: rec.targets.clone(),
         total: rec.total.clone(),
         connections_opened: rec.connections_opened,
+        reconnects: rec.reconnects,
+        lag: rec.lag.clone(),
+        precise_timer: precise,
     }
 }
 
-/// Releases requests at their scheduled times. Never waits for a response.
-async fn dispatch(ctx: &Rc<Ctx>, profile: &RateProfile, phase: f64) {
+/// Releases requests at their scheduled times. Never waits for a response. Returns
+/// whether the high-resolution timer was used throughout.
+async fn dispatch(ctx: &Rc<Ctx>, profile: &RateProfile, phase: f64) -> bool {
+    let mut pacer = Pacer::new();
     let mut now = Instant::now();
     for offset in profile.schedule(phase) {
         let due = ctx.start + offset;
         if due > now {
             tokio::select! {
-                _ = sleep_until(due) => {}
+                _ = pacer.wait_until(due) => {}
                 _ = ctx.plan.cancel.cancelled() => break,
             }
             now = Instant::now();
@@ -478,23 +594,53 @@ async fn dispatch(ctx: &Rc<Ctx>, profile: &RateProfile, phase: f64) {
         stop
     }));
     ctx.work.notify_waiters();
+    pacer.precise()
+}
+
+/// How a connection ended, as far as the worker is concerned.
+enum Ended {
+    /// No more work, or the connection is unusable: reconnect for the next job, if any.
+    Done,
+    /// The connection was found closed before this job got any response byte; send it
+    /// again on a fresh connection.
+    Retry(Job),
 }
 
 /// One connection slot: connect, serve jobs until the connection is unusable, reconnect.
 async fn worker(ctx: Rc<Ctx>, target: usize) {
     let mut backoff = Duration::from_millis(1);
-    while let Some(job) = ctx.next_job().await {
+    let mut had_connection = false;
+    let mut retry: Option<Job> = None;
+    loop {
+        let job = match retry.take() {
+            Some(j) => j,
+            None => match ctx.next_job().await {
+                Some(j) => j,
+                None => break,
+            },
+        };
         let addr = ctx.plan.targets[target].addr;
         match timeout(ctx.plan.timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 backoff = Duration::from_millis(1);
                 let _ = stream.set_nodelay(true);
-                ctx.rec.borrow_mut().connection_opened();
+                {
+                    let mut rec = ctx.rec.borrow_mut();
+                    rec.connection_opened();
+                    if had_connection {
+                        rec.reconnected();
+                    }
+                }
+                had_connection = true;
                 ctx.connecting.set(ctx.connecting.get() - 1);
-                if ctx.plan.h2c {
+                let ended = if ctx.plan.h2c {
                     serve_h2(&ctx, target, stream, job).await;
+                    Ended::Done
                 } else {
-                    serve_h1(&ctx, target, stream, job).await;
+                    serve_h1(&ctx, target, stream, job).await
+                };
+                if let Ended::Retry(j) = ended {
+                    retry = Some(j);
                 }
                 ctx.connecting.set(ctx.connecting.get() + 1);
             }
@@ -525,15 +671,73 @@ async fn worker(ctx: Rc<Ctx>, target: usize) {
     }
 }
 
-async fn serve_h1(ctx: &Rc<Ctx>, target: usize, stream: TcpStream, first: Job) {
-    // writev(false): requests are small; one flattened write beats a vectored one.
-    let hs = http1::Builder::new()
-        .writev(false)
-        .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-        .await;
-    match hs {
-        Ok((tx, conn)) => drive(conn, request_loop(ctx, target, Sender::H1(tx), first)).await,
-        Err(_) => fail_first(ctx, target, &first),
+/// Largest login response body kept (for its token).
+const KEEP_BODY: usize = 64 * 1024;
+
+/// Sends jobs on one HTTP/1.1 connection until it ends, times out, breaks, or there is
+/// no more work.
+async fn serve_h1(ctx: &Rc<Ctx>, target: usize, stream: TcpStream, first: Job) -> Ended {
+    let mut conn = h1::Conn::new(stream);
+    let mut buf = Vec::with_capacity(512);
+    let mut next = Some(first);
+    let mut reused = false;
+    loop {
+        let job = match next.take() {
+            Some(j) => j,
+            None => match ctx.next_job().await {
+                Some(j) => j,
+                None => return Ended::Done,
+            },
+        };
+        let kind = &ctx.plan.kinds.kinds[job.kind as usize];
+        let keep_body = (kind.role == Role::Login).then_some(KEEP_BODY);
+        let head = kind.method == http::Method::HEAD;
+        let idempotent = kind.method.is_idempotent();
+        let req = ctx.encode_h1(target, &job, &mut buf);
+        let sent_at = Instant::now();
+        let from = if ctx.closed_loop {
+            sent_at
+        } else {
+            job.intended
+        };
+        let res = timeout(ctx.plan.timeout, conn.exchange(req, head, keep_body)).await;
+        if reused && idempotent && matches!(res, Ok(Err(h1::H1Error::Closed(0)))) {
+            // The server closed this idle connection as we reused it: not the request's
+            // fault. Sent again once, on a fresh connection (which is never retried);
+            // only that send is recorded.
+            return Ended::Retry(job);
+        }
+        // Recorded after the exchange (with the time it left) so a retried send counts
+        // once.
+        ctx.rec.borrow_mut().sent(
+            job.kind as usize,
+            target,
+            ctx.std(job.intended),
+            ctx.std(sent_at),
+        );
+        let now = Instant::now();
+        let (outcome, keep, status, body) = match res {
+            Err(_) => (Outcome::Timeout, false, None, None),
+            Ok(Err(_)) => (Outcome::Other, false, None, None),
+            Ok(Ok(x)) => (
+                Outcome::Status(x.status),
+                x.keep_alive,
+                Some(x.status),
+                x.body,
+            ),
+        };
+        ctx.rec.borrow_mut().done(
+            job.kind as usize,
+            target,
+            ctx.std(from),
+            ctx.std(now),
+            outcome,
+        );
+        ctx.finish_user(&job, status, body);
+        if !keep {
+            return Ended::Done;
+        }
+        reused = true;
     }
 }
 
@@ -542,7 +746,7 @@ async fn serve_h2(ctx: &Rc<Ctx>, target: usize, stream: TcpStream, first: Job) {
         .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
         .await;
     match hs {
-        Ok((tx, conn)) => drive(conn, request_loop(ctx, target, Sender::H2(tx), first)).await,
+        Ok((tx, conn)) => drive(conn, request_loop(ctx, target, tx, first)).await,
         Err(_) => fail_first(ctx, target, &first),
     }
 }
@@ -560,47 +764,31 @@ fn fail_first(ctx: &Ctx, target: usize, job: &Job) {
 }
 
 /// Polls the connection and the request loop in one task. When the connection ends
-/// first (server closed it), the request loop still runs to account for its in-flight
-/// request; its next send fails fast and it returns.
+/// first (server closed it), it is dropped at once, so the sender sees the close and
+/// the request loop returns after accounting for its in-flight request.
 async fn drive<C: Future, W: Future>(conn: C, work: W) {
-    let mut conn = pin!(conn);
     let mut work = pin!(work);
-    tokio::select! {
-        biased;
-        _ = &mut work => {}
-        _ = &mut conn => { work.await; }
-    }
-}
-
-enum Sender {
-    H1(http1::SendRequest<Full<Bytes>>),
-    H2(http2::SendRequest<Full<Bytes>>),
-}
-
-impl Sender {
-    async fn ready(&mut self) -> bool {
-        match self {
-            Sender::H1(s) => s.ready().await.is_ok(),
-            Sender::H2(s) => s.ready().await.is_ok(),
+    {
+        let conn = pin!(conn);
+        tokio::select! {
+            biased;
+            _ = &mut work => return,
+            _ = conn => {}
         }
     }
-
-    async fn send(
-        &mut self,
-        req: Request<Full<Bytes>>,
-    ) -> hyper::Result<http::Response<hyper::body::Incoming>> {
-        match self {
-            Sender::H1(s) => s.send_request(req).await,
-            Sender::H2(s) => s.send_request(req).await,
-        }
-    }
+    work.await;
 }
 
-/// Sends jobs on one connection until it breaks, times out, or there is no more work.
-async fn request_loop(ctx: &Rc<Ctx>, target: usize, mut tx: Sender, first: Job) {
+/// Sends jobs on one h2c connection until it breaks, times out, or there is no more work.
+async fn request_loop(
+    ctx: &Rc<Ctx>,
+    target: usize,
+    mut tx: http2::SendRequest<Full<Bytes>>,
+    first: Job,
+) {
     let mut next = Some(first);
     loop {
-        let ready = tx.ready().await;
+        let ready = matches!(timeout(ctx.plan.timeout, tx.ready()).await, Ok(Ok(())));
         let job = match next.take() {
             Some(j) => j,
             None if !ready => return,
@@ -628,14 +816,14 @@ async fn request_loop(ctx: &Rc<Ctx>, target: usize, mut tx: Sender, first: Job) 
             job.intended
         };
         let res = timeout(ctx.plan.timeout, async {
-            let resp = tx.send(req).await?;
+            let resp = tx.send_request(req).await?;
             let status = resp.status().as_u16();
             let mut body = resp.into_body();
             let mut buf = want_body.then(Vec::new);
             while let Some(frame) = body.frame().await {
                 let frame = frame?;
                 if let (Some(b), Some(d)) = (buf.as_mut(), frame.data_ref())
-                    && b.len() < 64 * 1024
+                    && b.len() < KEEP_BODY
                 {
                     b.extend_from_slice(d);
                 }

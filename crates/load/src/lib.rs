@@ -14,7 +14,9 @@ mod chart;
 mod config;
 mod engine;
 mod error;
+mod h1;
 mod mix;
+mod pacer;
 mod profile;
 mod progress;
 mod report;
@@ -37,7 +39,7 @@ pub use error::LoadError;
 pub use http::Method;
 pub use mix::Zipf;
 pub use profile::{RateProfile, Schedule, Stage};
-pub use report::{ErrorCounts, KindReport, Report, SliceReport};
+pub use report::{ErrorCounts, KindReport, LagReport, Report, SliceReport};
 pub use scenario::{Scenario, load_scenario, parse_scenario};
 pub use search::{SearchConfig, SearchReport, SearchStep, find_max};
 pub use stats::{Outcome, Snapshot};
@@ -64,6 +66,17 @@ pub const CLOSED_LOOP_LATENCY: &str = "closed loop: from the actual send to the 
 /// in the report. Cancelling `cancel` stops scheduling at once and drains in-flight
 /// requests (each bounded by the timeout).
 pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Report, LoadError> {
+    run_observed(config, cancel, |_| {}).await
+}
+
+/// [`run`], calling `observe` with the running totals each time a time slice finishes
+/// (within milliseconds of the slice's end): the snapshot's `through_s` says up to which
+/// second its counts go. Progress lines are printed from the same snapshots.
+pub async fn run_observed(
+    config: RunConfig,
+    cancel: CancellationToken,
+    mut observe: impl FnMut(&Snapshot),
+) -> Result<Report, LoadError> {
     config.validate()?;
     let parsed: Vec<Target> = config
         .targets
@@ -135,14 +148,22 @@ pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Report,
         receivers.push(rx);
     }
     let mut view = progress::ProgressView::new(config.progress, &config.mode, duration);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut results = Vec::with_capacity(threads);
+    let mut reported: Option<u64> = None;
     for mut rx in receivers {
         let r = loop {
+            // Registered before the snapshot is read, so a slice finishing in between
+            // still wakes us.
+            let finished = agg.finished.notified();
+            let snap = agg.snapshot();
+            if snap.last_slice != reported {
+                reported = snap.last_slice;
+                view.update(&snap);
+                observe(&snap);
+            }
             tokio::select! {
                 r = &mut rx => break r,
-                _ = tick.tick() => view.update(&agg.snapshot(), start.elapsed()),
+                _ = finished => {}
             }
         };
         match r {
@@ -151,13 +172,24 @@ pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Report,
             Err(_) => return Err(LoadError::Runtime("a load thread panicked".into())),
         }
     }
+    let snap = agg.snapshot();
+    if snap.last_slice != reported {
+        view.update(&snap);
+        observe(&snap);
+    }
     view.finish();
     let wall = start.elapsed();
     let mut kinds_acc: Vec<Acc> = (0..names.len()).map(|_| Acc::new(3)).collect();
     let mut total = Acc::new(3);
     let mut targets_acc: Vec<Acc> = (0..parsed.len()).map(|_| Acc::new(3)).collect();
     let mut opened = 0;
+    let mut reconnects = 0;
+    let mut lag = stats::new_lag_hist();
+    let mut precise = true;
     for r in &results {
+        reconnects += r.reconnects;
+        let _ = lag.add(&r.lag);
+        precise &= r.precise_timer;
         total.merge(&r.total);
         for (t, a) in targets_acc.iter_mut().zip(&r.targets) {
             t.merge(a);
@@ -169,6 +201,19 @@ pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Report,
     }
     let mut report = build_report(&config, &parsed, &total, &kinds_acc, &names, agg.slices());
     report.connections_opened = opened;
+    report.reconnects = reconnects;
+    if matches!(config.mode, Mode::OpenLoop { .. }) && !lag.is_empty() {
+        let us = |q: f64| lag.value_at_quantile(q) as f64 / 1e3;
+        report.schedule_lag = LagReport {
+            count: lag.len(),
+            p50_us: us(0.5),
+            p90_us: us(0.9),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            max_us: lag.max() as f64 / 1e3,
+            precise_timer: precise,
+        };
+    }
     report.per_target = targets_acc
         .iter()
         .zip(&parsed)
@@ -267,6 +312,7 @@ fn build_report(
         threads: config.threads,
         connections_max: conns,
         connections_opened: 0,
+        reconnects: 0,
         target_rps,
         achieved_rps: c.completed as f64 / d,
         scheduled,
@@ -275,6 +321,7 @@ fn build_report(
         dropped: c.dropped,
         late_sends: c.late,
         late_threshold_ms: config.late_threshold.as_secs_f64() * 1e3,
+        schedule_lag: LagReport::default(),
         p50_ms: pct(0.5),
         p90_ms: pct(0.9),
         p95_ms: pct(0.95),

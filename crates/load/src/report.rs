@@ -50,6 +50,26 @@ pub struct KindReport {
     pub errors: ErrorCounts,
 }
 
+/// Distribution of schedule lag (send time minus scheduled time), µs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LagReport {
+    /// Sends measured.
+    pub count: u64,
+    /// Median, µs.
+    pub p50_us: f64,
+    /// 90th percentile, µs.
+    pub p90_us: f64,
+    /// 99th percentile, µs.
+    pub p99_us: f64,
+    /// 99.9th percentile, µs.
+    pub p999_us: f64,
+    /// Maximum, µs.
+    pub max_us: f64,
+    /// Whether the dispatcher used the high-resolution timer (timerfd) throughout;
+    /// `false` means tokio's 1 ms timer plus a spin.
+    pub precise_timer: bool,
+}
+
 /// One time slice of the run (by the time events happened, from the start of the run).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SliceReport {
@@ -98,6 +118,10 @@ pub struct Report {
     pub connections_max: usize,
     /// Connections opened during the run.
     pub connections_opened: u64,
+    /// Connections opened to replace one that ended (the server closed it or asked to,
+    /// e.g. nginx after `keepalive_requests`, or it broke); part of `connections_opened`.
+    #[serde(default)]
+    pub reconnects: u64,
     /// Target rate averaged over the run (open loop); 0 in closed loop.
     pub target_rps: f64,
     /// Responses completed (any status) per second of scheduled duration.
@@ -114,6 +138,11 @@ pub struct Report {
     pub late_sends: u64,
     /// The lateness that counts a send as late, ms.
     pub late_threshold_ms: f64,
+    /// Open loop: how far behind its scheduled time each request left the generator
+    /// (handed to the socket), µs: the generator's own error, already included in the
+    /// latency. 0 in closed loop.
+    #[serde(default)]
+    pub schedule_lag: LagReport,
     /// Median latency, ms.
     pub p50_ms: f64,
     /// 90th percentile, ms.
@@ -199,6 +228,21 @@ impl Report {
                 self.late_sends,
                 self.late_threshold_ms
             );
+            let l = &self.schedule_lag;
+            let _ = writeln!(
+                s,
+                "schedule lag us (send time - scheduled time): p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  timer {}",
+                l.p50_us,
+                l.p90_us,
+                l.p99_us,
+                l.p999_us,
+                l.max_us,
+                if l.precise_timer {
+                    "timerfd+spin"
+                } else {
+                    "tokio 1ms+spin"
+                }
+            );
         } else {
             let _ = writeln!(
                 s,
@@ -209,6 +253,13 @@ impl Report {
                 s,
                 "requests: sent {}  completed {}",
                 self.sent, self.completed
+            );
+        }
+        if self.reconnects > 0 {
+            let _ = writeln!(
+                s,
+                "reconnects: {} (connections the server closed or asked to close, replaced)",
+                self.reconnects
             );
         }
         let _ = writeln!(

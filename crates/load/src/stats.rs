@@ -20,6 +20,14 @@ use crate::report::{ErrorCounts, KindReport, SliceReport};
 /// Highest latency a histogram holds (10 minutes, in µs); longer values saturate.
 const MAX_US: u64 = 600_000_000;
 
+/// Highest schedule lag a histogram holds (1 minute, in ns); longer values saturate.
+const MAX_LAG_NS: u64 = 60_000_000_000;
+
+/// A schedule-lag histogram in nanoseconds (0 is recordable).
+pub(crate) fn new_lag_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LAG_NS, 3).expect("static histogram bounds are valid")
+}
+
 /// A latency histogram in microseconds.
 pub(crate) fn new_hist(sigfig: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, sigfig).expect("static histogram bounds are valid")
@@ -173,6 +181,10 @@ pub(crate) struct ThreadRecorder {
     agg: Arc<Aggregator>,
     /// Connections opened by this thread.
     pub connections_opened: u64,
+    /// Connections opened by a worker after its previous one ended.
+    pub reconnects: u64,
+    /// How far behind schedule requests left, in nanoseconds.
+    pub lag: Histogram<u64>,
 }
 
 impl ThreadRecorder {
@@ -198,6 +210,8 @@ impl ThreadRecorder {
             slice_acc: Acc::new(2),
             agg,
             connections_opened: 0,
+            reconnects: 0,
+            lag: new_lag_hist(),
         }
     }
 
@@ -243,7 +257,9 @@ impl ThreadRecorder {
     /// A request left at `sent_at`, due at `intended`.
     pub fn sent(&mut self, kind: usize, target: usize, intended: Instant, sent_at: Instant) {
         self.roll(sent_at);
-        let late = sent_at.saturating_duration_since(intended) > self.late_after;
+        let behind = sent_at.saturating_duration_since(intended);
+        let late = behind > self.late_after;
+        self.lag.saturating_record(behind.as_nanos() as u64);
         for c in [
             &mut self.total.counts,
             &mut self.slice_acc.counts,
@@ -289,6 +305,12 @@ impl ThreadRecorder {
         self.connections_opened += 1;
     }
 
+    /// A worker opened a new connection after its previous one ended (the server closed
+    /// it, asked to close it, or it broke).
+    pub fn reconnected(&mut self) {
+        self.reconnects += 1;
+    }
+
     /// Final flush at the end of the run.
     pub fn finish(&mut self) {
         self.agg
@@ -316,6 +338,9 @@ pub struct Snapshot {
     pub p99_ms: f64,
     /// Index of the last finished slice (None before the first).
     pub last_slice: Option<u64>,
+    /// End of the last finished slice, seconds from the start of the run: the counts
+    /// above are everything that happened before it (0 before the first).
+    pub through_s: f64,
 }
 
 struct AggState {
@@ -332,6 +357,8 @@ struct AggState {
 /// Merges finished slices from all threads. Locked about once per slice per thread.
 pub struct Aggregator {
     state: Mutex<AggState>,
+    /// Woken when a slice finishes (progress waits on it).
+    pub(crate) finished: tokio::sync::Notify,
 }
 
 impl Aggregator {
@@ -346,6 +373,7 @@ impl Aggregator {
                 last_rps: 0.0,
                 last_slice: None,
             }),
+            finished: tokio::sync::Notify::new(),
         }
     }
 
@@ -355,6 +383,7 @@ impl Aggregator {
         st.positions[thread] = next;
         let low = st.positions.iter().copied().min().unwrap_or(0);
         let ready: Vec<u64> = st.open.range(..low).map(|(k, _)| *k).collect();
+        let finished_any = !ready.is_empty();
         let secs = st.slice.as_secs_f64();
         for k in ready {
             let Some(a) = st.open.remove(&k) else {
@@ -382,6 +411,10 @@ impl Aggregator {
             st.running.merge(&a);
             st.done.insert(k, rep);
         }
+        if finished_any {
+            drop(st);
+            self.finished.notify_waiters();
+        }
     }
 
     /// Figures over the slices finished so far.
@@ -397,6 +430,10 @@ impl Aggregator {
             last_rps: st.last_rps,
             p99_ms: pct_ms(&st.running.hist, 0.99),
             last_slice: st.last_slice,
+            through_s: st
+                .last_slice
+                .map(|k| (k + 1) as f64 * st.slice.as_secs_f64())
+                .unwrap_or(0.0),
         }
     }
 

@@ -2,6 +2,12 @@
 //! stats, add, drain, activate, re-weight and remove backends at run time, and Prometheus
 //! metrics.
 //!
+//! The listener has its own small limits (`admin.max_connections`, at most half of them
+//! for connections that have not sent a request, the oldest evicted first) and timeouts
+//! (`admin.header_read_ms` from accept, `admin.idle_ms`), so silent connections cannot
+//! make it unreachable. Backends added here must have addresses inside
+//! `admin.backend_ranges` (see `addr_policy`); a refused one gets 400 with a JSON reason.
+//!
 //! Every route except `GET /healthz` requires `Authorization: Bearer <token>`; without it
 //! the answer is 401 and nothing changes. Request bodies are bounded (64 KiB). Handlers
 //! never hold the control lock across an `.await`, and never leak internal errors.
@@ -19,6 +25,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,7 +39,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::addr_policy::BackendAddrPolicy;
+use crate::admission::Admission;
 use crate::metrics::{BackendMetricsView, render_prometheus};
+use crate::server::IdleIo;
 use crate::shared::Shared;
 use crate::{BackendSpec, ProxyError, ProxyHandle};
 
@@ -46,14 +56,20 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, shutdown: 
         listen_addr: local.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         admin_addr: local,
     };
+    let cfg = &shared.config.admin;
+    let head = Duration::from_millis(cfg.header_read_ms);
+    let idle = Duration::from_millis(cfg.idle_ms);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+        .header_read_timeout(head)
+        .max_buf_size(16 * 1024);
     let builder = Arc::new(builder);
     let tracker = TaskTracker::new();
-    let conns = Arc::new(tokio::sync::Semaphore::new(256));
+    // Its own small pool: at most half of it for connections that have sent nothing yet,
+    // the oldest of which make room for new ones, so silent clients cannot lock it.
+    let admission = Admission::new(cfg.max_connections as usize, 50);
     loop {
         let (stream, _) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -66,27 +82,43 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, shutdown: 
                 }
             },
         };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
+        let Some(slot) = admission.admit().slot else {
+            // Every slot holds a connection that sent a request: drop this one.
             continue;
         };
         let handle = handle.clone();
         let builder = builder.clone();
         let stop = shutdown.clone();
         tracker.spawn(async move {
+            let active = Arc::new(AtomicUsize::new(0));
+            let started = Arc::new(AtomicBool::new(false));
+            let io = IdleIo::new(stream, idle, head, active.clone(), started.clone());
+            let slot = Arc::new(slot);
+            let evict = slot.evict.clone();
             let svc = hyper::service::service_fn(move |req| {
                 let handle = handle.clone();
-                async move { Ok::<_, Infallible>(route(&handle, req).await) }
+                let active = active.clone();
+                let started = started.clone();
+                let slot = slot.clone();
+                async move {
+                    started.store(true, Ordering::Relaxed);
+                    slot.establish();
+                    active.fetch_add(1, Ordering::Relaxed);
+                    let r = route(&handle, req).await;
+                    active.fetch_sub(1, Ordering::Relaxed);
+                    Ok::<_, Infallible>(r)
+                }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
+                () = evict.cancelled() => {}
                 () = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
                 }
             }
-            drop(permit);
         });
     }
     tracker.close();
@@ -224,12 +256,24 @@ async fn route(handle: &ProxyHandle, req: Request<Incoming>) -> Resp {
             r
         }
         (&Method::GET, ["stats"]) => json(StatusCode::OK, &handle.metrics()),
+        (&Method::GET, ["fleet"]) => match handle.admin_extension() {
+            Some(ext) => json(StatusCode::OK, &ext.json()),
+            None => error(StatusCode::NOT_FOUND, "no fleet behind this balancer"),
+        },
         (&Method::GET, ["backends"]) => json(StatusCode::OK, &handle.backends()),
         (&Method::POST, ["backends"]) => {
             let body: AddBody = match read_json(req).await {
                 Ok(b) => b,
                 Err(r) => return r,
             };
+            let admin = &handle.shared.config.admin;
+            let policy = BackendAddrPolicy::new(&admin.backend_ranges, admin.allow_hostnames);
+            if let Err(reason) = policy.check(&body.addr) {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": reason, "field": "addr" }),
+                );
+            }
             let spec = BackendSpec {
                 name: body.name.unwrap_or_else(|| body.addr.clone()),
                 addr: body.addr,

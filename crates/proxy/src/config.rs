@@ -75,7 +75,7 @@ impl Default for BackendConfig {
 }
 
 /// The admin API listener.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address of the admin listener; absent: no admin API (the in-process handle still
@@ -84,6 +84,45 @@ pub struct AdminConfig {
     /// Bearer token every admin request must carry (`Authorization: Bearer <token>`);
     /// required when `listen` is set, at least 8 characters.
     pub token: Option<String>,
+    /// Admin connections open at once (its own small pool; half of it at most for
+    /// connections that have not sent a request yet, the oldest of which are evicted).
+    pub max_connections: u32,
+    /// An admin connection must deliver its first request head within this time from
+    /// accept.
+    pub header_read_ms: u64,
+    /// An admin connection with nothing in flight and no bytes for this long is closed.
+    pub idle_ms: u64,
+    /// Address ranges (CIDR, e.g. `10.0.0.0/8`, `::1/128`) that backends added through
+    /// the admin API may use. Default: loopback and the private ranges. Link-local
+    /// (169.254.0.0/16 with the cloud metadata address, fe80::/10) is not in it; the
+    /// unspecified address, multicast and broadcast are refused whatever the list says.
+    pub backend_ranges: Vec<String>,
+    /// Whether backends added through the admin API may be given by host name (resolved
+    /// at connect time, so the ranges above cannot be checked). Default false.
+    pub allow_hostnames: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            token: None,
+            max_connections: 64,
+            header_read_ms: 2_000,
+            idle_ms: 10_000,
+            backend_ranges: [
+                "127.0.0.0/8",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "::1/128",
+                "fc00::/7",
+            ]
+            .map(String::from)
+            .to_vec(),
+            allow_hostnames: false,
+        }
+    }
 }
 
 /// Timeouts.
@@ -92,8 +131,10 @@ pub struct AdminConfig {
 pub struct TimeoutConfig {
     /// Connecting to a backend.
     pub connect_ms: u64,
-    /// Reading a client's request head (slowloris defence); the connection is closed when
-    /// the head is not complete in time.
+    /// Reading a client's request head (slowloris defence), counted from accept for the
+    /// first request (first byte and whole head) and from the first byte for later ones
+    /// on a keep-alive connection; the connection is closed when the head is not complete
+    /// in time.
     pub header_read_ms: u64,
     /// Receiving a request body that is buffered (small, known length) before forwarding;
     /// a client that is slower gets 408.
@@ -127,15 +168,28 @@ impl Default for TimeoutConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Client connections open at once (all workers); further connections are answered
-    /// 503 with Retry-After and closed.
+    /// Client connections open at once (all workers). A new connection that finds no
+    /// slot evicts the oldest connection that has not sent a complete request head yet;
+    /// when every slot holds a connection that has, it is answered 503 with Retry-After.
     pub max_connections: u32,
+    /// Share of `max_connections`, in percent (1..=100), that connections which have not
+    /// sent a complete request head may hold; the rest is kept for clients that make
+    /// progress. Past it, the oldest such connection is evicted.
+    pub pending_connections_percent: u32,
     /// Requests in flight to one backend at once (this bounds its HTTP/1.1 connections);
     /// 0 = unlimited. A request that finds every eligible backend full is shed (503).
     pub max_in_flight_per_backend: u32,
     /// Largest request head (request line + headers) in bytes; larger gets 431.
-    /// At least 8192 (hyper's smallest read buffer).
+    /// At least 8192 (hyper's smallest read buffer). Default 32768, nginx's
+    /// `large_client_header_buffers 4 8k` (HAProxy's `tune.bufsize` is 16384).
     pub max_header_bytes: u32,
+    /// Most header fields in a request head; more gets 431. Default 256: nginx counts
+    /// none (only bytes), HAProxy allows 101 (`tune.http.maxhdr`), which real clients with
+    /// many cookies exceed; 256 ordinary headers still fit in `max_header_bytes`.
+    pub max_headers: u32,
+    /// Longest request method in bytes; longer gets 501 (the longest registered method,
+    /// `UPDATEREDIRECTREF`, has 17).
+    pub max_method_bytes: u32,
     /// Largest request body in bytes; larger gets 413.
     pub max_body_bytes: u64,
     /// Request bodies up to this size (with a known length) are buffered so the request can
@@ -149,8 +203,11 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_connections: 10_000,
+            pending_connections_percent: 50,
             max_in_flight_per_backend: 0,
-            max_header_bytes: 16_384,
+            max_header_bytes: 32_768,
+            max_headers: 256,
+            max_method_bytes: 32,
             max_body_bytes: 10 * 1024 * 1024,
             retry_buffer_bytes: 64 * 1024,
             retry_after_s: 1,
@@ -337,9 +394,36 @@ impl Config {
                 );
             }
         }
+        let a = &self.admin;
+        if !(1..=10_000).contains(&a.max_connections) {
+            return err("admin.max_connections", "must be between 1 and 10000");
+        }
+        if !(1..=600_000).contains(&a.header_read_ms) {
+            return err("admin.header_read_ms", "must be between 1 and 600000");
+        }
+        if !(1..=3_600_000).contains(&a.idle_ms) {
+            return err("admin.idle_ms", "must be between 1 and 3600000");
+        }
+        for (i, r) in a.backend_ranges.iter().enumerate() {
+            if let Err(m) = crate::addr_policy::Cidr::parse(r) {
+                return err(&format!("admin.backend_ranges[{i}]"), &m);
+            }
+        }
         let l = &self.limits;
         if l.max_connections == 0 {
             return err("limits.max_connections", "must be >= 1");
+        }
+        if !(1..=100).contains(&l.pending_connections_percent) {
+            return err(
+                "limits.pending_connections_percent",
+                "must be between 1 and 100",
+            );
+        }
+        if !(1..=10_000).contains(&l.max_headers) {
+            return err("limits.max_headers", "must be between 1 and 10000");
+        }
+        if !(3..=8192).contains(&l.max_method_bytes) {
+            return err("limits.max_method_bytes", "must be between 3 and 8192");
         }
         if !(8192..=1 << 20).contains(&l.max_header_bytes) {
             return err(
@@ -455,6 +539,26 @@ mod tests {
             (
                 "[balancer.retry]\nmax_attempts = 0",
                 "balancer.retry.max_attempts",
+            ),
+            (
+                "[balancer.admin]\nbackend_ranges = [\"10.0.0.0/99\"]",
+                "balancer.admin.backend_ranges[0]",
+            ),
+            (
+                "[balancer.admin]\nmax_connections = 0",
+                "balancer.admin.max_connections",
+            ),
+            (
+                "[balancer.limits]\npending_connections_percent = 0",
+                "balancer.limits.pending_connections_percent",
+            ),
+            (
+                "[balancer.limits]\nmax_method_bytes = 1",
+                "balancer.limits.max_method_bytes",
+            ),
+            (
+                "[balancer.health]\npath = \"healthz\"",
+                "balancer.health.path",
             ),
         ];
         for (text, field) in cases {

@@ -10,6 +10,7 @@ use balance::FailureKind;
 use http::StatusCode;
 
 use crate::config::ConfigError;
+use crate::headers::RequestRule;
 
 /// Errors of the proxy's public API.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,8 @@ pub enum ForwardError {
     NoBackend,
     /// Every eligible backend is at `limits.max_in_flight_per_backend`.
     Shed,
+    /// The request broke a request rule and is refused before forwarding.
+    Rejected(RequestRule),
 }
 
 impl ForwardError {
@@ -71,9 +74,10 @@ impl ForwardError {
     pub fn side(self) -> Side {
         match self {
             ForwardError::Upstream(_) => Side::Upstream,
-            ForwardError::ClientBody | ForwardError::BodyTooLarge | ForwardError::BodyTimeout => {
-                Side::Downstream
-            }
+            ForwardError::ClientBody
+            | ForwardError::BodyTooLarge
+            | ForwardError::BodyTimeout
+            | ForwardError::Rejected(_) => Side::Downstream,
             ForwardError::NoBackend | ForwardError::Shed => Side::Internal,
         }
     }
@@ -92,6 +96,7 @@ impl ForwardError {
             ForwardError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ForwardError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ForwardError::NoBackend | ForwardError::Shed => StatusCode::SERVICE_UNAVAILABLE,
+            ForwardError::Rejected(rule) => rule.status(),
         }
     }
 
@@ -105,6 +110,7 @@ impl ForwardError {
             ForwardError::BodyTimeout => "request body too slow\n",
             ForwardError::NoBackend => "no backend available\n",
             ForwardError::Shed => "over capacity, retry later\n",
+            ForwardError::Rejected(rule) => rule.reason(),
         }
     }
 }

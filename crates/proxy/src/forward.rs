@@ -26,6 +26,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Slot;
 use crate::body::{ReqBody, RespBody};
 use crate::config::UpstreamProtocol;
 use crate::error::ForwardError;
@@ -63,15 +64,27 @@ pub(crate) struct ConnCtx {
     client: ClientInfo,
     /// Requests in flight on this connection (for the idle timeout).
     active: Arc<AtomicUsize>,
+    /// Set at the first request head (ends the accept-to-head deadline).
+    started: Arc<AtomicBool>,
+    /// The connection's admission slot (established at the first request head).
+    slot: Slot,
 }
 
 impl ConnCtx {
-    pub(crate) fn new(peer: SocketAddr, local: SocketAddr, active: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(
+        peer: SocketAddr,
+        local: SocketAddr,
+        active: Arc<AtomicUsize>,
+        started: Arc<AtomicBool>,
+        slot: Slot,
+    ) -> Self {
         ConnCtx {
             peer,
             local,
             client: ClientInfo::new(peer.ip()),
             active,
+            started,
+            slot,
         }
     }
 }
@@ -123,10 +136,29 @@ impl Worker {
         counters.requests_total.fetch_add(1, Relaxed);
         ctx.active.fetch_add(1, Relaxed);
         let _active = ActiveGuard(&ctx.active);
-        let in_flight = ProxyInFlight::new(&self.shared);
-        let resp = match self.forward(ctx, req, start, in_flight).await {
-            Ok(r) => r,
-            Err(e) => self.local(e),
+        if !ctx.started.load(Relaxed) {
+            ctx.started.store(true, Relaxed);
+            ctx.slot.establish();
+        }
+        let limits = &self.shared.config.limits;
+        let checked = headers::check_request(
+            req.method(),
+            req.version(),
+            req.headers(),
+            limits.max_method_bytes as usize,
+        );
+        let resp = match checked {
+            Err(rule) => {
+                counters.rejected_total.fetch_add(1, Relaxed);
+                self.local(ForwardError::Rejected(rule))
+            }
+            Ok(()) => {
+                let in_flight = ProxyInFlight::new(&self.shared);
+                match self.forward(ctx, req, start, in_flight).await {
+                    Ok(r) => r,
+                    Err(e) => self.local(e),
+                }
+            }
         };
         counters.responses.record(resp.status().as_u16());
         counters.latency.record(start.elapsed().as_micros() as u64);
@@ -145,6 +177,17 @@ impl Worker {
         }
         if err == ForwardError::Shed {
             self.shared.counters.shed_total.fetch_add(1, Relaxed);
+        }
+        if let ForwardError::Rejected(rule) = err {
+            if rule == headers::RequestRule::Connect {
+                r.headers_mut().insert(
+                    http::header::ALLOW,
+                    HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+                );
+            }
+            // A refused request's connection is not reused (its framing is suspect).
+            r.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         r
     }

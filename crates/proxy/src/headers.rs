@@ -27,6 +27,69 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Longest incoming `X-Request-Id` kept as is; a longer one is replaced.
 pub const MAX_REQUEST_ID_LEN: usize = 200;
 
+/// A request rule broken by a request that is refused before forwarding.
+///
+/// These are the parse-level rules put where they are cheap today (the handler, on the
+/// parsed head); the HTTP codec of the fast path is to enforce them while parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestRule {
+    /// `CONNECT`: the balancer does not tunnel (405, `Allow` lists what it forwards).
+    Connect,
+    /// HTTP/1.1 without a `Host` header (RFC 9112 3.2: 400).
+    MissingHost,
+    /// More than one `Host` header (RFC 9112 3.2: 400; a smuggling vector).
+    DuplicateHost,
+    /// A method longer than `limits.max_method_bytes` (RFC 9112 3: 501).
+    MethodTooLong,
+}
+
+impl RequestRule {
+    /// The status answered.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            RequestRule::Connect => http::StatusCode::METHOD_NOT_ALLOWED,
+            RequestRule::MissingHost | RequestRule::DuplicateHost => http::StatusCode::BAD_REQUEST,
+            RequestRule::MethodTooLong => http::StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+
+    /// A short reason for the client.
+    pub fn reason(self) -> &'static str {
+        match self {
+            RequestRule::Connect => "CONNECT is not supported\n",
+            RequestRule::MissingHost => "missing Host header\n",
+            RequestRule::DuplicateHost => "more than one Host header\n",
+            RequestRule::MethodTooLong => "method too long\n",
+        }
+    }
+}
+
+/// Checks a request head against the request rules: no `CONNECT`, exactly one `Host` on
+/// HTTP/1.1 (at most one on HTTP/1.0; HTTP/2 carries `:authority` instead), and a method
+/// of at most `max_method_bytes`. Pure; never panics.
+pub fn check_request(
+    method: &http::Method,
+    version: http::Version,
+    headers: &HeaderMap,
+    max_method_bytes: usize,
+) -> Result<(), RequestRule> {
+    if method.as_str().len() > max_method_bytes {
+        return Err(RequestRule::MethodTooLong);
+    }
+    if method == http::Method::CONNECT {
+        return Err(RequestRule::Connect);
+    }
+    let mut hosts = headers.get_all(HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(RequestRule::DuplicateHost);
+    }
+    if first.is_none() && version == http::Version::HTTP_11 {
+        return Err(RequestRule::MissingHost);
+    }
+    Ok(())
+}
+
 /// Removes hop-by-hop headers: `Connection` and every header it lists, `Keep-Alive`, `TE`,
 /// `Trailer`, `Transfer-Encoding`, `Upgrade` and every `Proxy-*` header.
 ///
@@ -84,10 +147,27 @@ fn is_proxy_header(name: &HeaderName) -> bool {
     name.as_str().starts_with("proxy-")
 }
 
-/// Whether a request asks for a protocol upgrade (WebSocket): `Connection` lists `upgrade`
-/// and an `Upgrade` header is present.
+/// Whether a request asks for a WebSocket upgrade that the balancer passes through:
+/// `Connection` lists `upgrade` and every `Upgrade` header names only `websocket`.
+///
+/// Any other upgrade (`h2c`, `TLS/1.0`, …) is not an upgrade to us: its `Upgrade` and
+/// `Connection`-listed headers are stripped as hop-by-hop and the request is forwarded
+/// as plain HTTP/1.1, as nginx and HAProxy do. Passing `h2c` through would let a client
+/// open a raw tunnel to the backend after a 101 and send requests that never meet the
+/// balancer's rules (CONNECT, Host, limits, routing).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(&UPGRADE)
+    let mut upgrades = headers.get_all(&UPGRADE).iter().peekable();
+    if upgrades.peek().is_none() {
+        return false;
+    }
+    let only_websocket = upgrades.all(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .map(str::trim)
+                .all(|t| t.eq_ignore_ascii_case("websocket"))
+        })
+    });
+    only_websocket
         && headers.get_all(&CONNECTION).iter().any(|v| {
             v.to_str()
                 .map(|s| {

@@ -22,7 +22,9 @@
 //! # }
 //! ```
 
+mod addr_policy;
 mod admin;
+mod admission;
 mod body;
 pub mod config;
 pub mod error;
@@ -48,6 +50,17 @@ pub use error::{ForwardError, ProxyError, Side};
 pub use metrics::{LatencyHistogram, ProxyMetrics};
 
 use shared::Shared;
+
+/// Extra admin content from the process that embeds the balancer (in `scaleout up`, the
+/// fleet: per-instance resource envelopes). Called on admin requests only, never on the
+/// request path; implementations must be cheap and bounded (a few files read per live
+/// instance).
+pub trait AdminExtension: Send + Sync + 'static {
+    /// Prometheus text appended to `GET /metrics` (labels must be bounded).
+    fn prometheus(&self) -> String;
+    /// The JSON document served at `GET /fleet`.
+    fn json(&self) -> serde_json::Value;
+}
 
 /// A bound, not yet running balancer.
 pub struct Proxy {
@@ -334,8 +347,31 @@ impl ProxyHandle {
         self.shared.counters.snapshot()
     }
 
-    /// Metrics in the Prometheus text format (what `GET /metrics` on the admin API serves).
+    /// Metrics in the Prometheus text format (what `GET /metrics` on the admin API serves),
+    /// followed by the admin extension's, if one is set.
     pub fn prometheus(&self) -> String {
-        admin::render_metrics(&self.shared)
+        let mut text = admin::render_metrics(&self.shared);
+        if let Some(ext) = self.admin_extension() {
+            text.push_str(&ext.prometheus());
+        }
+        text
+    }
+
+    /// Sets the extra admin content (`GET /fleet`, more `/metrics`); replaces any earlier.
+    pub fn set_admin_extension(&self, ext: Arc<dyn AdminExtension>) {
+        *self
+            .shared
+            .admin_ext
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(ext);
+    }
+
+    /// The extra admin content, if set.
+    pub fn admin_extension(&self) -> Option<Arc<dyn AdminExtension>> {
+        self.shared
+            .admin_ext
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }

@@ -147,6 +147,16 @@ pub struct ProxyCounters {
     pub connections_total: AtomicU64,
     /// Client connections open now.
     pub connections_active: AtomicI64,
+    /// Connections that had sent no complete request head, closed to make room for new
+    /// ones (the pending share of `limits.max_connections` was full).
+    pub connections_evicted_total: AtomicU64,
+    /// 1 while the pool fails open (no backend passes its health check, so requests go
+    /// to backends that fail it), else 0.
+    pub fail_open: AtomicI64,
+    /// Times the pool entered fail-open.
+    pub fail_open_total: AtomicU64,
+    /// Requests refused before forwarding by a request rule (CONNECT, Host, method).
+    pub rejected_total: AtomicU64,
     /// End-to-end latency of client requests (to response headers).
     pub latency: Histogram,
 }
@@ -191,6 +201,14 @@ pub struct ProxyMetrics {
     pub connections_total: u64,
     /// Client connections open now (a gauge).
     pub connections_active: i64,
+    /// Connections evicted before sending a request head (room for new clients).
+    pub connections_evicted_total: u64,
+    /// 1 while the pool fails open (a gauge).
+    pub fail_open: i64,
+    /// Times the pool entered fail-open.
+    pub fail_open_total: u64,
+    /// Requests refused by a request rule (CONNECT, Host, method length).
+    pub rejected_total: u64,
     /// Client-facing latency histogram (to response headers).
     pub latency: LatencyHistogram,
 }
@@ -207,6 +225,10 @@ impl ProxyCounters {
             shed_total: self.shed_total.load(Relaxed),
             connections_total: self.connections_total.load(Relaxed),
             connections_active: self.connections_active.load(Relaxed),
+            connections_evicted_total: self.connections_evicted_total.load(Relaxed),
+            fail_open: self.fail_open.load(Relaxed),
+            fail_open_total: self.fail_open_total.load(Relaxed),
+            rejected_total: self.rejected_total.load(Relaxed),
             latency: self.latency.snapshot(),
         }
     }
@@ -284,6 +306,30 @@ pub fn render_prometheus(proxy: &ProxyCounters, backends: &[BackendMetricsView<'
             "Client connections open.",
             "gauge",
             p.connections_active,
+        ),
+        (
+            "scaleout_lb_connections_evicted_total",
+            "Connections closed before their first request head to make room for new ones.",
+            "counter",
+            p.connections_evicted_total as i64,
+        ),
+        (
+            "scaleout_lb_fail_open",
+            "1 while no backend passes its health check and the pool fails open.",
+            "gauge",
+            p.fail_open,
+        ),
+        (
+            "scaleout_lb_fail_open_total",
+            "Times the pool entered fail-open.",
+            "counter",
+            p.fail_open_total as i64,
+        ),
+        (
+            "scaleout_lb_rejected_total",
+            "Requests refused by a request rule (CONNECT, Host, method length).",
+            "counter",
+            p.rejected_total as i64,
         ),
     ] {
         let _ = writeln!(

@@ -3,14 +3,15 @@
 //! and graceful shutdown of every client connection.
 //!
 //! Each worker owns its listener, its backend connection pool and its connections; workers
-//! share only the immutable snapshot, atomics and the connection semaphore. The accept loop
+//! share only the immutable snapshot, atomics and the connection admission state
+//! (`admission`: slots, with a share kept for clients that make progress). The accept loop
 //! must never block and never hold a lock across `.await`.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -73,6 +74,7 @@ pub(crate) async fn run_worker(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(cfg.timeouts.header_read_ms))
         .max_buf_size(cfg.limits.max_header_bytes as usize)
+        .max_headers(cfg.limits.max_headers as usize)
         .keep_alive(true);
     builder
         .http2()
@@ -82,6 +84,7 @@ pub(crate) async fn run_worker(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let tracker = TaskTracker::new();
     let idle = Duration::from_millis(cfg.timeouts.client_idle_ms);
+    let head = Duration::from_millis(cfg.timeouts.header_read_ms);
     let shed = Arc::new(shed_response(cfg.limits.retry_after_s));
     // Pool upkeep: drop connections to backends that left and idle ones past their time.
     let upkeep = {
@@ -117,7 +120,14 @@ pub(crate) async fn run_worker(
             },
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = shared.conn_limit.clone().try_acquire_owned() else {
+        let admitted = shared.admission.admit();
+        if admitted.evicted > 0 {
+            shared
+                .counters
+                .connections_evicted_total
+                .fetch_add(admitted.evicted, Ordering::Relaxed);
+        }
+        let Some(slot) = admitted.slot else {
             shared.counters.shed_total.fetch_add(1, Ordering::Relaxed);
             let shed = shed.clone();
             tracker.spawn(async move {
@@ -139,9 +149,17 @@ pub(crate) async fn run_worker(
             .connections_active
             .fetch_add(1, Ordering::Relaxed);
         let active = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(AtomicBool::new(false));
         let local = stream.local_addr().unwrap_or(peer);
-        let ctx = Arc::new(ConnCtx::new(peer, local, active.clone()));
-        let io = TokioIo::new(IdleIo::new(stream, idle, active));
+        let evict = slot.evict.clone();
+        let ctx = Arc::new(ConnCtx::new(
+            peer,
+            local,
+            active.clone(),
+            started.clone(),
+            slot,
+        ));
+        let io = TokioIo::new(IdleIo::new(stream, idle, head, active, started));
         let w = worker.clone();
         let svc = hyper::service::service_fn(move |req| {
             let w = w.clone();
@@ -152,14 +170,17 @@ pub(crate) async fn run_worker(
         let conn = graceful.watch(conn);
         let shared2 = shared.clone();
         tracker.spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("client connection from {peer}: {e}");
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!("client connection from {peer}: {e}");
+                },
+                // Evicted before its first request head to make room: just close it.
+                () = evict.cancelled() => {}
             }
             shared2
                 .counters
                 .connections_active
                 .fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
         });
     }
     drop(listener);
@@ -178,14 +199,20 @@ pub(crate) async fn run_worker(
     Ok(())
 }
 
-/// A client stream that fails with `TimedOut` when no request is in flight on it and
-/// nothing has been read or written for a whole `idle` period (so an idle connection is
-/// closed between `idle` and `2 x idle` after its last activity). hyper's header read
-/// timeout covers a started request head; this covers idle keep-alive connections.
-/// Reads and writes only bump a counter (no clock read per I/O); the timer checks it.
+/// A client stream that fails with `TimedOut` when its first request head is not complete
+/// within `head` from accept (silent and slowloris connections: hyper's own header read
+/// timeout starts only at the first byte, and the protocol sniffing before it has none),
+/// or when no request is in flight on it and nothing has been read or written for a whole
+/// `idle` period (so an idle connection is closed between `idle` and `2 x idle` after its
+/// last activity). Reads and writes only bump a counter (no clock read per I/O); the timer
+/// checks it.
 pub(crate) struct IdleIo {
     inner: TcpStream,
     idle: Duration,
+    /// Deadline for the first request head (checked until `started` is set).
+    head_deadline: Instant,
+    /// Set by the handler when the first request head has arrived.
+    started: Arc<AtomicBool>,
     /// Bumped on every read or write that moved bytes.
     activity: u64,
     /// `activity` when the timer last fired.
@@ -195,13 +222,22 @@ pub(crate) struct IdleIo {
 }
 
 impl IdleIo {
-    pub(crate) fn new(inner: TcpStream, idle: Duration, active: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(
+        inner: TcpStream,
+        idle: Duration,
+        head: Duration,
+        active: Arc<AtomicUsize>,
+        started: Arc<AtomicBool>,
+    ) -> Self {
+        let now = Instant::now();
         IdleIo {
             inner,
             idle,
+            head_deadline: now + head,
+            started,
             activity: 0,
             seen: 0,
-            sleep: Box::pin(tokio::time::sleep(idle)),
+            sleep: Box::pin(tokio::time::sleep_until(now + idle.min(head))),
             active,
         }
     }
@@ -211,6 +247,14 @@ impl IdleIo {
             if self.sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
+            let now = Instant::now();
+            let started = self.started.load(Ordering::Relaxed);
+            if !started && now >= self.head_deadline {
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no complete request head within header_read_ms of accept",
+                ));
+            }
             if self.activity == self.seen && self.active.load(Ordering::Relaxed) == 0 {
                 return Poll::Ready(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -218,7 +262,10 @@ impl IdleIo {
                 ));
             }
             self.seen = self.activity;
-            let deadline = Instant::now() + self.idle;
+            let mut deadline = now + self.idle;
+            if !started {
+                deadline = deadline.min(self.head_deadline);
+            }
             self.sleep.as_mut().reset(deadline);
         }
     }

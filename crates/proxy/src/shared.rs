@@ -18,7 +18,7 @@ use balance::{
 };
 use http::HeaderValue;
 use http::uri::Authority;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -80,11 +80,14 @@ pub(crate) struct Shared {
     /// Wakes the control loop (a pool change that needs a tick or a rebuild).
     pub changed: Notify,
     pub budget: RetryBudget,
-    pub conn_limit: Arc<Semaphore>,
+    /// Client connection slots of the public listener (all workers).
+    pub admission: Arc<crate::admission::Admission>,
     /// Where health checkers run (the runtime that called `Proxy::bind`).
     pub runtime: tokio::runtime::Handle,
     /// Cancelled when the proxy stops: ends health checkers and the control loop.
     pub stop: CancellationToken,
+    /// Extra admin content set by the embedding process (read by admin requests only).
+    pub admin_ext: std::sync::RwLock<Option<Arc<dyn crate::AdminExtension>>>,
 }
 
 impl Shared {
@@ -96,7 +99,10 @@ impl Shared {
         let hash_key = balance.hash.key_source().ok();
         Arc::new(Shared {
             budget: RetryBudget::new(&balance.retry, now),
-            conn_limit: Arc::new(Semaphore::new(config.limits.max_connections as usize)),
+            admission: crate::admission::Admission::new(
+                config.limits.max_connections as usize,
+                config.limits.pending_connections_percent,
+            ),
             hash_key,
             counters: ProxyCounters::default(),
             snapshot: ArcSwap::from_pointee(Snapshot {
@@ -110,6 +116,7 @@ impl Shared {
             changed: Notify::new(),
             runtime,
             stop: CancellationToken::new(),
+            admin_ext: std::sync::RwLock::new(None),
             balance,
             config,
         })
@@ -132,7 +139,24 @@ impl Shared {
             .filter_map(|c| control.rts.get(&c.id).cloned())
             .collect::<Vec<_>>();
         debug_assert_eq!(rts.len(), selector.candidates().len());
-        self.snapshot.store(Arc::new(Snapshot { selector, rts }));
+        let fail_open = selector.is_fail_open();
+        let old = self.snapshot.swap(Arc::new(Snapshot { selector, rts }));
+        // Callers hold the control lock, so transitions are seen (and logged) once each.
+        if fail_open != old.selector.is_fail_open() {
+            self.counters.fail_open.store(i64::from(fail_open), Relaxed);
+            if fail_open {
+                self.counters.fail_open_total.fetch_add(1, Relaxed);
+                tracing::error!(
+                    backends = control.pool.len(),
+                    "POOL FAILED OPEN: no backend passes its health check; requests now go to \
+                     backends failing it (those that answer first). Check health.path and the backends."
+                );
+            } else {
+                tracing::warn!(
+                    "pool no longer fails open: a backend passes its health check again"
+                );
+            }
+        }
     }
 
     /// Adds a backend (`slow_start`: ramp its weight; false for start-up backends).

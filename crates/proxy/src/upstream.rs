@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -85,6 +86,19 @@ impl Inline {
     fn reusable(&self) -> bool {
         !self.closed && !self.tx.is_closed()
     }
+
+    /// Closes the connection with a TCP reset (`SO_LINGER` 0) rather than a FIN, so the
+    /// backend sees an abort and cannot mistake a truncated request body for a whole one.
+    fn abort(self) {
+        let parts = self.conn.into_parts();
+        let _ = socket2::SockRef::from(parts.io.inner()).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// Whether the client's streamed body failed (too large, or the client went away): the
+/// backend connection carrying it must then be reset.
+fn client_failed(flag: &Option<Arc<AtomicBool>>) -> bool {
+    flag.as_ref().is_some_and(|f| f.load(Ordering::Relaxed))
 }
 
 /// An HTTP/1.1 connection lent to one request. The client's response body drives it
@@ -95,6 +109,8 @@ pub(crate) struct Lease {
     complete: bool,
     pool: Arc<UpstreamPool>,
     backend: BackendId,
+    /// The streamed request body's failure flag (reset the connection when set).
+    client_failed: Option<Arc<AtomicBool>>,
 }
 
 impl Lease {
@@ -113,10 +129,10 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(c) = self.conn.take()
-            && self.complete
-            && c.reusable()
-        {
+        let Some(c) = self.conn.take() else { return };
+        if client_failed(&self.client_failed) {
+            c.abort();
+        } else if self.complete && c.reusable() {
             self.pool.checkin(self.backend, c);
         }
     }
@@ -256,6 +272,10 @@ impl UpstreamPool {
             let resp = tx.send_request(req).await.map_err(UpstreamError::Http)?;
             return Ok((resp, None));
         }
+        let failed_flag = match req.body() {
+            ReqBody::Stream { client_failed, .. } => Some(client_failed.clone()),
+            ReqBody::Full(_) => None,
+        };
         let now = Instant::now();
         // A pooled connection that turns out closed gives the request back unsent; try
         // the next one, then a fresh connection. Bounded by the pool size + 1.
@@ -306,6 +326,7 @@ impl UpstreamPool {
                         complete: false,
                         pool: self.clone(),
                         backend: rt.id,
+                        client_failed: failed_flag,
                     };
                     return Ok((resp, Some(lease)));
                 }
@@ -314,9 +335,19 @@ impl UpstreamPool {
                         req = r;
                         continue;
                     }
-                    _ => return Err(UpstreamError::Http(e.into_error())),
+                    _ => {
+                        if client_failed(&failed_flag) {
+                            c.abort();
+                        }
+                        return Err(UpstreamError::Http(e.into_error()));
+                    }
                 },
-                None => return Err(UpstreamError::Closed),
+                None => {
+                    if client_failed(&failed_flag) {
+                        c.abort();
+                    }
+                    return Err(UpstreamError::Closed);
+                }
             }
         }
         Err(UpstreamError::Connect(io::Error::other(

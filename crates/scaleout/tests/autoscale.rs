@@ -100,3 +100,84 @@ fn bad_policy_file_names_the_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hpa.scale_up.stabilization_window_s"), "{err}");
 }
+
+fn evaluate_json(threads: &str) -> serde_json::Value {
+    let out = bin()
+        .args([
+            "autoscale",
+            "evaluate",
+            "--families",
+            "step",
+            "--set",
+            "held-out",
+            "--threads",
+            threads,
+            "--json",
+            "-",
+        ])
+        .output()
+        .expect("run scaleout");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON evaluation")
+}
+
+#[test]
+fn evaluate_reports_distributions_independent_of_threads() {
+    let one = evaluate_json("1");
+    let two = evaluate_json("2");
+    assert_eq!(one["traces"], two["traces"]);
+    assert_eq!(one["traces"].as_array().unwrap().len(), 16);
+    let groups = one["groups"].as_array().unwrap();
+    let step = groups
+        .iter()
+        .find(|g| g["set"] == "held-out" && g["family"] == "step")
+        .expect("a held-out step group");
+    let names: Vec<&str> = step["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["policy"].as_str().unwrap())
+        .collect();
+    for want in [
+        "default",
+        "hpa",
+        "hpa-stab60",
+        "hpa-stab0",
+        "kpa",
+        "step",
+        "predictive",
+    ] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    // The HPA clone is the baseline: its ratio to itself is 1.
+    let hpa = step["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["policy"] == "hpa")
+        .unwrap();
+    assert_eq!(hpa["slo_ratio_to_hpa"]["median"], 1.0);
+}
+
+#[test]
+fn evaluate_refuses_bad_flags_naming_them() {
+    for (args, needle) in [
+        (vec!["--families", "tsunami"], "--families"),
+        (vec!["--set", "everything"], "--set"),
+        (vec!["--threads", "0"], "--threads"),
+        (vec!["--target-in-flight=-1"], "--target-in-flight"),
+    ] {
+        let out = bin()
+            .args(["autoscale", "evaluate"])
+            .args(&args)
+            .output()
+            .expect("run scaleout");
+        assert!(!out.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -25,8 +25,49 @@ fn quick_demo_reports_every_act() {
         pts.iter()
             .all(|p| p["throughput_rps"].as_f64().unwrap() > 0.0)
     );
-    // Act 3: one run per instance count, each with throughput.
-    assert!(r["act3"]["runs"].as_array().unwrap().len() >= 3);
+    // Every act records the envelope, the host's cores, the generator's and the
+    // balancer's CPU, and what limited it.
+    let cores = r["cores"].as_u64().unwrap();
+    assert!(cores >= 1);
+    let unit = r["envelope"]["cpu"]
+        .as_f64()
+        .expect("envelopes are on by default");
+    assert_eq!(r["act1"]["envelope"]["cpu"].as_f64(), Some(unit));
+    let runs = |act: &str| r[act]["runs"].as_array().unwrap().clone();
+    for run in runs("act2").iter().chain(runs("act3").iter()) {
+        assert!(run["envelope"]["cpu"].as_f64().unwrap() > 0.0, "{run}");
+        assert_eq!(run["cpu"]["host_cores"].as_u64(), Some(cores), "{run}");
+        assert!(run["cpu"]["generator"].as_f64().unwrap() > 0.0, "{run}");
+        assert!(!run["limit_text"].as_str().unwrap().is_empty(), "{run}");
+    }
+    for run in runs("act3") {
+        assert!(run["cpu"]["balancer"].as_f64().unwrap() > 0.0, "{run}");
+    }
+    for act in ["act5", "act6", "act7"] {
+        let text = r[act]["limit_text"]
+            .as_str()
+            .or_else(|| r[act]["rows"][0]["limit_text"].as_str())
+            .unwrap_or_default();
+        assert!(text.contains("cores"), "{act} does not say what limited it");
+    }
+    // Act 2: three envelope sizes, each twice the previous.
+    let up = runs("act2");
+    let sizes: Vec<f64> = up
+        .iter()
+        .map(|x| x["envelope"]["cpu"].as_f64().unwrap())
+        .collect();
+    assert_eq!(sizes, vec![unit, 2.0 * unit, 4.0 * unit]);
+    // Act 3: scaling out from one instance to two adds throughput.
+    let out = runs("act3");
+    assert!(out.len() >= 3);
+    assert_eq!(
+        (out[0]["n"].as_u64(), out[1]["n"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert!(
+        out[1]["throughput_rps"].as_f64().unwrap() > out[0]["throughput_rps"].as_f64().unwrap(),
+        "act 3 did not rise from 1 to 2 instances: {out:?}"
+    );
     // Act 4: in-memory sessions lose users behind round robin; JWT loses none.
     let rows = r["act4"]["rows"].as_array().unwrap();
     let memory = rows
@@ -56,20 +97,47 @@ fn quick_demo_reports_every_act() {
         "{a6}"
     );
     assert!(a6["readmitted_after_ms"].as_f64().is_some(), "{a6}");
-    // Act 7: the autoscaler reaches the capacity the spike needs within the run, and says why.
+    // Act 7: the step is sized from act 1's capacity, p99 goes over the SLO after the
+    // step and comes back under it as instances arrive, and the autoscaler says why.
     let a7 = &r["act7"];
-    assert!(a7["time_to_capacity_s"].as_f64().is_some(), "{a7}");
-    let max_ready = a7["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| row[1].as_f64().unwrap())
-        .fold(0.0, f64::max);
+    let capacity = r["act1"]["capacity_rps"].as_f64().unwrap();
+    assert_eq!(a7["capacity_rps"].as_f64(), Some(capacity), "{a7}");
+    assert!(a7["spike_rps"].as_f64().unwrap() > 2.0 * capacity, "{a7}");
+    let step = a7["step_at_s"].as_f64().unwrap();
+    let crossed = a7["p99_crossed_slo_at_s"].as_f64();
     assert!(
-        max_ready >= a7["needed_instances"].as_f64().unwrap(),
-        "{a7}"
+        crossed.is_some_and(|t| t >= step),
+        "p99 never crossed the SLO: {a7}"
+    );
+    // Recovery under the SLO is not asserted: on a 2-core host running the debug build
+    // alongside the rest of the suite, the spike's 3x load plus balancer and generator
+    // exceeds the host's CPU and p99 has not come back within the quick run (issue 11,
+    // act 7: NOT MET, see BENCHMARKS.md). What is reported must still be consistent.
+    if let Some(t) = a7["p99_recovered_at_s"].as_f64() {
+        assert!(t > crossed.unwrap(), "recovered before crossing: {a7}");
+        assert!(a7["recovery_s"].as_f64().unwrap() > 0.0, "{a7}");
+    }
+    let timeline = a7["timeline"].as_array().unwrap();
+    let counts: Vec<f64> = timeline
+        .iter()
+        .filter_map(|row| row["instances"].as_f64())
+        .collect();
+    assert!(
+        counts.iter().all(|&c| c >= 1.0),
+        "instances plotted as 0: {a7}"
+    );
+    assert!(
+        counts.iter().fold(0.0, |m: f64, &c| m.max(c)) > 1.0,
+        "the autoscaler never added an instance: {a7}"
     );
     assert!(!a7["decisions"].as_array().unwrap().is_empty(), "{a7}");
+    // The advice reads act 3's sweep through the advisor's planner and says where
+    // today's load came from.
+    let adv = &r["advice"];
+    assert!(
+        adv["plan"]["current_load"]["Ok"]["text"].as_str().is_some(),
+        "{adv}"
+    );
     assert!(!r["advice"].is_null());
     for chart in [
         "act1-knee.svg",

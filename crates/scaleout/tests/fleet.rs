@@ -172,6 +172,8 @@ fn sigkill_of_up_takes_its_children_down() {
     wait_http_ok(listen, "/readyz", BOOT);
     wait_until("2 children", BOOT, || children(up.pid()).len() == 2);
     let kids = children(up.pid());
+    let groups: Vec<PathBuf> = kids.iter().flat_map(|&k| envelope_dirs(k)).collect();
+    assert!(!groups.is_empty(), "instances run in envelope groups");
     up.kill(); // SIGKILL: no chance to clean up.
     wait_until(
         "children to die with their parent",
@@ -179,6 +181,152 @@ fn sigkill_of_up_takes_its_children_down() {
         || kids.iter().all(|&p| !alive(p)),
     );
     let _ = log;
+    // Their groups outlive a SIGKILLed `up`; the next `up` removes them at start.
+    assert!(groups.iter().all(|g| g.exists()), "{groups:?}");
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = write_config(&dir, listen, admin, "");
+    let (mut again, log) = start_up(
+        &dir,
+        &["-c", cfg.to_str().unwrap(), "--status-every-s", "0"],
+    );
+    wait_http_ok(listen, "/readyz", BOOT);
+    for g in &groups {
+        assert!(
+            !g.exists(),
+            "stale group {} left\n{}",
+            g.display(),
+            log_text(&log)
+        );
+    }
+    again.signal("INT");
+    again.wait_exit(Duration::from_secs(60)).expect("up exits");
+}
+
+/// The `scaleout` cgroup directories `pid` is in (v1: one per hierarchy; v2: one).
+fn envelope_dirs(pid: u32) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("/scaleout/"))
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
+            let mount = match ctrls {
+                "" if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() => "".to_string(),
+                "" => "unified".to_string(),
+                c => c.split(',').next()?.to_string(),
+            };
+            Some(
+                Path::new("/sys/fs/cgroup")
+                    .join(mount)
+                    .join(path.trim_start_matches('/')),
+            )
+        })
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+#[test]
+fn up_runs_instances_in_envelopes_and_reports_them() {
+    let dir = temp_dir("up-envelope");
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = write_config(&dir, listen, admin, "");
+    let (mut up, log) = start_up(
+        &dir,
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "--cpu",
+            "0.5",
+            "--memory-mib",
+            "192",
+            "--status-every-s",
+            "0.5",
+        ],
+    );
+    wait_http_ok(listen, "/readyz", BOOT);
+    wait_until("2 children", BOOT, || children(up.pid()).len() == 2);
+    let kids = children(up.pid());
+    let mut groups = Vec::new();
+    for &k in &kids {
+        let dirs = envelope_dirs(k);
+        assert!(!dirs.is_empty(), "instance {k} is in no scaleout group");
+        for d in &dirs {
+            for (file, want) in [
+                ("cpu.cfs_quota_us", "50000"),
+                ("memory.limit_in_bytes", "201326592"),
+                ("cpu.max", "50000 100000"),
+                ("memory.max", "201326592"),
+            ] {
+                if let Ok(v) = std::fs::read_to_string(d.join(file)) {
+                    assert_eq!(v.trim(), want, "{}", d.join(file).display());
+                }
+            }
+        }
+        groups.extend(dirs);
+    }
+    wait_until("the envelope in the status line", BOOT, || {
+        log_text(&log).lines().any(|l| {
+            l.starts_with("[up] instances 2/2 ready")
+                && l.contains("| envelope 0.5cpu/192MiB: i-")
+                && l.contains("cpu thr ")
+        })
+    });
+    let auth = [("Authorization", "Bearer test-token-123")];
+    let (code, metrics) =
+        testkit::http_request(admin, "GET", "/metrics", &auth, b"").expect("metrics");
+    assert_eq!(code, 200);
+    for want in [
+        "scaleout_fleet_envelope_enforced 1",
+        "scaleout_instance_cpu_limit_cores 0.5",
+        "scaleout_instance_memory_limit_bytes 201326592",
+        "scaleout_instance_memory_bytes{instance=\"i-",
+        "scaleout_instance_cpu_throttled_periods_total{instance=\"i-",
+        "scaleout_fleet_oom_kills_total 0",
+    ] {
+        assert!(metrics.contains(want), "{want} missing from\n{metrics}");
+    }
+    let (code, fleet) = testkit::http_request(admin, "GET", "/fleet", &auth, b"").expect("fleet");
+    assert_eq!(code, 200, "{fleet}");
+    let j: serde_json::Value = serde_json::from_str(&fleet).unwrap();
+    assert_eq!(j["envelope"]["memory_mib"], 192, "{j}");
+    assert_eq!(j["instances"].as_array().map(Vec::len), Some(2), "{j}");
+    assert!(
+        j["instances"][0]["envelope_stats"]["memory_bytes"].as_u64() > Some(0),
+        "{j}"
+    );
+    up.signal("INT");
+    let st = up.wait_exit(Duration::from_secs(60)).expect("up exits");
+    assert!(st.success(), "{}", log_text(&log));
+    for g in &groups {
+        assert!(!g.exists(), "group {} left after stop", g.display());
+    }
+}
+
+#[test]
+fn no_envelopes_runs_unlimited_and_says_so() {
+    let dir = temp_dir("up-noenv");
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = write_config(&dir, listen, admin, "");
+    let (mut up, log) = start_up(
+        &dir,
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "--no-envelopes",
+            "--status-every-s",
+            "0.5",
+        ],
+    );
+    wait_http_ok(listen, "/readyz", BOOT);
+    wait_until("the status line says unlimited", BOOT, || {
+        log_text(&log).contains("| envelopes off (unlimited)")
+    });
+    assert!(log_text(&log).contains("envelopes OFF (--no-envelopes)"));
+    for k in children(up.pid()) {
+        assert!(envelope_dirs(k).is_empty(), "instance {k} is in a group");
+    }
+    up.signal("INT");
+    up.wait_exit(Duration::from_secs(60)).expect("up exits");
 }
 
 #[test]

@@ -20,6 +20,10 @@ drain_grace_ms = 8000
 stop_grace_ms = 4000
 readiness_path = "/readyz"
 
+[fleet.resources]
+cpu = 0.75
+memory_mib = 384
+
 [autoscale]
 policy = "default"
 min_instances = 2
@@ -103,10 +107,11 @@ fn manifests_round_trip_to_the_config() {
         c["startupProbe"]["failureThreshold"],
         cfg.fleet.ready_timeout_ms / 1000
     );
-    assert_eq!(
-        c["resources"]["limits"]["cpu"],
-        cfg.fleet.cpus_per_instance.to_string()
-    );
+    // The envelope the local fleet enforces, as requests and limits (Guaranteed QoS).
+    for kind in ["requests", "limits"] {
+        assert_eq!(c["resources"][kind]["cpu"], "750m", "{kind}");
+        assert_eq!(c["resources"][kind]["memory"], "384Mi", "{kind}");
+    }
     let args: Vec<&str> = c["args"]
         .as_array()
         .unwrap()

@@ -494,6 +494,18 @@ fn invalid_config_is_refused_before_listening() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("balancer.workers"));
     let out = Command::new(BIN)
+        .args([
+            "lb",
+            "--listen",
+            &listen.to_string(),
+            "--health-path",
+            "healthz",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("balancer.health.path"));
+    let out = Command::new(BIN)
         .args(["lb", "--backend", "http://nohost", "--strategy", "rr"])
         .output()
         .unwrap();

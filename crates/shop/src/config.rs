@@ -156,6 +156,23 @@ pub struct ShopConfig {
     /// orders and order items live on the shard that owns the user; users, products,
     /// sessions and cache entries stay on `db`. Unset: everything lives on `db`.
     pub shard_map: Option<String>,
+    /// Where checkout's after-commit work (order confirmation) runs: `inline` in the
+    /// request (default: needs no worker, so no order waits on a worker nobody started)
+    /// or `queue`, enqueued on `jobs_url` for `--role worker` processes.
+    pub jobs: crate::jobs::JobsMode,
+    /// The shared job queue: `redis://...`, `postgres://...` or `sqlite:PATH`. Required
+    /// with `jobs = queue` and for `--role worker`.
+    pub jobs_url: Option<String>,
+    /// A job not acknowledged within this many ms is redelivered to another worker.
+    pub jobs_visibility_timeout_ms: u64,
+    /// Simulated confirmation e-mail, in ms, spent by whoever confirms (the request
+    /// inline, the worker with a queue); must be below `jobs_visibility_timeout_ms`.
+    pub jobs_email_delay_ms: u64,
+    /// Jobs one worker handles at once.
+    pub jobs_concurrency: usize,
+    /// The queue's name, `[a-z0-9_]` (tables `jobs_<name>`, Redis keys `jobs:{<name>}:…`):
+    /// web instances and workers of one shop must agree on it.
+    pub jobs_queue: String,
 }
 
 impl Default for ShopConfig {
@@ -187,6 +204,12 @@ impl Default for ShopConfig {
             store_timeout_ms: 5000,
             shutdown_grace_ms: 10_000,
             shard_map: None,
+            jobs: crate::jobs::JobsMode::Inline,
+            jobs_url: None,
+            jobs_visibility_timeout_ms: 30_000,
+            jobs_email_delay_ms: 0,
+            jobs_concurrency: 8,
+            jobs_queue: crate::jobs::QUEUE_NAME.into(),
         }
     }
 }
@@ -241,6 +264,10 @@ impl ShopConfig {
     /// Checks every field once; the error names the field.
     pub fn validate(&self) -> Result<(), ShopError> {
         let bad = |field: &str, why: String| Err(ShopError::Config(format!("{field}: {why}")));
+        crate::jobs::validate(self)?;
+        if self.jobs_concurrency == 0 || self.jobs_concurrency > 10_000 {
+            return bad("jobs_concurrency", "must be in 1..=10000".into());
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(
                 "listen",

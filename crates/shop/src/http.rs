@@ -83,6 +83,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Stops this state's background tasks (the replica poller).
     pub background: tokio_util::sync::CancellationToken,
+    /// Checkout's after-commit work: inline or on the shared queue.
+    pub jobs: crate::jobs::ShopJobs,
 }
 
 /// Unix time in milliseconds (the shell reads the clock; decisions take it as input).
@@ -816,6 +818,10 @@ async fn checkout(
         },
         other => other,
     };
+    // After the order committed (never before): confirm it now or enqueue the job.
+    if let Checkout::Created(o) | Checkout::Replayed(o) = &outcome {
+        crate::jobs::after_checkout(&st.jobs, &st.db, &o.id, now_ms() as i64).await?;
+    }
     match outcome {
         Checkout::Created(o) => {
             mark_write(&st, u.user_id).await?;

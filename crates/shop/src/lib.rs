@@ -15,6 +15,7 @@ pub mod db;
 pub mod error;
 pub mod hashing;
 pub mod http;
+pub mod jobs;
 pub mod keys;
 pub mod marks;
 pub mod metrics;
@@ -106,6 +107,8 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
         None => None,
     };
     let db = Db::connect(cfg, metrics.clone()).await?;
+    jobs::ensure_tables(&db).await?;
+    let shop_jobs = jobs::ShopJobs::connect(cfg).await?;
     let shards = match &shard_map {
         Some(map) => {
             let s = userdata::ShardedUserData::connect(map, cfg, &metrics).await?;
@@ -177,6 +180,7 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
         key_prefix: cfg.key_prefix.clone(),
         max_body_bytes: cfg.max_body_bytes,
         background,
+        jobs: shop_jobs,
     }))
 }
 

@@ -1,6 +1,7 @@
 //! The HPA clone against the behaviours Kubernetes documents, case by case.
 
 use super::*;
+use crate::Policy;
 use crate::config::{Config, PolicyKind};
 use crate::metrics::{AggregateSample, InstanceSample};
 

@@ -1,6 +1,7 @@
 //! The KPA clone: windows, panic entry, hold and exit, rate clamps.
 
 use super::*;
+use crate::Policy;
 use crate::config::PolicyKind;
 use crate::metrics::AggregateSample;
 

@@ -306,3 +306,36 @@ fn consistent_hash_moves_only_the_lost_backends_keys() {
     p.observe_health(ids[3], true, t0).unwrap();
     assert_eq!(assign(&p), before);
 }
+
+#[test]
+fn fail_open_skips_unreachable_and_ejected_backends_while_another_answers() {
+    let now = Instant::now();
+    let (mut p, ids) = pool(3, now);
+    let fall = p.config().health.fall;
+    // Every backend fails its check: b0 answers badly, b1 refuses connections, b2 is
+    // ejected by passive detection as well.
+    for _ in 0..fall {
+        p.observe_check(ids[0], CheckOutcome::Fail, now).unwrap();
+        p.observe_check(ids[1], CheckOutcome::Unreachable, now)
+            .unwrap();
+        p.observe_check(ids[2], CheckOutcome::Fail, now).unwrap();
+    }
+    assert!(!p.reachable(ids[1]).unwrap());
+    assert!(p.report_failures(ids[2], 3, now).unwrap().is_some());
+    let s = p.selector(now);
+    assert!(s.is_fail_open());
+    assert_eq!(picked(&p, now, 30), [ids[0]]);
+    // When b0 stops answering too, fail-open falls back to every active backend.
+    for _ in 0..fall {
+        p.observe_check(ids[0], CheckOutcome::Unreachable, now)
+            .unwrap();
+    }
+    assert!(p.selector(now).is_fail_open());
+    assert_eq!(picked(&p, now, 30), ids);
+    // One backend passing again ends fail-open.
+    for _ in 0..p.config().health.rise {
+        p.observe_check(ids[1], CheckOutcome::Pass, now).unwrap();
+    }
+    assert!(!p.selector(now).is_fail_open());
+    assert_eq!(picked(&p, now, 30), [ids[1]]);
+}

@@ -35,6 +35,15 @@ pub fn serve_if_child() {
 }
 
 async fn serve(addr: SocketAddr, id: String, mode: String) -> i32 {
+    if let Some(ms) = mode.strip_prefix("alloc_after_ms:") {
+        // Serve (and become ready), then allocate and touch memory until the kernel's
+        // OOM killer stops it at its envelope's limit (bounded at 2 GiB regardless).
+        let ms = ms.parse().unwrap_or(0);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(ms));
+            allocate_mib(2048);
+        });
+    }
     if let Some(ms) = mode.strip_prefix("slow_start_ms:") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
     }
@@ -152,6 +161,18 @@ async fn conn(
         }
     }
     Ok(())
+}
+
+/// Allocates and touches `mib` MiB in 4 MiB steps, keeping all of it, then sleeps; used
+/// to provoke an OOM kill under a memory limit.
+pub fn allocate_mib(mib: usize) {
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..mib / 4 {
+        kept.push(vec![1u8; 4 << 20]);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_secs(60));
+    drop(kept);
 }
 
 /// A fleet config running this test binary as the instance in `mode`.

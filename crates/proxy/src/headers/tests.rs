@@ -90,3 +90,66 @@ fn cookie_lookup() {
     assert_eq!(cookie_value(&h, "lb"), Some("b2"));
     assert_eq!(cookie_value(&h, "zz"), None);
 }
+
+#[test]
+fn request_rules_refuse_connect_bad_host_and_long_methods() {
+    use http::{Method, Version};
+    let mut one = HeaderMap::new();
+    one.insert(HOST, HeaderValue::from_static("a"));
+    let mut two = one.clone();
+    two.append(HOST, HeaderValue::from_static("b"));
+    let none = HeaderMap::new();
+    assert_eq!(
+        check_request(&Method::GET, Version::HTTP_11, &one, 32),
+        Ok(())
+    );
+    assert_eq!(
+        check_request(&Method::CONNECT, Version::HTTP_11, &one, 32),
+        Err(RequestRule::Connect)
+    );
+    assert_eq!(
+        check_request(&Method::GET, Version::HTTP_11, &none, 32),
+        Err(RequestRule::MissingHost)
+    );
+    assert_eq!(
+        check_request(&Method::GET, Version::HTTP_10, &none, 32),
+        Ok(())
+    );
+    assert_eq!(
+        check_request(&Method::GET, Version::HTTP_2, &none, 32),
+        Ok(())
+    );
+    for v in [Version::HTTP_10, Version::HTTP_11] {
+        assert_eq!(
+            check_request(&Method::GET, v, &two, 32),
+            Err(RequestRule::DuplicateHost)
+        );
+    }
+    let long = Method::from_bytes(&[b'A'; 33]).unwrap();
+    assert_eq!(
+        check_request(&long, Version::HTTP_11, &one, 32),
+        Err(RequestRule::MethodTooLong)
+    );
+    assert_eq!(RequestRule::MethodTooLong.status(), 501);
+    assert_eq!(RequestRule::Connect.status(), 405);
+    assert_eq!(RequestRule::DuplicateHost.status(), 400);
+}
+
+#[test]
+fn only_websocket_upgrades_pass() {
+    // h2c (and anything else) is not passed through: a 101 would open a raw tunnel to
+    // the backend that bypasses every per-request rule of the balancer.
+    for proto in ["h2c", "websocket, h2c", "TLS/1.0", ""] {
+        let mut h = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", proto),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+        ]);
+        assert!(!is_upgrade_request(&h), "{proto:?}");
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key("upgrade"), "{proto:?}");
+        assert!(!h.contains_key("http2-settings"), "{proto:?}");
+    }
+    let h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket")]);
+    assert!(is_upgrade_request(&h));
+}

@@ -2,6 +2,8 @@
 //! loopback ports, in one process.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

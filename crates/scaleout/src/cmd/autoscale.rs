@@ -1,12 +1,15 @@
 //! `scaleout autoscale`: autoscaling tools. `simulate` replays a demand trace against a
 //! policy (by name or from a TOML policy file) with the `autoscale` crate's capacity model
-//! and prints the SPEC elasticity metrics; `write-traces` regenerates the shipped traces.
+//! and prints the SPEC elasticity metrics; `evaluate` runs every policy over the generated
+//! trace families; `write-traces` regenerates the shipped traces.
 //! Glue only: parsing, reading files, printing.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use autoscale::evaluate::{self, SeedSet};
+use autoscale::families::Family;
 use autoscale::sim::{POLICY_NAMES, named_policy};
 use autoscale::trace::generate;
 use autoscale::{CapacityModel, Config, Trace, simulate};
@@ -22,12 +25,37 @@ pub struct Args {
 enum Sub {
     /// Replay a demand trace (CSV, requests/s per second) against a policy.
     Simulate(SimulateArgs),
+    /// Run every policy on generated trace families (dev and held-out seeds) and report
+    /// distributions of SLO violation, cost, peak and drops, with ratios to the HPA clone.
+    Evaluate(EvaluateArgs),
     /// Write the shipped traces (step, sine, flash-crowd, daily) as CSV into a directory.
     WriteTraces {
         /// Output directory.
         #[arg(long, default_value = "crates/autoscale/traces")]
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct EvaluateArgs {
+    /// Families to run (comma-separated); default: all of them.
+    #[arg(long, value_delimiter = ',')]
+    families: Vec<String>,
+    /// Seed sets: dev, held-out or all.
+    #[arg(long, default_value = "all")]
+    set: String,
+    /// Target in-flight requests per instance given to every policy.
+    #[arg(long, default_value_t = 6.0)]
+    target_in_flight: f64,
+    /// Worker threads (results do not depend on it).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Write the whole evaluation (every trace, every summary) as JSON ("-" for stdout).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also sweep target settings per policy and write the Pareto chart (SVG) here.
+    #[arg(long)]
+    pareto_svg: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,12 +90,25 @@ struct SimulateArgs {
     /// Latency SLO (p99), ms.
     #[arg(long, default_value_t = CapacityModel::default().slo_p99_ms)]
     slo_p99_ms: f64,
+    /// Start-up time jitter, percent (each launch takes start-up x (1 +- jitter)).
+    #[arg(long, default_value_t = 0.0)]
+    startup_jitter_pct: f64,
+    /// Chance a start-up fails and is relaunched, percent (0-50).
+    #[arg(long, default_value_t = 0.0)]
+    fail_start_pct: f64,
+    /// Seconds a new instance is cold (reduced capacity, ramping to full).
+    #[arg(long, default_value_t = 0)]
+    cold_s: u64,
+    /// Capacity of a just-ready instance, percent (with --cold-s).
+    #[arg(long, default_value_t = 100.0)]
+    cold_capacity_pct: f64,
 }
 
 /// Runs `scaleout autoscale`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Sub::Simulate(a) => simulate_cmd(a),
+        Sub::Evaluate(a) => evaluate_cmd(a),
         Sub::WriteTraces { dir } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
             for name in generate::NAMES {
@@ -111,6 +152,10 @@ fn simulate_cmd(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         startup_s: a.startup_s,
         noise_pct: a.noise_pct,
         slo_p99_ms: a.slo_p99_ms,
+        startup_jitter_pct: a.startup_jitter_pct,
+        fail_start_pct: a.fail_start_pct,
+        cold_s: a.cold_s,
+        cold_capacity_pct: a.cold_capacity_pct,
         ..CapacityModel::default()
     };
     let run = simulate(&trace, &cfg, &model, a.seed)?;
@@ -163,6 +208,66 @@ fn simulate_cmd(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             "  instability_pct {:.2}  jitter_per_min {:.2}  flaps {}  scale_ups {}  scale_downs {}  panic_s {}",
             r.instability_pct, r.jitter_per_min, r.flaps, r.scale_ups, r.scale_downs, r.panic_s
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
+    let families = if a.families.is_empty() {
+        Family::ALL.to_vec()
+    } else {
+        a.families
+            .iter()
+            .map(|n| {
+                Family::from_name(n).with_context(|| {
+                    format!(
+                        "--families: unknown family `{n}` (known: {})",
+                        Family::ALL.map(Family::as_str).join(", ")
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let sets: Vec<SeedSet> = match a.set.as_str() {
+        "all" => SeedSet::ALL.to_vec(),
+        "dev" => vec![SeedSet::Dev],
+        "held-out" => vec![SeedSet::HeldOut],
+        other => anyhow::bail!("--set: `{other}` is not dev, held-out or all"),
+    };
+    if !(a.target_in_flight.is_finite() && a.target_in_flight > 0.0) {
+        anyhow::bail!("--target-in-flight: must be a finite number > 0");
+    }
+    if a.threads == 0 || a.threads > 64 {
+        anyhow::bail!("--threads: must be 1..=64");
+    }
+    let eval = evaluate::evaluate(&families, &sets, a.target_in_flight, a.threads)?;
+    let to_stdout = a.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    if let Some(p) = &a.json {
+        let json = serde_json::to_string_pretty(&eval)?;
+        if to_stdout {
+            println!("{json}");
+        } else {
+            std::fs::write(p, format!("{json}\n"))
+                .with_context(|| format!("write {}", p.display()))?;
+        }
+    }
+    if !to_stdout {
+        print!("{}", eval.to_text());
+    }
+    if let Some(p) = &a.pareto_svg {
+        let points = evaluate::pareto(&families, &sets, a.threads)?;
+        std::fs::write(p, evaluate::pareto_svg(&points))
+            .with_context(|| format!("write {}", p.display()))?;
+        if !to_stdout {
+            println!("\nPareto (median over the same traces):");
+            for pt in &points {
+                println!(
+                    "  {:<8} target {:>4}: slo_violation_s {:>6.0}  instance_seconds {:>8.0}",
+                    pt.policy, pt.target_in_flight, pt.slo_violation_s, pt.instance_seconds
+                );
+            }
+            println!("wrote {}", p.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -23,13 +23,21 @@ pub struct Args {
     /// A streaming replica of --db (repeatable), for act 8.
     #[arg(long, requires = "db")]
     replica: Vec<String>,
+    /// Run instances without CPU and memory envelopes (cgroups): every instance, the
+    /// balancer and the generator then share every core, and the acts measure that.
+    #[arg(long)]
+    no_envelopes: bool,
+    /// CPU of the unit envelope, cores (fractional) [default: an eighth of the host in
+    /// quarter-core steps, 0.25 to 4: 0.25 on 2 cores].
+    #[arg(long)]
+    envelope_cpu: Option<f64>,
+    /// Memory of every instance's envelope, MiB [default: 256].
+    #[arg(long)]
+    envelope_memory_mib: Option<u64>,
 }
 
 /// Runs `scaleout demo`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(bad) = args.acts.iter().find(|a| !(1..=8).contains(*a)) {
-        anyhow::bail!("--acts: {bad} is not an act (1-8)");
-    }
     if let Some(db) = &args.db
         && !db.starts_with("postgres://")
         && !db.starts_with("postgresql://")
@@ -41,14 +49,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let exe = std::env::current_exe().context("locating the scaleout executable")?;
     let cfg = demo::DemoConfig {
-        exe,
-        out_dir: args.out.clone(),
         quick: args.quick,
         acts: args.acts,
         verbose: true,
         postgres: args.db,
         replicas: args.replica,
+        envelopes: !args.no_envelopes,
+        unit_cpu: args.envelope_cpu,
+        memory_mib: args.envelope_memory_mib,
+        ..demo::DemoConfig::new(exe, args.out.clone())
     };
+    // Flags are checked before anything starts, naming the one at fault.
+    cfg.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -37,6 +37,11 @@ pub struct Args {
     /// Protocol to the backends: http1 or h2c.
     #[arg(long = "upstream-protocol")]
     pub upstream_protocol: Option<String>,
+    /// Active health check: `GET <PATH>` must answer 2xx/3xx (e.g. `/healthz`). Without
+    /// it (and without `balancer.health.path`) the check is a TCP connect, which works in
+    /// front of any server.
+    #[arg(long = "health-path")]
+    pub health_path: Option<String>,
 }
 
 /// Parses `[NAME=]URL[*WEIGHT]` into a backend entry.
@@ -109,6 +114,9 @@ pub fn build_config(args: &Args) -> anyhow::Result<proxy::Config> {
             "h2c" => proxy::UpstreamProtocol::H2c,
             other => anyhow::bail!("--upstream-protocol: {other:?} is not http1 or h2c"),
         };
+    }
+    if let Some(p) = &args.health_path {
+        cfg.health.path = p.clone();
     }
     cfg.validate()?;
     Ok(cfg)

@@ -146,6 +146,38 @@ pub struct ServeArgs {
     /// user; users, products, sessions and cache stay on --db [default: none].
     #[arg(long)]
     pub shard_map: Option<std::path::PathBuf>,
+    /// What this process does: web (serve HTTP) | worker (process the shop's jobs from
+    /// --jobs-url until SIGTERM) [default: web].
+    #[arg(long, default_value = "web")]
+    pub role: Role,
+    /// Where checkout's order confirmation runs: inline (in the request) | queue
+    /// (enqueued on --jobs-url for `--role worker` processes) [default: inline].
+    #[arg(long)]
+    pub jobs: Option<shop::jobs::JobsMode>,
+    /// The shared job queue: redis://..., postgres://... or sqlite:PATH [default: none].
+    #[arg(long)]
+    pub jobs_url: Option<String>,
+    /// A job not acknowledged within this many ms is redelivered [default: 30000].
+    #[arg(long)]
+    pub jobs_visibility_timeout_ms: Option<u64>,
+    /// Simulated confirmation e-mail delay, ms, spent by whoever confirms [default: 0].
+    #[arg(long)]
+    pub jobs_email_delay_ms: Option<u64>,
+    /// Jobs one worker handles at once [default: 8].
+    #[arg(long)]
+    pub jobs_concurrency: Option<usize>,
+    /// Queue name, [a-z0-9_]; web instances and workers must agree [default: shop].
+    #[arg(long)]
+    pub jobs_queue: Option<String>,
+}
+
+/// What one `scaleout shop` process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Serve the shop over HTTP.
+    Web,
+    /// Process the shop's background jobs.
+    Worker,
 }
 
 impl ServeArgs {
@@ -175,8 +207,16 @@ impl ServeArgs {
             max_replica_lag_ms,
             hash_concurrency,
             hash_memory_budget_mib,
-            key_prefix
+            key_prefix,
+            jobs,
+            jobs_visibility_timeout_ms,
+            jobs_email_delay_ms,
+            jobs_concurrency,
+            jobs_queue
         );
+        if self.jobs_url.is_some() {
+            c.jobs_url = self.jobs_url;
+        }
         if !self.replica.is_empty() {
             c.replica = self.replica;
         }
@@ -267,6 +307,7 @@ fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let role = args.role;
     let cfg = args.into_config()?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cfg.workers > 0 {
@@ -290,7 +331,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::info!("shutdown signal received; draining");
             signals.cancel();
         });
-        shop::run(cfg, shutdown).await
+        match role {
+            Role::Web => shop::run(cfg, shutdown).await,
+            Role::Worker => shop::jobs::run_worker(cfg, shutdown).await,
+        }
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -30,6 +30,18 @@ pub struct Args {
     /// Instances to start with (must lie within the autoscaler's min..=max).
     #[arg(long)]
     pub instances: Option<u32>,
+    /// CPU limit of each instance's envelope, cores, fractional (`--cpu 0.25`, like
+    /// `docker run --cpus`) [default: the file's, else host cores / 8, 0.25..=4].
+    #[arg(long)]
+    pub cpu: Option<f64>,
+    /// Memory limit of each instance's envelope, MiB; above it the kernel OOM-kills the
+    /// instance, which is restarted like a crash [default: the file's, else 256].
+    #[arg(long)]
+    pub memory_mib: Option<u64>,
+    /// Run instances without envelopes (no CPU or memory limits). Without this flag `up`
+    /// refuses to start where cgroups cannot be written (no root, no delegation).
+    #[arg(long)]
+    pub no_envelopes: bool,
     /// Seconds between status lines on stderr (0: none).
     #[arg(long, default_value_t = 2.0)]
     pub status_every_s: f64,
@@ -47,6 +59,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(n) = args.instances {
         cfg.fleet.instances = n;
+    }
+    if let Some(c) = args.cpu {
+        cfg.fleet.resources.cpu = Some(c);
+    }
+    if let Some(m) = args.memory_mib {
+        cfg.fleet.resources.memory_mib = Some(m);
+    }
+    if args.no_envelopes {
+        cfg.fleet.resources.enforce = false;
     }
     let admin = args
         .admin

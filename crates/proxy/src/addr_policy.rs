@@ -1,0 +1,207 @@
+//! Which backend addresses the admin API may add: a pure check of `host:port` against the
+//! configured address ranges (`admin.backend_ranges`, default loopback and private ranges).
+//!
+//! Why: whoever holds the admin token could otherwise point the balancer at the cloud
+//! metadata service (169.254.169.254), at any host name, or smuggle credentials in a
+//! `user:pw@host` authority, and have public traffic proxied there. So by default only IP
+//! literals inside the ranges are accepted; link-local is outside them; the unspecified
+//! address, multicast and broadcast are refused whatever the ranges say; host names only
+//! when `admin.allow_hostnames` is set; userinfo never. Backends from the config file or
+//! the in-process handle (the fleet) are the operator's own and are not checked here.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// An address range `ip/prefix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `10.0.0.0/8`, `::1/128`, or a bare address (a single-address range).
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s, None),
+        };
+        let net: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address range such as 10.0.0.0/8"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| format!("{s:?} has a prefix length outside 0..={max}"))?,
+            None => max,
+        };
+        Ok(Cidr { net, prefix })
+    }
+
+    /// Whether `ip` is inside the range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// Addresses no backend may have: nothing listens there, or they reach many hosts.
+fn never_allowed(ip: IpAddr) -> Option<&'static str> {
+    match canonical(ip) {
+        IpAddr::V4(v4) if v4.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V4(v4) if v4.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(v4) if v4 == Ipv4Addr::BROADCAST => Some("the broadcast address"),
+        IpAddr::V6(v6) if v6 == Ipv6Addr::UNSPECIFIED => Some("the unspecified address"),
+        IpAddr::V6(v6) if v6.is_multicast() => Some("a multicast address"),
+        _ => None,
+    }
+}
+
+/// The admin API's rule for backend addresses.
+#[derive(Debug, Clone)]
+pub struct BackendAddrPolicy {
+    ranges: Vec<Cidr>,
+    allow_hostnames: bool,
+}
+
+impl BackendAddrPolicy {
+    /// From `admin.backend_ranges` (validated at start) and `admin.allow_hostnames`.
+    pub fn new(ranges: &[String], allow_hostnames: bool) -> BackendAddrPolicy {
+        BackendAddrPolicy {
+            ranges: ranges.iter().filter_map(|r| Cidr::parse(r).ok()).collect(),
+            allow_hostnames,
+        }
+    }
+
+    /// Checks `addr` (`ip:port`, `[v6]:port`, or `host:port` when host names are allowed);
+    /// the error is the reason, for the client.
+    pub fn check(&self, addr: &str) -> Result<(), String> {
+        if addr.contains('@') {
+            return Err("userinfo (user:password@) is not allowed in a backend address".into());
+        }
+        if addr.contains(['/', '?', '#']) || addr.chars().any(|c| c.is_whitespace()) {
+            return Err(format!("{addr:?} is not host:port"));
+        }
+        let ip = match addr.parse::<SocketAddr>() {
+            Ok(sa) if sa.port() == 0 => return Err(format!("{addr:?} has port 0")),
+            Ok(sa) => sa.ip(),
+            Err(_) => {
+                crate::config::check_backend_addr(addr)?;
+                if addr.starts_with('[') || addr.matches(':').count() > 1 {
+                    return Err(format!("{addr:?} is not a valid address"));
+                }
+                if !self.allow_hostnames {
+                    return Err(format!(
+                        "{addr:?} is a host name; only IP addresses are allowed \
+                         (set admin.allow_hostnames to allow names)"
+                    ));
+                }
+                return Ok(());
+            }
+        };
+        if let Some(what) = never_allowed(ip) {
+            return Err(format!("{ip} is {what}"));
+        }
+        if !self.ranges.iter().any(|r| r.contains(ip)) {
+            return Err(format!(
+                "{ip} is outside admin.backend_ranges (loopback and private ranges by default; \
+                 link-local and metadata addresses are refused)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_policy() -> BackendAddrPolicy {
+        BackendAddrPolicy::new(&crate::config::AdminConfig::default().backend_ranges, false)
+    }
+
+    #[test]
+    fn default_ranges_allow_loopback_and_private_only() {
+        let p = default_policy();
+        for ok in [
+            "127.0.0.1:80",
+            "10.1.2.3:8080",
+            "172.31.255.255:1",
+            "192.168.0.10:443",
+            "[::1]:8080",
+            "[fd00::5]:80",
+        ] {
+            assert_eq!(p.check(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "169.254.169.254:80",
+            "169.254.1.1:80",
+            "[fe80::1]:80",
+            "0.0.0.0:80",
+            "[::]:80",
+            "224.0.0.1:80",
+            "[ff02::1]:80",
+            "255.255.255.255:80",
+            "8.8.8.8:53",
+            "172.32.0.1:80",
+            "[::ffff:169.254.169.254]:80",
+            "[2001:db8::1]:80",
+            "metadata.google.internal:80",
+            "localhost:80",
+            "user:pw@127.0.0.1:80",
+            "127.0.0.1:0",
+            "127.0.0.1",
+        ] {
+            assert!(p.check(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn wide_ranges_still_refuse_unspecified_and_multicast() {
+        let p = BackendAddrPolicy::new(&["0.0.0.0/0".into(), "::/0".into()], true);
+        assert_eq!(p.check("169.254.169.254:80"), Ok(()));
+        assert_eq!(p.check("backend.internal:80"), Ok(()));
+        assert!(p.check("0.0.0.0:80").is_err());
+        assert!(p.check("239.1.1.1:80").is_err());
+        assert!(p.check("u@backend.internal:80").is_err());
+    }
+
+    #[test]
+    fn cidr_parse_and_contains() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains("10.255.0.1".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("1.2.3.4".parse().unwrap())
+        );
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("nope/8").is_err());
+        assert_eq!(Cidr::parse("::1").unwrap().prefix, 128);
+    }
+}
