@@ -64,7 +64,7 @@ pub const RYW_MARKS: &str = "CREATE TABLE IF NOT EXISTS ryw_marks (
 /// DDL for SQLite, in order.
 pub const SQLITE: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS users (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         username TEXT UNIQUE NOT NULL,
         password_hash TEXT NOT NULL,
         is_admin BOOLEAN NOT NULL DEFAULT false)",

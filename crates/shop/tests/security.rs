@@ -508,3 +508,34 @@ async fn every_error_status_has_a_json_body() {
         assert!(v["error"].is_string(), "{v}");
     }
 }
+
+#[tokio::test]
+async fn a_deleted_users_token_never_becomes_the_next_signups() {
+    // SQLite reuses the largest rowid after a delete unless the key is AUTOINCREMENT; a
+    // token carries only the user id, so a reused id would hand the old token the new
+    // user's account (hostile review of issue 10).
+    let st = state(&sqlite_config("reuse")).await;
+    let first = user(&st, "first").await;
+    let (_, _, me) = call(&st, "GET", "/me", Some(&first), None, &[]).await;
+    let first_id = me["id"].as_i64().unwrap();
+    shop::on_pool!(st.db.primary(), p => {
+        sqlx::query("DELETE FROM users WHERE username = 'first'")
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected())
+            .unwrap()
+    });
+    let second = user(&st, "second").await;
+    let (_, _, me) = call(&st, "GET", "/me", Some(&second), None, &[]).await;
+    assert_ne!(me["id"].as_i64().unwrap(), first_id, "id reused: {me}");
+    let (s, _, b) = call(
+        &st,
+        "POST",
+        "/cart",
+        Some(&first),
+        Some(r#"{"product_id":2,"quantity":1}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+}

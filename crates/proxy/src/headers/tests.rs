@@ -150,6 +150,9 @@ fn only_websocket_upgrades_pass() {
         assert!(!h.contains_key("upgrade"), "{proto:?}");
         assert!(!h.contains_key("http2-settings"), "{proto:?}");
     }
-    let h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket")]);
+    let h = map(&[
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "WebSocket"),
+    ]);
     assert!(is_upgrade_request(&h));
 }
