@@ -422,9 +422,13 @@ fn start_is_refused_with_a_clear_message() {
         )
     };
     let pg = pg_url();
+    let key_dir = temp_dir("shop-refused-key");
+    let key = key_dir.join("jwt-secret");
     let (ok, err) = run(&[
         "--db",
         &pg,
+        "--jwt-secret-file",
+        key.to_str().unwrap(),
         "--pool-size",
         "50",
         "--expected-instances",
