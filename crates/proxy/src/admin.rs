@@ -168,11 +168,32 @@ fn authorized(handle: &ProxyHandle, req: &Request<Incoming>) -> bool {
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
     else {
         return false;
     };
-    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+    constant_time_eq(given.as_bytes(), token.as_bytes())
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is matched without
+/// regard to case, as RFC 9110 11.1 requires.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    use super::bearer;
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_others_are_refused() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+    }
 }
 
 /// Compares without an early exit on the first differing byte.

@@ -236,7 +236,11 @@ fn token_from(headers: &HeaderMap) -> Option<String> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        return v.strip_prefix("Bearer ").map(|t| t.trim().to_string());
+        // The scheme is case-insensitive (RFC 9110 11.1).
+        let (scheme, token) = v.trim_start().split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string());
     }
     headers
         .get_all(header::COOKIE)
