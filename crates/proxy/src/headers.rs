@@ -41,6 +41,12 @@ pub enum RequestRule {
     DuplicateHost,
     /// A method longer than `limits.max_method_bytes` (RFC 9112 3: 501).
     MethodTooLong,
+    /// A `Host` header with an empty value (an http URI always has an authority; 400).
+    EmptyHost,
+    /// A `Transfer-Encoding` other than a single `chunked` (RFC 9112 6.1: 501). Codings
+    /// such as `identity, chunked` are read differently by different servers, which is
+    /// what request smuggling feeds on; nginx answers 501 too.
+    UnsupportedTransferEncoding,
 }
 
 impl RequestRule {
@@ -48,8 +54,12 @@ impl RequestRule {
     pub fn status(self) -> http::StatusCode {
         match self {
             RequestRule::Connect => http::StatusCode::METHOD_NOT_ALLOWED,
-            RequestRule::MissingHost | RequestRule::DuplicateHost => http::StatusCode::BAD_REQUEST,
-            RequestRule::MethodTooLong => http::StatusCode::NOT_IMPLEMENTED,
+            RequestRule::MissingHost | RequestRule::DuplicateHost | RequestRule::EmptyHost => {
+                http::StatusCode::BAD_REQUEST
+            }
+            RequestRule::MethodTooLong | RequestRule::UnsupportedTransferEncoding => {
+                http::StatusCode::NOT_IMPLEMENTED
+            }
         }
     }
 
@@ -60,6 +70,8 @@ impl RequestRule {
             RequestRule::MissingHost => "missing Host header\n",
             RequestRule::DuplicateHost => "more than one Host header\n",
             RequestRule::MethodTooLong => "method too long\n",
+            RequestRule::EmptyHost => "empty Host header\n",
+            RequestRule::UnsupportedTransferEncoding => "unsupported transfer coding\n",
         }
     }
 }
@@ -86,6 +98,17 @@ pub fn check_request(
     }
     if first.is_none() && version == http::Version::HTTP_11 {
         return Err(RequestRule::MissingHost);
+    }
+    if first.is_some_and(|h| h.as_bytes().iter().all(u8::is_ascii_whitespace)) {
+        return Err(RequestRule::EmptyHost);
+    }
+    for te in headers.get_all(TRANSFER_ENCODING) {
+        if !te
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"))
+        {
+            return Err(RequestRule::UnsupportedTransferEncoding);
+        }
     }
     Ok(())
 }

@@ -156,3 +156,41 @@ fn only_websocket_upgrades_pass() {
     ]);
     assert!(is_upgrade_request(&h));
 }
+
+#[test]
+fn empty_host_and_transfer_codings_other_than_chunked_are_refused() {
+    use http::{Method, Version};
+    let with = |pairs: &[(&'static str, &'static str)]| {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        check_request(&Method::POST, Version::HTTP_11, &h, 32)
+    };
+    assert_eq!(with(&[("host", "")]), Err(RequestRule::EmptyHost));
+    assert_eq!(with(&[("host", " ")]), Err(RequestRule::EmptyHost));
+    for te in [
+        "identity, chunked",
+        "chunked, identity",
+        "gzip",
+        "xchunked",
+        "",
+    ] {
+        assert_eq!(
+            with(&[("host", "a"), ("transfer-encoding", te)]),
+            Err(RequestRule::UnsupportedTransferEncoding),
+            "{te:?}"
+        );
+    }
+    for te in ["chunked", "CHUNKED", " Chunked "] {
+        assert_eq!(
+            with(&[("host", "a"), ("transfer-encoding", te)]),
+            Ok(()),
+            "{te:?}"
+        );
+    }
+    assert_eq!(
+        RequestRule::UnsupportedTransferEncoding.status(),
+        http::StatusCode::NOT_IMPLEMENTED
+    );
+}
