@@ -140,6 +140,17 @@ impl Shared {
             .collect::<Vec<_>>();
         debug_assert_eq!(rts.len(), selector.candidates().len());
         let fail_open = selector.is_fail_open();
+        // Why the pool has no eligible backend, for the log line: failing the active check
+        // (a wrong health.path?) or passively ejected / refusing connections.
+        let (failing_check, unreachable) =
+            selector
+                .candidates()
+                .iter()
+                .fold((0, 0), |(f, u), c| match c.eligibility {
+                    balance::Eligibility::Unavailable => (f + 1, u),
+                    balance::Eligibility::Unreachable => (f, u + 1),
+                    _ => (f, u),
+                });
         let old = self.snapshot.swap(Arc::new(Snapshot { selector, rts }));
         // Callers hold the control lock, so transitions are seen (and logged) once each.
         if fail_open != old.selector.is_fail_open() {
@@ -148,8 +159,16 @@ impl Shared {
                 self.counters.fail_open_total.fetch_add(1, Relaxed);
                 tracing::error!(
                     backends = control.pool.len(),
-                    "POOL FAILED OPEN: no backend passes its health check; requests now go to \
-                     backends failing it (those that answer first). Check health.path and the backends."
+                    failing_health_check = failing_check,
+                    ejected_or_unreachable = unreachable,
+                    "POOL FAILED OPEN: no backend is eligible ({failing_check} failing the active \
+                     health check, {unreachable} passively ejected or refusing connections); \
+                     requests now go to the ineligible backends, those that answer first. {}",
+                    if failing_check > 0 {
+                        "Check health.path and the backends."
+                    } else {
+                        "Check the backends' capacity, outlier and timeouts.connect_ms."
+                    }
                 );
             } else {
                 tracing::warn!(
