@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use testkit::{ChildGuard, free_addr, temp_dir, wait_http_ok};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scaleout");
-const SECRET: &str = "e2e-secret-0123456789abcdef-0123456789";
+/// One JWT key for this test run, generated (no key lives in the source).
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| shop::secret::generate_key().expect("OS random source"));
 
 fn redis_url() -> String {
     std::env::var("SCALEOUT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -116,7 +118,7 @@ fn shop(name: &str, args: &[&str]) -> (ChildGuard, SocketAddr) {
             "--instance-id",
             name,
             "--jwt-secret",
-            SECRET,
+            SECRET.as_str(),
         ])
         .args(["--seed-products", "200"])
         .args(args)

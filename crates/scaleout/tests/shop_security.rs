@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use testkit::{ChildGuard, free_addr, http_get, http_request, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scaleout");
-const OLD_SOURCE_SECRET: &str = "scaleout-dev-secret-change-me";
+/// The key earlier releases published in `config.rs`: the attacker's key in these tests,
+/// not a secret (tokens forged with it must be refused).
+const FORMER_BUILT_IN_DEFAULT: &str = "scaleout-dev-secret-change-me";
 
 /// A running shop: its guard, public and metrics addresses.
 struct Shop {
@@ -185,7 +187,7 @@ fn key_file_is_generated_private_shared_and_checked() {
     assert_eq!(mode, 0o600);
     let key = std::fs::read_to_string(&key_path).unwrap();
     assert!(key.trim().len() >= 64, "32 random bytes, hex");
-    assert!(!key.contains(OLD_SOURCE_SECRET));
+    assert!(!key.contains(FORMER_BUILT_IN_DEFAULT));
     // A second instance reads the same key: a token from A works on B.
     let b = shop("key-b", &db, &[]);
     assert_eq!(
@@ -217,7 +219,7 @@ fn key_file_is_generated_private_shared_and_checked() {
         .unwrap();
     for sub in [alice_id, 1, 999_999] {
         let forged = forge(
-            OLD_SOURCE_SECRET.as_bytes(),
+            FORMER_BUILT_IN_DEFAULT.as_bytes(),
             &serde_json::json!({"sub": sub.to_string(), "name": "admin", "adm": true, "iat": now_s(), "exp": now_s() + 3600}),
         );
         let (s, body) = put(a.addr, "/products/2/price", &forged, r#"{"price":1}"#);

@@ -12,7 +12,9 @@ use shop::shard::{ShardMap, ShardSet};
 use testkit::{ChildGuard, free_addr, http_request, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scaleout");
-const SECRET: &str = "e2e-sharded-0123456789abcdef-0123456789";
+/// One JWT key for this test run, generated (no key lives in the source).
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| shop::secret::generate_key().expect("OS random source"));
 const USERS: usize = 24;
 
 fn write_map(dir: &Path, file: &str, names: &[&str]) -> PathBuf {
@@ -50,7 +52,7 @@ fn start_shop(name: &str, db: &str, map: &Path) -> (ChildGuard, SocketAddr) {
     cmd.arg("shop")
         .args(["--listen", &addr.to_string(), "--instance-id", name])
         .args(["--metrics-listen", &metrics.to_string()])
-        .args(["--jwt-secret", SECRET, "--seed-products", "100"])
+        .args(["--jwt-secret", SECRET.as_str(), "--seed-products", "100"])
         .args(["--db", db])
         .arg("--shard-map")
         .arg(map)
@@ -282,7 +284,12 @@ fn an_invalid_shard_map_refuses_the_start_naming_the_field() {
     let addr = free_addr();
     let mut cmd = Command::new(BIN);
     cmd.arg("shop")
-        .args(["--listen", &addr.to_string(), "--jwt-secret", SECRET])
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--jwt-secret",
+            SECRET.as_str(),
+        ])
         .arg("--db")
         .arg(format!("sqlite:{}", dir.join("main.db").display()))
         .arg("--shard-map")

@@ -15,7 +15,7 @@ fn pg_config(primary: &str, replica: &str, tag: &str) -> ShopConfig {
         db: primary.into(),
         replica: vec![replica.into()],
         seed_products: 50,
-        jwt_secret: SECRET.into(),
+        jwt_secret: SECRET.clone(),
         instance_id: format!("pg-{tag}"),
         cache: Some(CacheKind::None),
         pool_size: 4,
@@ -212,7 +212,7 @@ async fn refuses_to_start_when_connection_math_exceeds_max_connections() {
         db: pg_url(),
         pool_size: 50,
         expected_instances: 1000,
-        jwt_secret: SECRET.into(),
+        jwt_secret: SECRET.clone(),
         ..ShopConfig::default()
     };
     match shop::build_state(&cfg).await {

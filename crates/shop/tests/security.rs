@@ -19,7 +19,7 @@ use shop::{AppState, ShopConfig};
 use tower::ServiceExt;
 
 /// The secret that was written in `config.rs` before this fix: anyone could read it.
-const OLD_SOURCE_SECRET: &str = "scaleout-dev-secret-change-me";
+const FORMER_BUILT_IN_DEFAULT: &str = "scaleout-dev-secret-change-me";
 
 fn now_s() -> u64 {
     std::time::SystemTime::now()
@@ -51,7 +51,7 @@ async fn forged_admin_tokens_and_tokens_for_missing_users_change_nothing() {
     // Signed with the old built-in secret, claiming admin, for alice's id and for id 1.
     for sub in ["1", "999999"] {
         let t = forge(
-            OLD_SOURCE_SECRET.as_bytes(),
+            FORMER_BUILT_IN_DEFAULT.as_bytes(),
             serde_json::json!({"sub": sub, "name": "admin", "adm": true, "iat": now_s(), "exp": exp}),
         );
         let (s, _, b) = call(

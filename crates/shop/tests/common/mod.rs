@@ -10,7 +10,9 @@ use http_body_util::BodyExt;
 use shop::{AppState, ShopConfig};
 use tower::ServiceExt;
 
-pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+/// This test run's JWT key, generated per run (no key lives in the source).
+pub static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| shop::secret::generate_key().expect("OS random source"));
 
 pub fn temp_db(tag: &str) -> String {
     let dir = std::env::temp_dir().join(format!(
@@ -26,7 +28,7 @@ pub fn sqlite_config(tag: &str) -> ShopConfig {
     ShopConfig {
         db: temp_db(tag),
         seed_products: 100,
-        jwt_secret: SECRET.into(),
+        jwt_secret: SECRET.clone(),
         instance_id: format!("test-{tag}"),
         ..ShopConfig::default()
     }
