@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Catalog, SessionSpec};
 use crate::h1;
-use crate::mix::{KindTable, Role, UserState, Users, Vars, Zipf, render, thread_rng};
+use crate::mix::{Kind, KindTable, Role, User, UserState, Users, Vars, Zipf, render, thread_rng};
 use crate::pacer::Pacer;
 use crate::profile::RateProfile;
 use crate::stats::{Acc, Aggregator, Outcome, ThreadRecorder};
@@ -333,6 +333,31 @@ impl Ctx {
         }
     }
 
+    /// The path and body of a templated request kind, rendered for `user` with the next
+    /// sequence number (shared by the HTTP/1.1 and h2c request builders).
+    fn render_templated(&self, kind: &Kind, user: Option<&User>) -> (String, Bytes) {
+        let n = self.seq.get();
+        self.seq.set(n + 1);
+        let vars = Vars {
+            username: user.map(|u| u.name.as_str()).unwrap_or(""),
+            password: self
+                .plan
+                .session
+                .as_ref()
+                .map(|s| s.password.as_str())
+                .unwrap_or(""),
+            n,
+        };
+        let mut rng = self.rng.borrow_mut();
+        let path = render(&kind.path, &vars, &self.zipf, &mut *rng);
+        let body = kind
+            .body
+            .as_deref()
+            .map(|b| Bytes::from(render(b, &vars, &self.zipf, &mut *rng)))
+            .unwrap_or_default();
+        (path, body)
+    }
+
     /// The encoded HTTP/1.1 request for `job` to target `t`: the pre-encoded bytes, or
     /// `buf` filled with a rendered one.
     fn encode_h1<'a>(&'a self, t: usize, job: &Job, buf: &'a mut Vec<u8>) -> &'a [u8] {
@@ -347,25 +372,7 @@ impl Ctx {
             .filter(|_| job.user != NO_USER)
             .map(|u| &u.users[job.user as usize]);
         let (path, body) = if kind.templated {
-            let n = self.seq.get();
-            self.seq.set(n + 1);
-            let vars = Vars {
-                username: user.map(|u| u.name.as_str()).unwrap_or(""),
-                password: self
-                    .plan
-                    .session
-                    .as_ref()
-                    .map(|s| s.password.as_str())
-                    .unwrap_or(""),
-                n,
-            };
-            let mut rng = self.rng.borrow_mut();
-            let path = render(&kind.path, &vars, &self.zipf, &mut *rng);
-            let body = kind
-                .body
-                .as_deref()
-                .map(|b| Bytes::from(render(b, &vars, &self.zipf, &mut *rng)))
-                .unwrap_or_default();
+            let (path, body) = self.render_templated(kind, user);
             (request_target(&path), body)
         } else {
             (request_target(&kind.path), st.body.clone())
@@ -400,25 +407,7 @@ impl Ctx {
             .filter(|_| job.user != NO_USER)
             .map(|u| &u.users[job.user as usize]);
         let (uri, body) = if kind.templated {
-            let n = self.seq.get();
-            self.seq.set(n + 1);
-            let vars = Vars {
-                username: user.map(|u| u.name.as_str()).unwrap_or(""),
-                password: self
-                    .plan
-                    .session
-                    .as_ref()
-                    .map(|s| s.password.as_str())
-                    .unwrap_or(""),
-                n,
-            };
-            let mut rng = self.rng.borrow_mut();
-            let path = render(&kind.path, &vars, &self.zipf, &mut *rng);
-            let body = kind
-                .body
-                .as_deref()
-                .map(|b| Bytes::from(render(b, &vars, &self.zipf, &mut *rng)))
-                .unwrap_or_default();
+            let (path, body) = self.render_templated(kind, user);
             let authority = &self.plan.targets[t].authority;
             (make_uri(self.plan.h2c, authority, &path), body)
         } else {
