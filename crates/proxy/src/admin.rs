@@ -3,9 +3,10 @@
 //! metrics.
 //!
 //! The listener has its own small limits (`admin.max_connections`, at most half of them
-//! for connections that have not sent a request, the oldest evicted first) and timeouts
-//! (`admin.header_read_ms` from accept, `admin.idle_ms`), so silent connections cannot
-//! make it unreachable. Backends added here must have addresses inside
+//! for connections that have not sent a request, the oldest evicted first; idle keep-alive
+//! connections are closed, least recently active first, when every slot is taken) and
+//! timeouts (`admin.header_read_ms` from accept, `admin.idle_ms`), so neither silent nor
+//! idle keep-alive connections can make it unreachable (see `admission`). Backends added here must have addresses inside
 //! `admin.backend_ranges` (see `addr_policy`); a refused one gets 400 with a JSON reason.
 //!
 //! Every route except `GET /healthz` requires `Authorization: Bearer <token>`; without it
@@ -25,7 +26,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,7 +40,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::addr_policy::BackendAddrPolicy;
+use crate::addr_policy::{Accepted, BackendAddrPolicy};
 use crate::admission::Admission;
 use crate::metrics::{BackendMetricsView, render_prometheus};
 use crate::server::IdleIo;
@@ -49,11 +50,16 @@ use crate::{BackendSpec, ProxyError, ProxyHandle};
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 /// Serves the admin API until `shutdown`.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    public: std::net::SocketAddr,
+    shutdown: CancellationToken,
+) {
     let local = listener.local_addr().ok();
     let handle = ProxyHandle {
         shared: shared.clone(),
-        listen_addr: local.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        listen_addr: public,
         admin_addr: local,
     };
     let cfg = &shared.config.admin;
@@ -68,7 +74,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, shutdown: 
     let builder = Arc::new(builder);
     let tracker = TaskTracker::new();
     // Its own small pool: at most half of it for connections that have sent nothing yet,
-    // the oldest of which make room for new ones, so silent clients cannot lock it.
+    // the oldest of which make room for new ones, and idle keep-alive connections are
+    // closed (least recently active first) when every slot is taken, so neither silent
+    // nor idle keep-alive clients can lock the operator out.
     let admission = Admission::new(cfg.max_connections as usize, 50);
     loop {
         let (stream, _) = tokio::select! {
@@ -83,27 +91,29 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, shutdown: 
             },
         };
         let Some(slot) = admission.admit().slot else {
-            // Every slot holds a connection that sent a request: drop this one.
+            // Every slot holds a connection with a request in flight: drop this one.
             continue;
         };
         let handle = handle.clone();
         let builder = builder.clone();
         let stop = shutdown.clone();
         tracker.spawn(async move {
-            let active = Arc::new(AtomicUsize::new(0));
+            let conn_state = slot.conn().clone();
+            let active = conn_state.active.clone();
             let started = Arc::new(AtomicBool::new(false));
-            let io = IdleIo::new(stream, idle, head, active.clone(), started.clone());
+            let io = IdleIo::new(stream, idle, head, conn_state, started.clone());
+            let evict = slot.evict().clone();
             let slot = Arc::new(slot);
-            let evict = slot.evict.clone();
             let svc = hyper::service::service_fn(move |req| {
                 let handle = handle.clone();
                 let active = active.clone();
                 let started = started.clone();
                 let slot = slot.clone();
                 async move {
+                    // In flight before established: never evicted as idle mid-request.
+                    active.fetch_add(1, Ordering::Relaxed);
                     started.store(true, Ordering::Relaxed);
                     slot.establish();
-                    active.fetch_add(1, Ordering::Relaxed);
                     let r = route(&handle, req).await;
                     active.fetch_sub(1, Ordering::Relaxed);
                     Ok::<_, Infallible>(r)
@@ -252,6 +262,27 @@ struct WeightBody {
     weight: u32,
 }
 
+/// The address policy, with a host name resolved (bounded by 2 s) and every address it
+/// resolves to checked against the balancer's own listeners and metadata endpoints.
+async fn check_backend_addr(policy: &BackendAddrPolicy, addr: &str) -> Result<(), String> {
+    match policy.check(addr)? {
+        Accepted::Ip(_) => Ok(()),
+        Accepted::HostName => {
+            let resolved = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::lookup_host(addr.to_string()),
+            )
+            .await
+            .map_err(|_| format!("{addr:?} did not resolve within 2 s"))?
+            .map_err(|e| format!("{addr:?} does not resolve: {e}"))?;
+            for sa in resolved.take(64) {
+                policy.check_resolved(sa)?;
+            }
+            Ok(())
+        }
+    }
+}
+
 async fn route(handle: &ProxyHandle, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
     if path == "/healthz" && req.method() == Method::GET {
@@ -288,8 +319,12 @@ async fn route(handle: &ProxyHandle, req: Request<Incoming>) -> Resp {
                 Err(r) => return r,
             };
             let admin = &handle.shared.config.admin;
-            let policy = BackendAddrPolicy::new(&admin.backend_ranges, admin.allow_hostnames);
-            if let Err(reason) = policy.check(&body.addr) {
+            let own: Vec<_> = std::iter::once(handle.listen_addr)
+                .chain(handle.admin_addr)
+                .collect();
+            let policy = BackendAddrPolicy::new(&admin.backend_ranges, admin.allow_hostnames)
+                .with_own_listeners(&own);
+            if let Err(reason) = check_backend_addr(&policy, &body.addr).await {
                 return json(
                     StatusCode::BAD_REQUEST,
                     &serde_json::json!({ "error": reason, "field": "addr" }),

@@ -85,7 +85,8 @@ pub struct AdminConfig {
     /// required when `listen` is set, at least 8 characters.
     pub token: Option<String>,
     /// Admin connections open at once (its own small pool; half of it at most for
-    /// connections that have not sent a request yet, the oldest of which are evicted).
+    /// connections that have not sent a request yet, the oldest of which are evicted;
+    /// idle keep-alive connections are closed to admit a new one when it is full).
     pub max_connections: u32,
     /// An admin connection must deliver its first request head within this time from
     /// accept.
@@ -169,8 +170,10 @@ impl Default for TimeoutConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Client connections open at once (all workers). A new connection that finds no
-    /// slot evicts the oldest connection that has not sent a complete request head yet;
-    /// when every slot holds a connection that has, it is answered 503 with Retry-After.
+    /// slot evicts the oldest connection that has not sent a complete request head yet,
+    /// or else closes the least recently active idle keep-alive connections (up to 32, as
+    /// nginx does); only when every slot holds a connection with a request in flight is it
+    /// answered 503 with Retry-After.
     pub max_connections: u32,
     /// Share of `max_connections`, in percent (1..=100), that connections which have not
     /// sent a complete request head may hold; the rest is kept for clients that make

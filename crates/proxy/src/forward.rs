@@ -146,7 +146,8 @@ impl Worker {
             req.version(),
             req.headers(),
             limits.max_method_bytes as usize,
-        );
+        )
+        .and_then(|()| headers::check_loop(req.headers(), &self.shared.via_token));
         let resp = match checked {
             Err(rule) => {
                 counters.rejected_total.fetch_add(1, Relaxed);
@@ -236,11 +237,9 @@ impl Worker {
 
         // Header rewriting (pure functions in `headers`).
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        let authority = if parts.headers.contains_key(HOST) {
-            None
-        } else {
-            parts.uri.authority().cloned()
-        };
+        // The target's authority (absolute form, h2 `:authority`) wins over Host.
+        let authority = parts.uri.authority().cloned();
+        headers::add_via(&mut parts.headers, &shared.via);
         headers::add_forwarded(
             &mut parts.headers,
             &ctx.client,

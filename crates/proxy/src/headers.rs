@@ -47,6 +47,9 @@ pub enum RequestRule {
     /// such as `identity, chunked` are read differently by different servers, which is
     /// what request smuggling feeds on; nginx answers 501 too.
     UnsupportedTransferEncoding,
+    /// The request already passed through this balancer (its `Via` names our hop): a
+    /// backend points back at the balancer (RFC 8586 / WebDAV's 508 Loop Detected).
+    Loop,
 }
 
 impl RequestRule {
@@ -60,6 +63,7 @@ impl RequestRule {
             RequestRule::MethodTooLong | RequestRule::UnsupportedTransferEncoding => {
                 http::StatusCode::NOT_IMPLEMENTED
             }
+            RequestRule::Loop => http::StatusCode::LOOP_DETECTED,
         }
     }
 
@@ -72,6 +76,7 @@ impl RequestRule {
             RequestRule::MethodTooLong => "method too long\n",
             RequestRule::EmptyHost => "empty Host header\n",
             RequestRule::UnsupportedTransferEncoding => "unsupported transfer coding\n",
+            RequestRule::Loop => "loop detected: the request came back to this balancer\n",
         }
     }
 }
@@ -224,8 +229,13 @@ impl ClientInfo {
 }
 
 /// Adds `X-Forwarded-For` (appending the client to an existing chain), sets
-/// `X-Forwarded-Proto` and `X-Forwarded-Host`, and makes sure `Host` is present (HTTP/2
-/// clients send `:authority` instead, passed as `authority`).
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`, and sets `Host`.
+///
+/// `authority` is the authority of the request target when it has one: an absolute-form
+/// target in HTTP/1.1 (`GET http://a.example/x`) or `:authority` in HTTP/2. It then wins
+/// over any `Host` header (RFC 9112 3.2.2: a server must ignore `Host` and use the
+/// target's authority; RFC 9113 8.3.1), and `Host` is replaced by it without any userinfo,
+/// so the backend and `X-Forwarded-Host` see the same host the balancer routed on.
 pub fn add_forwarded(headers: &mut HeaderMap, client: &ClientInfo, authority: Option<&str>) {
     // Append to an existing chain: "a, b" + client. A chain that is not valid text is
     // replaced rather than extended.
@@ -239,14 +249,44 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &ClientInfo, authority: Op
     };
     headers.insert(X_FORWARDED_FOR.clone(), xff);
     headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
-    if !headers.contains_key(&HOST)
-        && let Some(auth) = authority.and_then(|a| HeaderValue::from_str(a).ok())
+    if let Some(auth) = authority
+        .map(|a| a.rsplit_once('@').map_or(a, |(_, host)| host))
+        .filter(|a| !a.is_empty())
+        .and_then(|a| HeaderValue::from_str(a).ok())
     {
         headers.insert(HOST, auth);
     }
     if let Some(host) = headers.get(&HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
+}
+
+/// This balancer's hop in `Via` (RFC 9110 7.6.3): `1.1 <token>`, where `token` is the
+/// balancer's random per-process pseudonym (`scaleout-<hex>`).
+pub fn via_value(token: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("1.1 {token}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("1.1 scaleout"))
+}
+
+/// Appends this balancer's hop (`via`, from [`via_value`]) to the request's `Via`.
+pub fn add_via(headers: &mut HeaderMap, via: &HeaderValue) {
+    headers.append(http::header::VIA, via.clone());
+}
+
+/// Refuses a request whose `Via` already names `token` as a received-by pseudonym: it
+/// has been through this balancer before, so a backend is the balancer itself (or
+/// forwards back to it) and forwarding again would loop until something runs out.
+/// Pure; never panics.
+pub fn check_loop(headers: &HeaderMap, token: &str) -> Result<(), RequestRule> {
+    for v in headers.get_all(http::header::VIA) {
+        let Ok(text) = v.to_str() else { continue };
+        for hop in text.split(',') {
+            if hop.split_whitespace().nth(1) == Some(token) {
+                return Err(RequestRule::Loop);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether an incoming request id may be kept: non-empty, at most [`MAX_REQUEST_ID_LEN`]

@@ -113,6 +113,22 @@ impl Proxy {
                 None => None,
             };
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        // A configured backend that is this balancer would make every request loop.
+        for (i, b) in config.backends.iter().enumerate() {
+            let Ok(target) = b.addr.parse::<SocketAddr>() else {
+                continue;
+            };
+            let own = std::iter::once(listen_addr).chain(admin_addr);
+            if let Some(own) = own.into_iter().find(|&o| addr_policy::reaches(o, target)) {
+                return Err(ConfigError {
+                    field: format!("balancer.backends[{i}].addr"),
+                    message: format!(
+                        "{target} is this balancer's own listener ({own}): requests would loop"
+                    ),
+                }
+                .into());
+            }
+        }
         let specs = config.backend_specs();
         let shared = Shared::new(config, tokio::runtime::Handle::current());
         for spec in specs {
@@ -141,9 +157,14 @@ impl Proxy {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProxyError> {
         let shared = self.shared;
         let control = tokio::spawn(shared.clone().control_loop());
-        let admin = self
-            .admin
-            .map(|l| tokio::spawn(admin::serve(shared.clone(), l, shutdown.clone())));
+        let admin = self.admin.map(|l| {
+            tokio::spawn(admin::serve(
+                shared.clone(),
+                l,
+                self.listen_addr,
+                shutdown.clone(),
+            ))
+        });
         let mut done = Vec::new();
         for (i, listener) in self.listeners.into_iter().enumerate() {
             let (tx, rx) = tokio::sync::oneshot::channel::<Result<(), String>>();

@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Conn;
 use crate::forward::{ConnCtx, Worker};
 use crate::shared::Shared;
 
@@ -148,23 +149,29 @@ pub(crate) async fn run_worker(
             .counters
             .connections_active
             .fetch_add(1, Ordering::Relaxed);
-        let active = Arc::new(AtomicUsize::new(0));
         let started = Arc::new(AtomicBool::new(false));
         let local = stream.local_addr().unwrap_or(peer);
-        let evict = slot.evict.clone();
+        let evict = slot.evict().clone();
+        let conn_state = slot.conn().clone();
         let ctx = Arc::new(ConnCtx::new(
             peer,
             local,
-            active.clone(),
+            conn_state.active.clone(),
             started.clone(),
             slot,
         ));
-        let io = TokioIo::new(IdleIo::new(stream, idle, head, active, started));
+        let io = TokioIo::new(IdleIo::new(stream, idle, head, conn_state.clone(), started));
         let w = worker.clone();
         let svc = hyper::service::service_fn(move |req| {
             let w = w.clone();
             let ctx = ctx.clone();
-            async move { Ok::<_, std::convert::Infallible>(w.handle(&ctx, req).await) }
+            // Counted from before the handler until the response body has been sent, so
+            // admission never takes a connection with a body still streaming for idle.
+            let streaming = Streaming::start(conn_state.clone());
+            async move {
+                let resp = w.handle(&ctx, req).await;
+                Ok::<_, std::convert::Infallible>(resp.map(|body| streaming.wrap(body)))
+            }
         });
         let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
         let conn = graceful.watch(conn);
@@ -174,7 +181,8 @@ pub(crate) async fn run_worker(
                 r = conn => if let Err(e) = r {
                     tracing::debug!("client connection from {peer}: {e}");
                 },
-                // Evicted before its first request head to make room: just close it.
+                // Evicted to make room (silent before its first request head, or an idle
+                // keep-alive connection): just close it.
                 () = evict.cancelled() => {}
             }
             shared2
@@ -218,7 +226,8 @@ pub(crate) struct IdleIo {
     /// `activity` when the timer last fired.
     seen: u64,
     sleep: Pin<Box<Sleep>>,
-    active: Arc<AtomicUsize>,
+    /// The connection's admission state: requests in flight, last I/O stamp.
+    conn: Arc<Conn>,
 }
 
 impl IdleIo {
@@ -226,7 +235,7 @@ impl IdleIo {
         inner: TcpStream,
         idle: Duration,
         head: Duration,
-        active: Arc<AtomicUsize>,
+        conn: Arc<Conn>,
         started: Arc<AtomicBool>,
     ) -> Self {
         let now = Instant::now();
@@ -238,7 +247,7 @@ impl IdleIo {
             activity: 0,
             seen: 0,
             sleep: Box::pin(tokio::time::sleep_until(now + idle.min(head))),
-            active,
+            conn,
         }
     }
 
@@ -255,7 +264,7 @@ impl IdleIo {
                     "no complete request head within header_read_ms of accept",
                 ));
             }
-            if self.activity == self.seen && self.active.load(Ordering::Relaxed) == 0 {
+            if self.activity == self.seen && self.conn.active.load(Ordering::Relaxed) == 0 {
                 return Poll::Ready(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "client connection idle",
@@ -282,6 +291,7 @@ impl AsyncRead for IdleIo {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
                     self.activity = self.activity.wrapping_add(1);
+                    self.conn.touch();
                 }
                 Poll::Ready(r)
             }
@@ -304,6 +314,7 @@ impl AsyncWrite for IdleIo {
             && *n > 0
         {
             self.activity = self.activity.wrapping_add(1);
+            self.conn.touch();
         }
         r
     }
@@ -318,6 +329,7 @@ impl AsyncWrite for IdleIo {
             && *n > 0
         {
             self.activity = self.activity.wrapping_add(1);
+            self.conn.touch();
         }
         r
     }
@@ -332,5 +344,65 @@ impl AsyncWrite for IdleIo {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Counts one response in [`Conn::streaming`] from before its handler runs until its body
+/// has been sent (or dropped).
+pub(crate) struct Streaming(Option<Arc<Conn>>);
+
+impl Streaming {
+    fn start(conn: Arc<Conn>) -> Streaming {
+        conn.streaming.fetch_add(1, Ordering::Relaxed);
+        Streaming(Some(conn))
+    }
+
+    fn wrap<B>(self, inner: B) -> StreamingBody<B> {
+        StreamingBody {
+            inner,
+            streaming: self,
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.streaming.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// A response body that keeps its connection counted as streaming until it ends.
+pub(crate) struct StreamingBody<B> {
+    inner: B,
+    streaming: Streaming,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for StreamingBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &r {
+            self.streaming.end();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -86,6 +86,11 @@ pub(crate) struct Shared {
     pub runtime: tokio::runtime::Handle,
     /// Cancelled when the proxy stops: ends health checkers and the control loop.
     pub stop: CancellationToken,
+    /// This balancer's pseudonym in `Via` (`scaleout-<16 hex>`, random per process): a
+    /// request that arrives with it has looped back through a backend (508).
+    pub via_token: String,
+    /// `1.1 <via_token>`, appended to every forwarded request's `Via`.
+    pub via: HeaderValue,
     /// Extra admin content set by the embedding process (read by admin requests only).
     pub admin_ext: std::sync::RwLock<Option<Arc<dyn crate::AdminExtension>>>,
 }
@@ -97,7 +102,10 @@ impl Shared {
         let pool = Pool::new(balance.clone());
         let selector = pool.selector(now);
         let hash_key = balance.hash.key_source().ok();
+        let via_token = format!("scaleout-{:016x}", rand::random::<u64>());
         Arc::new(Shared {
+            via: crate::headers::via_value(&via_token),
+            via_token,
             budget: RetryBudget::new(&balance.retry, now),
             admission: crate::admission::Admission::new(
                 config.limits.max_connections as usize,

@@ -194,3 +194,40 @@ fn empty_host_and_transfer_codings_other_than_chunked_are_refused() {
         http::StatusCode::NOT_IMPLEMENTED
     );
 }
+
+#[test]
+fn the_targets_authority_wins_over_host_without_userinfo() {
+    let client = ClientInfo::new("10.1.2.3".parse().unwrap());
+    let mut h = map(&[("host", "b.example")]);
+    add_forwarded(&mut h, &client, Some("a.example"));
+    assert_eq!(h.get_all("host").iter().count(), 1);
+    assert_eq!(h.get("host").unwrap(), "a.example");
+    assert_eq!(h.get("x-forwarded-host").unwrap(), "a.example");
+    let mut h = map(&[("host", "b.example")]);
+    add_forwarded(&mut h, &client, Some("user:pw@a.example:8080"));
+    assert_eq!(h.get("host").unwrap(), "a.example:8080");
+    // Origin form: Host as sent.
+    let mut h = map(&[("host", "b.example")]);
+    add_forwarded(&mut h, &client, None);
+    assert_eq!(h.get("host").unwrap(), "b.example");
+}
+
+#[test]
+fn via_names_our_hop_and_a_second_pass_is_a_loop() {
+    let token = "scaleout-0123456789abcdef";
+    let via = via_value(token);
+    let mut h = map(&[("via", "1.0 fred, 1.1 p.example (Apache/1.1)")]);
+    assert_eq!(check_loop(&h, token), Ok(()));
+    add_via(&mut h, &via);
+    assert_eq!(h.get_all("via").iter().count(), 2);
+    assert_eq!(check_loop(&h, token), Err(RequestRule::Loop));
+    assert_eq!(RequestRule::Loop.status().as_u16(), 508);
+    // Another balancer's token, or ours as a comment or a prefix, is not a loop.
+    let other = map(&[(
+        "via",
+        "1.1 scaleout-ffff, 1.1 x (scaleout-0123456789abcdef) ",
+    )]);
+    assert_eq!(check_loop(&other, token), Ok(()));
+    let prefix = map(&[("via", "1.1 scaleout-0123456789abcdef0")]);
+    assert_eq!(check_loop(&prefix, token), Ok(()));
+}
