@@ -350,6 +350,17 @@ pub fn plan(
     let per_instance = instance_capacity(sweep, analysis, n);
     let projected_rps = current_load.as_ref().map_or(0.0, |l| l.rps * opts.growth);
     let (out_sigma, out_kappa) = instance_curve(sweep, analysis, &mut notes);
+    if let (Some(first), Some(room)) = (
+        analysis.host_limited.first(),
+        analysis.scaling.last.map(|l| l.0),
+    ) && sweep.kind == SweepKind::Instances
+    {
+        notes.push(format!(
+            "scale-out capacities past {} come from the fit over the levels where the host had room: this host ran out of cores at {}, so it cannot measure more; measure there with the instances on cores of their own",
+            level_words(sweep.kind, room),
+            level_words(sweep.kind, first.n)
+        ));
+    }
     let (up_sigma, up_kappa) = match (&analysis.usl, sweep.kind) {
         (Ok(f), SweepKind::Workers) => (f.sigma, f.kappa),
         _ => (0.05, 0.0),

@@ -1,5 +1,18 @@
 //! A saved sweep (what `scaleout advise --report FILE` reads and the demo writes) and
 //! the analysis that joins the fit, the knee and the diagnosis into one report.
+//!
+//! **Levels the host limited are set apart.** When a sweep runs on one machine (the
+//! instances, the balancer and the load generator sharing its cores), the levels where
+//! the host ran out of CPU measure the machine, not the service: on issue 11's 2-core
+//! host, act 3 rose 6.6x from 1 to 4 envelopes and then flattened at 6 and 8 with the
+//! host 87-92% busy, and a USL fit over every level put N* at 7 and blamed the app tier.
+//! A level is *host-limited* when the host's CPU reading is at least [`HOST_FULL`] of
+//! its cores, or at least [`HOST_BUSY`] while the instances got less than
+//! [`APP_STARVED`] of the CPU allotted to them (they were runnable and the host did not
+//! run them). Such levels are left out of the fit, the knee, the diagnosis and the
+//! scaling verdict, and listed with their readings ([`Analysis::host_limited`]), as long
+//! as at least two levels with room remain; when (nearly) every level is host-limited the
+//! whole sweep is read as it is, and the diagnosis names the host.
 
 use serde::{Deserialize, Serialize};
 
@@ -138,6 +151,61 @@ impl Sweep {
     }
 }
 
+/// Host CPU share (of all its cores) at or above which a level measured the host.
+pub const HOST_FULL: f64 = 0.85;
+/// Host CPU share at or above which starved instances mark a level as host-limited.
+pub const HOST_BUSY: f64 = 0.75;
+/// Share of their allotted CPU below which instances count as starved by the host.
+pub const APP_STARVED: f64 = 0.85;
+
+/// A level whose throughput the host's CPU limited (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostLimited {
+    /// The level.
+    pub n: f64,
+    /// Its throughput, req/s.
+    pub throughput_rps: f64,
+    /// Share of the host's cores busy there, 0..1.
+    pub host_cpu: f64,
+    /// Share of their allotted CPU the instances got there, when known.
+    pub app_cpu: Option<f64>,
+}
+
+/// Whether `p`'s readings show the host's CPU limiting it (see the module docs).
+pub fn host_limited(p: &SweepPoint) -> Option<HostLimited> {
+    let t = p.tiers.as_ref()?;
+    let host = t.host_cpu.filter(|h| h.is_finite())?;
+    let app = t.app_cpu.filter(|a| a.is_finite());
+    let starved = app.is_some_and(|a| a < APP_STARVED);
+    (host >= HOST_FULL || (host >= HOST_BUSY && starved)).then_some(HostLimited {
+        n: p.n,
+        throughput_rps: p.throughput_rps,
+        host_cpu: host,
+        app_cpu: app,
+    })
+}
+
+/// The sweep's points split into those with room on the host and the host-limited ones;
+/// all points (and nothing set apart) when fewer than two levels would keep room.
+pub fn split_host_limited(sweep: &Sweep) -> (Vec<SweepPoint>, Vec<HostLimited>) {
+    let mut kept = Vec::new();
+    let mut limited = Vec::new();
+    for p in &sweep.points {
+        match host_limited(p) {
+            Some(h) => limited.push(h),
+            None => kept.push(p.clone()),
+        }
+    }
+    let mut levels: Vec<f64> = kept.iter().map(|p| p.n).collect();
+    levels.sort_by(f64::total_cmp);
+    levels.dedup();
+    if limited.is_empty() || levels.len() < 2 {
+        return (sweep.points.clone(), Vec::new());
+    }
+    limited.sort_by(|a, b| a.n.total_cmp(&b.n));
+    (kept, limited)
+}
+
 /// Everything the advisor concludes from a sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Analysis {
@@ -152,20 +220,28 @@ pub struct Analysis {
     /// Whether adding load units adds capacity, in words (flat and falling sweeps say so).
     #[serde(default)]
     pub scaling: Scaling,
+    /// Levels the host's CPU limited, left out of everything above (see the module docs).
+    #[serde(default)]
+    pub host_limited: Vec<HostLimited>,
 }
 
-/// Fits, finds the knee and diagnoses.
+/// Fits, finds the knee and diagnoses, on the levels where the host had room.
 pub fn analyse(sweep: &Sweep) -> Analysis {
-    let pts = sweep.usl_points();
+    let (points, host_limited) = split_host_limited(sweep);
+    let pts: Vec<Point> = points
+        .iter()
+        .map(|p| Point {
+            n: p.n,
+            x: p.throughput_rps,
+        })
+        .collect();
     let usl = usl::fit(&pts).map_err(|e| e.to_string());
-    let curve: Vec<(f64, f64, f64)> = sweep
-        .points
+    let curve: Vec<(f64, f64, f64)> = points
         .iter()
         .map(|p| (p.n, p.throughput_rps, p.p99_ms.unwrap_or(f64::INFINITY)))
         .collect();
     let knee = knee::find(&curve, sweep.p99_bound_ms);
-    let readings: Vec<TierReadings> = sweep
-        .points
+    let readings: Vec<TierReadings> = points
         .iter()
         .filter_map(|p| {
             p.tiers.clone().map(|mut t| {
@@ -175,14 +251,48 @@ pub fn analyse(sweep: &Sweep) -> Analysis {
         })
         .collect();
     let diagnosis = bottleneck::diagnose(&readings, 0.8, sweep.stateless);
-    let scaling = scaling::assess(sweep.kind, &pts, usl.as_ref().ok(), &diagnosis);
+    let mut scaling = scaling::assess(sweep.kind, &pts, usl.as_ref().ok(), &diagnosis);
+    if !host_limited.is_empty() {
+        let verdict = scaling.text.trim_end_matches('.').to_string();
+        scaling.text = format!("{verdict}{}", host_sentence(sweep.kind, &host_limited));
+    }
     Analysis {
         kind: sweep.kind,
         usl,
         knee,
         diagnosis,
         scaling,
+        host_limited,
     }
+}
+
+/// "; at 6 instances (host CPU 87%, instances at 83% of their CPU) ...": the sentence
+/// the verdict ends with when levels were set apart.
+fn host_sentence(kind: SweepKind, limited: &[HostLimited]) -> String {
+    let each: Vec<String> = limited
+        .iter()
+        .map(|h| {
+            format!(
+                "{} ({:.0} req/s, host CPU {:.0}%{})",
+                level_words(kind, h.n),
+                h.throughput_rps,
+                h.host_cpu * 100.0,
+                h.app_cpu.map_or(String::new(), |a| format!(
+                    ", instances at {:.0}% of their CPU",
+                    a * 100.0
+                ))
+            )
+        })
+        .collect();
+    format!(
+        ". The host ran out of cores at {}: a limit of the machine the sweep ran on (instances, balancer and load generator share its cores), not of the service, so {} left out of the fit and of this verdict.",
+        each.join(", "),
+        if limited.len() == 1 {
+            "that level is"
+        } else {
+            "those levels are"
+        }
+    )
 }
 
 /// The swept unit as a noun ("instances").
@@ -269,6 +379,23 @@ pub fn render_text(a: &Analysis) -> String {
     }
     if let Some(l) = a.knee.p99_load {
         s.push_str(&format!("  highest {unit} within the p99 bound: {l}\n"));
+    }
+    if !a.host_limited.is_empty() {
+        let levels: Vec<String> = a
+            .host_limited
+            .iter()
+            .map(|h| {
+                format!(
+                    "{} (host CPU {:.0}%)",
+                    level_words(a.kind, h.n),
+                    h.host_cpu * 100.0
+                )
+            })
+            .collect();
+        s.push_str(&format!(
+            "host-limited, left out of the fit, the knee and the diagnosis: {}\n",
+            levels.join(", ")
+        ));
     }
     s.push_str(&format!("bottleneck: {}\n", a.diagnosis.reason));
     for f in &a.diagnosis.fixes {

@@ -397,6 +397,10 @@ pub struct TunedConfig {
     pub burst_headroom: f64,
     /// Upper bound of the combined headroom.
     pub max_headroom: f64,
+    /// Warm-up after the policy's first sample, seconds: until it ends, the queue signals
+    /// (in-flight, CPU, p99) count only as far as the arrival rate explains them, since
+    /// a fleet that has just started serves its first requests cold (0 = off).
+    pub warmup_s: u64,
 }
 
 impl Default for TunedConfig {
@@ -440,6 +444,7 @@ impl Default for TunedConfig {
             headroom: 1.2,
             burst_headroom: 1.0,
             max_headroom: 1.5,
+            warmup_s: 5,
         }
     }
 }
@@ -766,6 +771,12 @@ impl Config {
             return Err(invalid(
                 "default.scale_down_cooldown_s",
                 "must be 0..=3600 seconds",
+            ));
+        }
+        if t.warmup_s > t.stable_window_s {
+            return Err(invalid(
+                "default.warmup_s",
+                "must be 0..=stable_window_s seconds",
             ));
         }
         // Schedule

@@ -36,6 +36,23 @@
 //!   at 0.91x): the burst term buys little over a well-chosen constant, but it spends
 //!   where the traffic is bursty (MMPP, flash crowds) rather than everywhere. The
 //!   variants that lost are in BENCHMARKS.md (autoscaler section).
+//! - **Warm-up guard (issue 11).** For `warmup_s` (5 s) after the policy's first sample,
+//!   the queue signals (in-flight, CPU, p99) count only as far as the arrival rate
+//!   explains them: their need is capped at the arrival need (RPS / target RPS, or RPS x
+//!   the latency learned while not saturated / target in-flight), and with no arrival
+//!   need known they are left out. Why: a fleet that has just started serves its first
+//!   requests cold (connections opened through the balancer, empty caches, a CFS quota
+//!   spent on start-up), so queues and latency overstate the need. In issue 11's release
+//!   demo run the autoscaler went from 1 to its maximum of 6 instances 0.5 s after the
+//!   load began, on the cold start's in-flight (20.8 instances "needed" for a load one
+//!   instance served at half its capacity), and every later figure of act 7 measured
+//!   that. The HPA guards the same way (`--horizontal-pod-autoscaler-cpu-initialization-period`
+//!   ignores CPU of pods that just started, `--horizontal-pod-autoscaler-initial-readiness-delay`
+//!   their readiness flaps). The guard covers the fleet's start, not each new instance:
+//!   the policy sees anonymous samples and cannot tell a cold instance from a warm one;
+//!   later instances join a running fleet whose saturation guard already caps in-flight.
+//!   The generated families start every trace warm and sized for its first second, so
+//!   the evaluation's figures do not move with it.
 //!
 //! Pure: takes `now`, keeps bounded windows, never reads a clock.
 
@@ -68,6 +85,8 @@ pub struct TunedCore {
     latency_s: Option<f64>,
     /// The metric that drove the last recorded need, for the reason.
     driver: String,
+    /// When the policy saw its first sample (the start of the warm-up).
+    first_seen: Option<Duration>,
 }
 
 impl Tuned {
@@ -85,14 +104,22 @@ impl Tuned {
             last_scale_up: None,
             latency_s: None,
             driver: String::new(),
+            first_seen: None,
         };
         Throttled::wrap(core, Duration::from_secs(cfg.tuned.decide_every_s))
     }
 }
 
 impl TunedCore {
+    /// Whether `now` falls in the warm-up after the first sample (see the module docs).
+    fn warming(&self, now: Duration) -> bool {
+        self.first_seen
+            .is_some_and(|t0| now < t0 + Duration::from_secs(self.cfg.warmup_s))
+    }
+
     /// Instances needed now by each target metric; the largest, and which metric it was.
-    fn instantaneous_need(&mut self, input: &ScalingInput) -> Option<(f64, String)> {
+    /// While `warming`, the queue signals are capped at the arrival need (or left out).
+    fn instantaneous_need(&mut self, input: &ScalingInput, warming: bool) -> Option<(f64, String)> {
         let ready = f64::from(input.ready.max(1));
         let rps = fleet_total(MetricKind::Rps, input);
         let mut best: Option<(f64, String)> = None;
@@ -134,8 +161,22 @@ impl TunedCore {
                     p99 / target * ready
                 }
             };
+            let (need, name) = if warming && metric != MetricKind::Rps {
+                // Learned above (in_flight_need) before the cap, so the arrival need can
+                // use a latency seen in this very sample.
+                match self.arrivals_need(input) {
+                    Some(a) if need > a => (
+                        a,
+                        format!("{} (warming up: capped at arrivals)", metric.as_str()),
+                    ),
+                    Some(_) => (need, metric.as_str().to_string()),
+                    None => continue,
+                }
+            } else {
+                (need, metric.as_str().to_string())
+            };
             if best.as_ref().is_none_or(|(b, _)| need > *b) {
-                best = Some((need, metric.as_str().to_string()));
+                best = Some((need, name));
             }
         }
         best
@@ -224,7 +265,14 @@ impl TunedCore {
         ) else {
             return ScalingDecision::hold(
                 current,
-                format!("holding {current}: no usable metric yet"),
+                if self.warming(now) {
+                    format!(
+                        "holding {current}: no usable metric yet (warming up for the first {} s: queue signals count only as far as an arrival rate explains them)",
+                        self.cfg.warmup_s
+                    )
+                } else {
+                    format!("holding {current}: no usable metric yet")
+                },
             );
         };
         let ready = f64::from(input.ready.max(1));
@@ -347,7 +395,9 @@ impl TunedCore {
 
 impl Evaluate for TunedCore {
     fn observe(&mut self, now: Duration, input: &ScalingInput) {
-        if let Some((need, driver)) = self.instantaneous_need(input) {
+        self.first_seen.get_or_insert(now);
+        let warming = self.warming(now);
+        if let Some((need, driver)) = self.instantaneous_need(input, warming) {
             self.need.record(now, need);
             self.driver = driver;
         }
@@ -511,6 +561,77 @@ mod tests {
         }
         assert!(p.inner().headroom(s(60)) <= 1.5 + 1e-12);
         assert!(p.inner().headroom(s(60)) >= 1.5 - 1e-12, "cv is high here");
+    }
+
+    /// In-flight and req/s targets, as `scaleout demo`'s act 7 sets them.
+    fn cfg_rps(warmup_s: u64) -> Config {
+        let mut c = cfg();
+        c.target_rps = Some(200.0);
+        c.tuned.warmup_s = warmup_s;
+        c
+    }
+
+    /// Drives `p` from `from` to `to` seconds (4 ticks a second) on `sample(t)`, letting
+    /// `current` follow the decisions and every instance be ready at once; returns the
+    /// highest desired count seen and the last decision.
+    fn drive(
+        p: &mut Tuned,
+        from: u64,
+        to: u64,
+        mut n: u32,
+        sample: impl Fn(f64, u32) -> ScalingInput,
+    ) -> (u32, u32, ScalingDecision) {
+        let mut top = n;
+        let mut last = None;
+        for q in from * 4..to * 4 {
+            let t = Duration::from_millis(q * 250);
+            let d = p.decide(t, &sample(t.as_secs_f64(), n));
+            n = d.desired;
+            top = top.max(n);
+            last = Some(d);
+        }
+        (top, n, last.expect("at least one tick"))
+    }
+
+    /// A cold start: for its first 2 s the only instance holds 200 requests in flight
+    /// (connections being opened, caches cold) at 100 req/s, then 1 in flight.
+    fn cold_start(t: f64, n: u32) -> ScalingInput {
+        let per = if t < 2.0 { 200.0 } else { 1.0 } / f64::from(n);
+        input(n, per, 100.0)
+    }
+
+    #[test]
+    fn the_cold_starts_in_flight_does_not_scale_out_during_warm_up() {
+        let (top, n, d) = drive(&mut Tuned::new(&cfg_rps(5)), 0, 20, 1, cold_start);
+        assert_eq!((top, n), (1, 1), "{}", d.reason);
+        // Without the guard the same start scales out on the queue of the cold start.
+        let (top, _, d) = drive(&mut Tuned::new(&cfg_rps(0)), 0, 20, 1, cold_start);
+        assert!(top > 1, "{}", d.reason);
+    }
+
+    #[test]
+    fn arrivals_still_scale_out_during_warm_up() {
+        // 1,000 req/s against a 200 req/s target from the first second: 5 needed.
+        let mut p = Tuned::new(&cfg_rps(30));
+        let (_, n, d) = drive(&mut p, 0, 4, 1, |_, n| {
+            input(n, 300.0 / f64::from(n), 1000.0)
+        });
+        assert!(n >= 5, "{}", d.reason);
+        assert!(d.reason.contains("warming up"), "{}", d.reason);
+    }
+
+    #[test]
+    fn the_guard_ends_after_warm_up() {
+        // In-flight only and no latency learned: held while warming, then in-flight
+        // counts (a queue that persists past the warm-up is real).
+        let mut c = cfg();
+        c.tuned.warmup_s = 5;
+        let mut p = Tuned::new(&c);
+        let (top, _, d) = drive(&mut p, 0, 5, 1, |_, n| input(n, 50.0 / f64::from(n), 100.0));
+        assert_eq!(top, 1, "{}", d.reason);
+        assert!(d.reason.contains("warming up"), "{}", d.reason);
+        let (_, n, d) = drive(&mut p, 5, 9, 1, |_, n| input(n, 50.0 / f64::from(n), 100.0));
+        assert!(n >= 5, "{}", d.reason);
     }
 
     #[test]

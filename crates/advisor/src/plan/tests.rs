@@ -327,3 +327,87 @@ fn without_a_fit_the_instance_curve_follows_the_measured_points() {
         "{text}"
     );
 }
+
+/// The release run of issue 11's act 3 on envelopes (2026-11-30 09:12, 2 cores, 0.25 cpu
+/// each): linear or better up to 4 instances, then flat at 6 and 8 with the host's cores
+/// 87% and 92% busy and the instances starved of their allotment.
+fn enveloped() -> Sweep {
+    // (n, req/s, instances' cores, host's busy cores of 2)
+    let rows = [
+        (1.0, 1578.0, 0.24, 0.35),
+        (2.0, 3802.0, 0.48, 0.65),
+        (3.0, 6984.0, 0.73, 1.03),
+        (4.0, 10397.0, 0.95, 1.38),
+        (6.0, 9535.0, 1.24, 1.73),
+        (8.0, 9688.0, 1.32, 1.83),
+    ];
+    Sweep {
+        kind: SweepKind::Instances,
+        points: rows
+            .iter()
+            .map(|&(n, x, inst, host)| SweepPoint {
+                n,
+                throughput_rps: x,
+                p99_ms: None,
+                errors_pct: None,
+                tiers: Some(crate::bottleneck::TierReadings {
+                    load: n,
+                    app_cpu: Some(inst / (0.25 * n)),
+                    host_cpu: Some(host / 2.0),
+                    load_generator_cpu: Some(0.1),
+                    ..Default::default()
+                }),
+            })
+            .collect(),
+        p99_bound_ms: None,
+        stateless: Some(true),
+    }
+}
+
+#[test]
+fn host_limited_levels_are_set_apart_and_the_advice_scales_out() {
+    let opts = PlanOptions {
+        app_size: "app.medium".into(),
+        ..PlanOptions::default()
+    };
+    let (a, p, text) = run(&enveloped(), opts);
+    println!("{text}");
+    let set_apart: Vec<f64> = a.host_limited.iter().map(|h| h.n).collect();
+    assert_eq!(set_apart, vec![6.0, 8.0], "{text}");
+    // The fit and the verdict read 1..=4 instances only: rising, no retrograde peak.
+    let fit = a.usl.as_ref().unwrap();
+    assert_eq!(fit.points, 4, "{text}");
+    assert!(!matches!(fit.peak, Peak::At { n, .. } if n < 8.0), "{text}");
+    assert_eq!(a.scaling.shape, Shape::Rising, "{text}");
+    assert!(
+        a.scaling
+            .text
+            .contains("The host ran out of cores at 6 instances"),
+        "{text}"
+    );
+    assert!(
+        !a.scaling.text.contains("the app tier is the bottleneck"),
+        "{text}"
+    );
+    let rec = p.recommendation.as_ref().unwrap();
+    assert_eq!(rec.action, Action::ScaleOut, "{text}");
+    // Every option is priced, and the note says where the host stopped measuring.
+    assert!(rec.options.iter().all(|o| o.monthly > 0.0), "{text}");
+    assert!(
+        text.contains("this host ran out of cores at 6 instances"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_sweep_the_host_limited_throughout_is_read_whole() {
+    // Every level past the first is host-limited: nothing is set apart (one level with
+    // room says nothing about scaling), and the fit reads every level.
+    let mut s = enveloped();
+    for p in s.points.iter_mut().skip(1) {
+        p.tiers.as_mut().unwrap().host_cpu = Some(0.97);
+    }
+    let (a, _, text) = run(&s, PlanOptions::default());
+    assert!(a.host_limited.is_empty(), "{text}");
+    assert_eq!(a.usl.as_ref().unwrap().points, 6, "{text}");
+}
