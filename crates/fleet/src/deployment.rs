@@ -23,6 +23,22 @@ pub struct ServiceConfig {
     pub name: String,
     /// The shop's `--db` URL; placeholders as in `fleet.command` (`{data_dir}`).
     pub db: String,
+    /// The shop's `--redis` URL (a comma-separated list of seeds: Redis Cluster); empty:
+    /// none. `scaleout k8s` never writes it into a manifest: pods read the Secret's
+    /// `redis-url` key instead.
+    pub redis: String,
+    /// The shop's `--replica` URLs (PostgreSQL streaming replicas). In Kubernetes: the
+    /// Secret's `replica-url-1`, `replica-url-2`, ... keys.
+    pub replicas: Vec<String>,
+    /// The Kubernetes Secret the pods read their state tier and key from (`scaleout k8s`
+    /// only): `db-url` (PostgreSQL), `redis-url` when `redis` is set, `replica-url-N`
+    /// per replica, `jwt-secret` for JWT sessions. `db` and `redis` above are the local
+    /// deployment's (`scaleout up`); no URL or key is ever written into a manifest. Empty:
+    /// `scaleout k8s` refuses (it names why).
+    pub secret: String,
+    /// Port of the shop's separate Prometheus listener in Kubernetes (`--metrics-listen`),
+    /// scraped by Prometheus and read back by the HPA through the metrics adapter.
+    pub metrics_port: u16,
     /// The shop's `--sessions` store (`jwt`, `redis`, `sql`, `memory`); empty = its default.
     pub sessions: String,
     /// The shop's `--workers` (0 = its default).
@@ -31,7 +47,8 @@ pub struct ServiceConfig {
     pub args: Vec<String>,
     /// Liveness path (Kubernetes `livenessProbe`).
     pub liveness_path: String,
-    /// Container image for `scaleout k8s`.
+    /// Container image for `scaleout k8s` (the repository's Dockerfile builds it).
+    /// Default: `scaleout:<this version>`, never `latest`, so a rollout is reproducible.
     pub image: String,
     /// Port the container listens on in Kubernetes.
     pub container_port: u16,
@@ -50,11 +67,15 @@ impl Default for ServiceConfig {
         ServiceConfig {
             name: "shop".into(),
             db: "sqlite:{data_dir}/shop.db".into(),
+            redis: String::new(),
+            replicas: Vec::new(),
+            secret: String::new(),
+            metrics_port: 9090,
             sessions: String::new(),
             workers: 0,
             args: Vec::new(),
             liveness_path: "/healthz".into(),
-            image: "scaleout:latest".into(),
+            image: format!("scaleout:{}", env!("CARGO_PKG_VERSION")),
             container_port: 8080,
             service_port: 80,
             cpu_request_millis: None,
@@ -88,6 +109,14 @@ impl ServiceConfig {
         .map(|s| s.to_string())
         .collect();
         argv.push(self.db.clone());
+        if !self.redis.is_empty() {
+            argv.push("--redis".into());
+            argv.push(self.redis.clone());
+        }
+        for r in &self.replicas {
+            argv.push("--replica".into());
+            argv.push(r.clone());
+        }
         if self.uses_jwt() {
             argv.push("--jwt-secret-file".into());
             argv.push(format!("{{data_dir}}/{SHOP_JWT_SECRET_FILE}"));
@@ -142,6 +171,47 @@ impl ServiceConfig {
         if self.workers > 1024 {
             return Err(bad("workers", "must be <= 1024"));
         }
+        // The same rules as the shop's own check (`ShopConfig::validate`), named by this
+        // file's fields: caught here, `scaleout up` and `scaleout k8s` refuse the file
+        // instead of starting pods or instances that exit at once.
+        if self.sessions == "redis" && self.redis.is_empty() {
+            return Err(bad(
+                "sessions",
+                "`redis` sessions need a Redis URL: set service.redis (e.g. \"redis://127.0.0.1:6379\")",
+            ));
+        }
+        if !self.redis.is_empty()
+            && self.redis.split(',').any(|u| {
+                let u = u.trim();
+                !(u.starts_with("redis://") || u.starts_with("rediss://"))
+            })
+        {
+            return Err(bad(
+                "redis",
+                "must be redis://HOST:PORT (a comma-separated list for Redis Cluster)",
+            ));
+        }
+        if !self.replicas.is_empty() && !is_postgres(&self.db) {
+            return Err(bad(
+                "replicas",
+                "replicas need a PostgreSQL primary (service.db = \"postgres://...\")",
+            ));
+        }
+        if let Some(r) = self.replicas.iter().find(|r| !is_postgres(r)) {
+            return Err(bad("replicas", &format!("`{r}` is not a postgres:// URL")));
+        }
+        if !self.secret.is_empty() && !dns(&self.secret) {
+            return Err(bad(
+                "secret",
+                "must be a Kubernetes name: 1-63 lowercase letters, digits or '-'",
+            ));
+        }
+        if self.metrics_port == 0 || self.metrics_port == self.container_port {
+            return Err(bad(
+                "metrics_port",
+                "must be > 0 and differ from container_port",
+            ));
+        }
         if !self.liveness_path.starts_with('/') {
             return Err(bad("liveness_path", "must start with '/'"));
         }
@@ -168,6 +238,11 @@ impl ServiceConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// The whole deployment file.
@@ -236,7 +311,13 @@ impl DeploymentConfig {
 
     /// Validates every section, naming the field by its full path.
     pub fn validate(&self) -> Result<(), FleetError> {
-        self.balancer.validate().map_err(|e| FleetError::Config {
+        let mut balancer = self.balancer.clone();
+        if balancer.admin.listen.is_some() && balancer.admin.token.is_none() {
+            // `scaleout up` generates the token into `{data_dir}/admin-token` before the
+            // balancer binds (see `with_admin`), as the example file says.
+            balancer.admin.token = Some("x".repeat(32));
+        }
+        balancer.validate().map_err(|e| FleetError::Config {
             field: if e.field.starts_with("balancer") {
                 e.field.clone()
             } else {
@@ -389,7 +470,13 @@ mod tests {
         let c = DeploymentConfig::parse(include_str!("../scaleout.example.toml")).unwrap();
         let d = DeploymentConfig::default();
         assert_eq!(c.fleet, d.fleet);
-        assert_eq!(c.service, d.service);
+        // The one departure: the Secret `scaleout k8s` needs (no default name).
+        assert_eq!(c.service.secret, "shop-state");
+        let service = crate::ServiceConfig {
+            secret: String::new(),
+            ..c.service.clone()
+        };
+        assert_eq!(service, d.service);
         assert_eq!(c.autoscale, d.autoscale);
         assert_eq!(c.balancer, d.balancer);
     }
@@ -412,6 +499,68 @@ mod tests {
         assert_eq!(mode & 0o077, 0, "token readable by others: {mode:o}");
         assert_ne!(random_token().unwrap(), token);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_example_admin_section_uncommented_gets_a_generated_token() {
+        // As the example's comment says: a listen address without a token is not an
+        // error; `up` generates the token into the data dir (mode 0600).
+        let text = include_str!("../scaleout.example.toml")
+            .replace("# [balancer.admin]", "[balancer.admin]")
+            .replace(
+                "# listen = \"127.0.0.1:8081\"",
+                "listen = \"127.0.0.1:18081\"",
+            );
+        let mut c = DeploymentConfig::parse(&text).expect("admin without token parses");
+        assert_eq!(
+            c.balancer.admin.listen,
+            Some("127.0.0.1:18081".parse().unwrap())
+        );
+        assert_eq!(c.balancer.admin.token, None);
+        let dir = std::env::temp_dir().join(format!("fleet-admin-ex-{}", std::process::id()));
+        c.fleet.data_dir = dir.clone();
+        let path = c
+            .with_admin("127.0.0.1:8081".parse().unwrap())
+            .unwrap()
+            .expect("a token file");
+        // The file's listen address wins over `up`'s default.
+        assert_eq!(
+            c.balancer.admin.listen,
+            Some("127.0.0.1:18081".parse().unwrap())
+        );
+        let token = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(c.balancer.admin.token.as_deref(), Some(token.as_str()));
+        // And the balancer itself accepts the result.
+        c.balancer.validate().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn redis_sessions_without_a_redis_url_are_refused_by_name() {
+        let err = DeploymentConfig::parse("[service]\nsessions = \"redis\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("service.sessions"), "{err}");
+        assert!(err.contains("service.redis"), "{err}");
+        let ok = DeploymentConfig::parse(
+            "[service]\nsessions = \"redis\"\nredis = \"redis://127.0.0.1:6379\"",
+        )
+        .unwrap();
+        let cmd = ok.resolved_fleet().command.join(" ");
+        assert!(cmd.contains("--redis redis://127.0.0.1:6379"), "{cmd}");
+        assert!(cmd.contains("--sessions redis"), "{cmd}");
+        for (text, field) in [
+            ("[service]\nredis = \"127.0.0.1:6379\"", "service.redis"),
+            (
+                "[service]\nreplicas = [\"postgres://r/x\"]",
+                "service.replicas",
+            ),
+            ("[service]\nsecret = \"Shop_State\"", "service.secret"),
+            ("[service]\nmetrics_port = 8080", "service.metrics_port"),
+        ] {
+            let err = DeploymentConfig::parse(text).unwrap_err().to_string();
+            assert!(err.contains(field), "{text:?}: {err}");
+        }
     }
 
     #[test]

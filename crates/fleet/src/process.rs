@@ -282,9 +282,88 @@ pub fn log_file(data_dir: &Path, id: &str) -> PathBuf {
     data_dir.join("logs").join(format!("{id}.log"))
 }
 
+/// Bytes read from the end of a log file for [`log_tail`].
+const LOG_TAIL_BYTES: u64 = 8 * 1024;
+
+/// The last `lines` non-empty lines of a log file (at most its last 8 KiB read), with
+/// terminal colour codes removed: what a crashed instance said last, for the console.
+/// Empty when the file cannot be read.
+pub fn log_tail(path: &Path, lines: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(LOG_TAIL_BYTES);
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_err()
+        || f.take(LOG_TAIL_BYTES).read_to_end(&mut buf).is_err()
+    {
+        return Vec::new();
+    }
+    let text = strip_ansi(&String::from_utf8_lossy(&buf));
+    let mut all: Vec<&str> = text.lines().collect();
+    if start > 0 && !all.is_empty() {
+        all.remove(0); // cut mid-line
+    }
+    let kept: Vec<String> = all
+        .into_iter()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    kept[kept.len().saturating_sub(lines)..].to_vec()
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_tail_gives_the_last_lines_without_colour() {
+        let dir = std::env::temp_dir().join(format!("fleet-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("i-1.log");
+        let mut text = "x".repeat(20_000);
+        text.push('\n');
+        for i in 0..10 {
+            text.push_str(&format!("\u{1b}[2mline\u{1b}[0m {i}\n\n"));
+        }
+        text.push_str("error: invalid config: sessions: `redis` sessions need --redis\n");
+        std::fs::write(&path, text).unwrap();
+        let tail = log_tail(&path, 3);
+        assert_eq!(
+            tail,
+            [
+                "line 8",
+                "line 9",
+                "error: invalid config: sessions: `redis` sessions need --redis"
+            ]
+        );
+        assert!(log_tail(&dir.join("missing.log"), 3).is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn template_expands_every_placeholder() {

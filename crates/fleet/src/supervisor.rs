@@ -17,11 +17,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::FleetError;
-use crate::config::Config;
+use crate::config::{ChildOutput, Config};
 use crate::envelope::{Envelope, EnvelopeStats, FleetScope, Group};
 use crate::plan::{self, Action, Desired, InstanceView, Phase};
 use crate::process::{self, SpawnSpec, TemplateVars};
 use crate::registry::Registry;
+
+/// Lines of a failed instance's log shown on the console with the failure.
+const CRASH_LOG_LINES: usize = 6;
 
 /// One instance as reported to operators and to the autoscaler.
 #[derive(Debug, Clone, PartialEq)]
@@ -659,7 +662,30 @@ impl<R: Registry> Fleet<R> {
                     Duration::from_millis(self.config.restart_backoff_initial_ms),
                     Duration::from_millis(self.config.restart_backoff_max_ms),
                 );
-                tracing::warn!(id, reason = %text, failures = inst.failures, ?delay, "instance failed; restarting after back-off");
+                let tail = match (self.config.child_output, &failure) {
+                    (
+                        ChildOutput::File,
+                        Failure::Exited(_) | Failure::OomKilled { .. } | Failure::ReadyTimeout,
+                    ) => {
+                        let log = process::log_file(&self.config.data_dir, &id);
+                        let lines = process::log_tail(&log, CRASH_LOG_LINES);
+                        if lines.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; its last log lines ({}):\n    {}",
+                                log.display(),
+                                lines.join("\n    ")
+                            )
+                        }
+                    }
+                    _ => String::new(),
+                };
+                tracing::warn!(
+                    "instance {id} failed ({text}; failure {} in a row); restarting in {:.1} s{tail}",
+                    inst.failures,
+                    delay.as_secs_f64()
+                );
                 inst.last_failure = Some(text);
                 inst.ready_since = None;
                 inst.phase = Phase::Backoff {

@@ -1,10 +1,13 @@
 //! `scaleout up`: the balancer, the fleet and the autoscaler together until shutdown.
 //!
 //! Start order: bind the balancer (so a taken port fails before any child starts), start
-//! the fleet registering into it, start the autoscaler reading from it. Stop order is the
-//! reverse and matters: the autoscaler first (no more decisions), then the fleet (every
-//! instance drained *through the still-running balancer*, then SIGTERM/SIGKILL), then the
-//! balancer. This module must never leave a child behind when it returns.
+//! the fleet registering into it, start the autoscaler reading from it. Stop order
+//! matters: the autoscaler first (no more decisions), then the balancer (it stops
+//! accepting and finishes every request it accepted, while every instance is still up),
+//! then the fleet (instances leave the pool with nothing in flight, then SIGTERM/SIGKILL).
+//! A client never gets a 5xx or a reset from a stop: either its request was accepted and
+//! is answered, or its connect is refused. This module must never leave a child behind
+//! when it returns.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -204,19 +207,25 @@ pub async fn run(
             proxy_result = Some(r);
         }
     }
-    eprintln!("scaleout up: stopping (drain, then SIGTERM, then SIGKILL after grace)");
+    eprintln!(
+        "scaleout up: stopping: the balancer stops accepting and finishes in-flight requests, then the instances stop (SIGTERM, SIGKILL after grace)"
+    );
     scaler_stop.cancel();
     let _ = scaler_task.await;
     if let Some(p) = printer {
         let _ = p.await;
     }
-    fleet_stop.cancel();
-    let _ = fleet_task.await;
+    // The balancer first: it stops accepting and serves every request it has accepted
+    // while all instances are still up. Stopping the fleet first would take backends out
+    // of a pool that still accepts requests (503s while the listener is open).
     proxy_stop.cancel();
     let proxy_result = match proxy_result {
         Some(r) => r,
         None => proxy_task.await,
     };
+    // Nothing is in flight any more: each instance leaves the pool at once, then stops.
+    fleet_stop.cancel();
+    let _ = fleet_task.await;
     let summary = UpSummary {
         fleet: handle.status(),
         scaler: scaler_status.borrow().clone(),

@@ -106,19 +106,35 @@ pub(crate) async fn run_worker(
             }
         })
     };
+    // Set at shutdown: every response on an HTTP/1 connection says `connection: close`.
+    let closing = Arc::new(AtomicBool::new(false));
+    let mut backlog_left = 0usize;
     loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+        let (stream, peer) = if closing.load(Ordering::Relaxed) {
+            // Shutting down: take what the kernel had already accepted, then stop.
+            match take_queued(&listener, &mut backlog_left).await {
+                Some(x) => x,
+                None => break,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    stop_accepting(&listener);
+                    closing.store(true, Ordering::Relaxed);
+                    backlog_left = ACCEPT_QUEUE_DRAIN_MAX;
                     continue;
                 }
-            },
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            }
         };
         let _ = stream.set_nodelay(true);
         let admitted = shared.admission.admit();
@@ -162,14 +178,20 @@ pub(crate) async fn run_worker(
         ));
         let io = TokioIo::new(IdleIo::new(stream, idle, head, conn_state.clone(), started));
         let w = worker.clone();
+        let closing = closing.clone();
         let svc = hyper::service::service_fn(move |req| {
             let w = w.clone();
             let ctx = ctx.clone();
+            let closing = closing.clone();
             // Counted from before the handler until the response body has been sent, so
             // admission never takes a connection with a body still streaming for idle.
             let streaming = Streaming::start(conn_state.clone());
             async move {
-                let resp = w.handle(&ctx, req).await;
+                let http1 = req.version() < hyper::Version::HTTP_2;
+                let mut resp = w.handle(&ctx, req).await;
+                if http1 && closing.load(Ordering::Relaxed) {
+                    close_after_response(&mut resp);
+                }
                 Ok::<_, std::convert::Infallible>(resp.map(|body| streaming.wrap(body)))
             }
         });
@@ -194,7 +216,9 @@ pub(crate) async fn run_worker(
     drop(listener);
     upkeep.abort();
     let grace = Duration::from_millis(cfg.timeouts.shutdown_grace_ms);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    let linger = CLOSE_LINGER.min(grace / 2);
+    linger_for_clients_to_close(&shared, linger).await;
+    if tokio::time::timeout(grace.saturating_sub(linger), graceful.shutdown())
         .await
         .is_err()
     {
@@ -205,6 +229,66 @@ pub(crate) async fn run_worker(
     let _ = tokio::time::timeout(Duration::from_millis(100), worker.upgrades.wait()).await;
     tracker.close();
     Ok(())
+}
+
+/// At most this many connections already in the kernel's accept queue are taken at
+/// shutdown (each worker); the rest would be reset when the listener closes.
+const ACCEPT_QUEUE_DRAIN_MAX: usize = 4096;
+
+/// How long an accept may wait at shutdown before the queue is deemed empty.
+const ACCEPT_QUEUE_POLL: Duration = Duration::from_millis(10);
+
+/// After the listener closes, open HTTP/1 connections are served for up to this long with
+/// `connection: close` on every response, so a keep-alive client learns of the shutdown
+/// from a complete response instead of a connection closed under its next request. Then
+/// hyper's graceful shutdown closes what is idle and waits for what is in flight.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Graceful stop, step 1: stop accepting without resetting anyone. The accept queue is
+/// shrunk to its minimum, so a client connecting from now on has its SYN dropped (its
+/// retry finds the port closed: a refused connect) instead of being queued and then
+/// reset when the listener closes; the connections the kernel has already completed are
+/// still taken by [`take_queued`] and served.
+fn stop_accepting(listener: &tokio::net::TcpListener) {
+    if let Err(e) = socket2::SockRef::from(listener).listen(0) {
+        tracing::debug!("shrinking the accept queue at shutdown: {e}");
+    }
+}
+
+/// One connection still in the accept queue, if any (waits at most
+/// [`ACCEPT_QUEUE_POLL`]; at most `left` more).
+async fn take_queued(
+    listener: &tokio::net::TcpListener,
+    left: &mut usize,
+) -> Option<(TcpStream, SocketAddr)> {
+    if *left == 0 {
+        return None;
+    }
+    *left -= 1;
+    match tokio::time::timeout(ACCEPT_QUEUE_POLL, listener.accept()).await {
+        Ok(Ok(x)) => Some(x),
+        _ => None,
+    }
+}
+
+/// Graceful stop, step 2: marks a response as the connection's last (HTTP/1 only; hyper
+/// closes the connection once it is written).
+fn close_after_response<B>(resp: &mut hyper::Response<B>) {
+    resp.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+}
+
+/// Graceful stop, step 3: waits until every client connection has closed (each keep-alive
+/// client gets one last response with `connection: close`) or `linger` has passed.
+async fn linger_for_clients_to_close(shared: &Shared, linger: Duration) {
+    let deadline = Instant::now() + linger;
+    while shared.counters.connections_active.load(Ordering::Relaxed) > 0
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A client stream that fails with `TimedOut` when its first request head is not complete

@@ -174,6 +174,7 @@ pub async fn json_errors(r: Response) -> Response {
 /// Records request count and latency per matched route.
 async fn record(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
+    let _in_flight = state.metrics.in_flight_guard();
     let method = req.method().to_string();
     let route = req
         .extensions()

@@ -6,7 +6,9 @@
 //! (a request that matched none is `other`), statuses are the ones the handlers answer.
 //! The page is served only on the separate `--metrics-listen` listener, never on the
 //! public one. Exposed for benches:
-//! `shop_cache_hits_total`, `shop_cache_misses_total`, `shop_db_queries_total{role}`.
+//! `shop_cache_hits_total`, `shop_cache_misses_total`, `shop_db_queries_total{role}`;
+//! for autoscalers (`scaleout k8s`): `shop_in_flight_requests`, `shop_requests_total`
+//! and `shop_request_duration_seconds`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -48,6 +50,8 @@ pub struct Metrics {
     reads_primary: AtomicU64,
     reads_replica: AtomicU64,
     stampede_waits: AtomicU64,
+    // Requests inside the handlers now (the pod metric a Kubernetes HPA scales on).
+    in_flight: AtomicU64,
     // With `--shard-map`: one counter per shard, in map order (named once at start).
     shard_queries: std::sync::OnceLock<Vec<(String, AtomicU64)>>,
 }
@@ -95,6 +99,18 @@ impl Metrics {
         }
         s.sum_s += seconds;
         s.count += 1;
+    }
+
+    /// Counts a request as in flight until the returned guard is dropped (also when the
+    /// request's future is dropped mid-way).
+    pub fn in_flight_guard(&self) -> InFlightGuard<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(&self.in_flight)
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Records a cache hit for a class (`catalog`, `product`, `stock`, `profile`).
@@ -341,6 +357,16 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP shop_in_flight_requests Requests being handled now (what an autoscaler targets per instance)."
+        );
+        let _ = writeln!(out, "# TYPE shop_in_flight_requests gauge");
+        let _ = writeln!(
+            out,
+            "shop_in_flight_requests{{instance=\"{inst}\"}} {}",
+            self.in_flight()
+        );
+        let _ = writeln!(
+            out,
             "# HELP shop_db_pool_connections Pool connections by state."
         );
         let _ = writeln!(out, "# TYPE shop_db_pool_connections gauge");
@@ -368,6 +394,16 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// Decrements the in-flight gauge on drop (see [`Metrics::in_flight_guard`]).
+#[derive(Debug)]
+pub struct InFlightGuard<'a>(&'a AtomicU64);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -426,6 +462,24 @@ mod tests {
         assert_eq!(scrape_value(&page, &["_bucket", "le=\"0.005\""]), Some(1.0));
         assert_eq!(scrape_value(&page, &["_bucket", "le=\"+Inf\""]), Some(2.0));
         assert_eq!(scrape_sum(&page, &["shop_requests_total"]), 2.0);
+    }
+
+    #[test]
+    fn in_flight_gauge_follows_the_guards() {
+        let m = Metrics::default();
+        let a = m.in_flight_guard();
+        let b = m.in_flight_guard();
+        assert_eq!(
+            scrape_value(&m.render("i1", &[]), &["shop_in_flight_requests"]),
+            Some(2.0)
+        );
+        drop(a);
+        assert_eq!(m.in_flight(), 1);
+        drop(b);
+        assert_eq!(
+            scrape_value(&m.render("i1", &[]), &["shop_in_flight_requests"]),
+            Some(0.0)
+        );
     }
 
     #[test]

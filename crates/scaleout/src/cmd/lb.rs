@@ -122,6 +122,23 @@ pub fn build_config(args: &Args) -> anyhow::Result<proxy::Config> {
     Ok(cfg)
 }
 
+/// A balancer with no backend answers every request with 503. Without an admin API
+/// nothing can add one, so that is refused; with one, it is a warning (backends are
+/// expected to arrive through `POST /backends`).
+pub fn no_backends_check(cfg: &proxy::Config) -> anyhow::Result<Option<String>> {
+    if !cfg.backends.is_empty() {
+        return Ok(None);
+    }
+    match cfg.admin.listen {
+        None => anyhow::bail!(
+            "no backends: every request would be answered 503 and, without an admin API, none could be added; pass --backend URL (repeatable), a [balancer] backends list in -c FILE, or --admin ADDR --admin-token TOKEN to add them at run time"
+        ),
+        Some(admin) => Ok(Some(format!(
+            "warning: no backends: every request is answered 503 until one is added through the admin API on {admin} (POST /backends)"
+        ))),
+    }
+}
+
 /// Cancels `token` on SIGTERM or Ctrl-C (SIGINT). Must be called inside a runtime.
 pub fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -141,6 +158,9 @@ pub fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
     let cfg = build_config(&args)?;
+    if let Some(warning) = no_backends_check(&cfg)? {
+        eprintln!("{warning}");
+    }
     // The control runtime (admin API, health checks, control loop) is one thread; the
     // request path runs on the proxy's own worker threads.
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod k8s;
 pub mod lb;
 pub mod load;
+pub mod preflight;
 pub mod shop;
 pub mod up;
 

@@ -75,8 +75,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.admin.is_some() {
         cfg.balancer.admin.listen = Some(admin);
     }
+    // Every check before anything is written, listens or starts: the file and flags,
+    // then the service's own config check on the instance command line.
+    cfg.validate()?;
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    super::preflight::check_service(&cfg, &exe)?;
     if let Some(token_file) = cfg.with_admin(admin)? {
-        eprintln!("scaleout up: admin token in {}", token_file.display());
+        eprintln!(
+            "scaleout up: admin API token generated into {} (mode 0600)",
+            token_file.display()
+        );
     }
     cfg.validate()?;
     if cfg.fleet.command.is_empty() && cfg.service.uses_jwt() {
@@ -96,7 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--status-every-s must be a number >= 0");
     }
     let opts = fleet::up::UpOptions {
-        exe: std::env::current_exe().context("cannot find this executable")?,
+        exe,
         status_every: (args.status_every_s > 0.0)
             .then(|| Duration::from_secs_f64(args.status_every_s)),
         rolling_restart_on_sighup: true,
