@@ -242,7 +242,7 @@ def main() -> None:
             print(f"== {split}: {len(sel)} repositories{mode}")
             if any(r.get("round") == 1 for r in sel):
                 print("  note: round 1 repositories were used to improve the rules after their first run;")
-                print("  their first-run figures are in BENCHMARKS.md. Use --round 2 for a held-out figure.")
+                print("  their first-run figures are in BENCHMARKS.md. Use --round 3 for a held-out figure (rounds 1-2 were tuned on).")
             print("  tp/fp count findings; found/missed count labelled states", file=sys.stdout)
             table("language", per_lang, sys.stdout)
             print()

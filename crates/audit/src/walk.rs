@@ -53,8 +53,9 @@ pub(crate) fn is_manifest(name: &str) -> bool {
     ) || (name.starts_with("requirements") && name.ends_with(".txt"))
 }
 
-/// True for test files and folders, fixtures, mocks, test helpers and developer tooling
-/// (scripts/, hack/, tools/, docs/), which are not deployed.
+/// True for test files and folders, fixtures, mocks, test helpers, developer tooling
+/// (scripts/, hack/, tools/, docs/) and superseded code (old/, legacy/, deprecated/),
+/// which are not deployed.
 pub(crate) fn is_test_path(rel: &str) -> bool {
     let lower = rel.to_ascii_lowercase();
     let name = lower.rsplit('/').next().unwrap_or(&lower);
@@ -90,6 +91,11 @@ pub(crate) fn is_test_path(rel: &str) -> bool {
                 | "devtools"
                 | "docs"
                 | "schemadoc"
+                // Superseded code kept in the tree (not `example/`: Java's `com.example`
+                // packages are real code).
+                | "old"
+                | "legacy"
+                | "deprecated"
         ) || seg.ends_with("_tests")
             || seg.ends_with("-tests")
             || seg.starts_with("test_")
@@ -133,6 +139,12 @@ const FRONTEND_DIRS: &[&str] = &[
     "wwwroot",
     "components",
     "ui",
+    // Mobile and desktop clients (React Native, Expo, Electron) next to the server.
+    "mobile",
+    "android",
+    "ios",
+    "electron",
+    "desktop",
 ];
 
 /// True for JavaScript/TypeScript that runs in a browser: under a frontend folder
@@ -251,6 +263,10 @@ mod tests {
         assert!(is_test_path("internal/testutil/db.go"));
         assert!(is_test_path("pkg/mock_store.go"));
         assert!(!is_test_path("app/attestation/service.py"));
+        assert!(is_test_path("old/archivebox.ts"));
+        assert!(!is_test_path(
+            "src/main/java/com/example/uploadingfiles/StorageService.java"
+        ));
     }
 
     #[test]
@@ -266,6 +282,7 @@ mod tests {
         ));
         assert!(is_frontend_path("src/Button.tsx"));
         assert!(is_frontend_path("lib/vendor.min.js"));
+        assert!(is_frontend_path("apps/mobile/lib/cache.ts"));
         assert!(!is_frontend_path("server/index.js"));
         assert!(!is_frontend_path(
             "examples/client-side-load-balancing-example/index.js"

@@ -69,7 +69,11 @@ impl Facts {
                         None => String::new(),
                     }
                 };
-                facts.manifests.push((dir, text.to_ascii_lowercase()));
+                let mut text = text.to_ascii_lowercase();
+                if name == "pom.xml" {
+                    text = strip_build_plugins(&text);
+                }
+                facts.manifests.push((dir, text));
             }
             if f.size > options.max_file_bytes || (!options.include_tests && is_test_path(&f.rel)) {
                 continue;
@@ -131,6 +135,26 @@ impl Facts {
     }
 }
 
+/// A pom.xml without its `<build><plugins>` sections: a dependency of a build plugin (H2
+/// for a code generator, a database for a migration plugin) is not on the application's
+/// class path.
+fn strip_build_plugins(pom: &str) -> String {
+    let mut out = String::with_capacity(pom.len());
+    let mut rest = pom;
+    while let Some(start) = rest.find("<plugins>") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("</plugins>") {
+            Some(end) => rest = &rest[start + end + "</plugins>".len()..],
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The project a file belongs to, for config resolution: the directory above a
 /// `config/` folder, or the file's own directory.
 pub(crate) fn project_dir(rel: &str) -> &str {
@@ -148,5 +172,22 @@ pub(crate) fn project_dir(rel: &str) -> &str {
     match rel.rfind('/') {
         Some(i) => &rel[..=i],
         None => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_plugin_dependencies_are_not_the_applications() {
+        let pom = "<dependencies><dependency><artifactid>spring-web</artifactid></dependency>\
+                   </dependencies><build><plugins><plugin><dependencies><dependency>\
+                   <artifactid>h2</artifactid></dependency></dependencies></plugin></plugins>\
+                   </build>";
+        let stripped = strip_build_plugins(pom);
+        assert!(stripped.contains("spring-web"));
+        assert!(!stripped.contains("h2"));
+        assert!(stripped.ends_with("</build>"));
     }
 }

