@@ -234,7 +234,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport, DemoError> {
         r.act6 = Some(acts::failure::run(&ctx).await?);
     }
     if cfg.runs(7) {
-        r.act7 = Some(acts::spike::run(&ctx, r.act1.as_ref()).await?);
+        r.act7 = Some(acts::spike::run(&ctx, r.act1.as_ref(), r.act3.as_ref()).await?);
     }
     if let Some(primary) = &cfg.postgres
         && cfg.runs(8)

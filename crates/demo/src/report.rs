@@ -271,7 +271,14 @@ pub struct Act7 {
     pub capacity_rps: f64,
     /// Where that figure came from.
     pub capacity_source: String,
-    /// The autoscaler's target per instance, req/s (a share of `capacity_rps`).
+    /// What the autoscaler's largest fleet serves on this host, req/s (the spike is a
+    /// share of it).
+    pub ceiling_rps: f64,
+    /// Where that figure and the maximum came from.
+    pub ceiling_source: String,
+    /// The policy's warm-up after its first sample, s (queue signals capped meanwhile).
+    pub warmup_s: u64,
+    /// The autoscaler's target per instance, req/s (the spike over the maximum).
     pub target_rps: f64,
     /// The policy's own in-flight target per instance (its default), beside `target_rps`.
     pub target_in_flight: Option<f64>,
@@ -630,14 +637,19 @@ pub fn render_markdown(r: &DemoReport) -> String {
         );
         let _ = writeln!(
             s,
-            "- one instance ({}) serves {:.0} req/s ({}); the autoscaler targets {:.0} req/s{} per instance\n- offered {:.0} → {:.0} req/s at t={:.0} s until t={:.0} s: {} instances needed (max {})\n- p99 over the {:.0} ms SLO after the step: {} (peak {:.0} ms); **back under it {} after the step**\n- enough instances ready {} after the step; {} of {} requests failed\n- {}\n\n![act 7](act7-spike.svg)\n",
+            "- one instance ({}) serves {:.0} req/s ({}); the autoscaler targets {:.0} req/s{} per instance, with a {} s warm-up in which the cold start's queue does not count\n- the largest fleet here: {} instances serving {:.0} req/s ({}); the spike is {:.0}% of that\n- offered {:.0} → {:.0} req/s at t={:.0} s until t={:.0} s: {} instances needed (max {})\n- p99 over the {:.0} ms SLO after the step: {} (peak {:.0} ms); **back under it {} after the step**\n- enough instances ready {} after the step; {} of {} requests failed\n- {}\n\n![act 7](act7-spike.svg)\n",
             env_text(a.envelope),
             a.capacity_rps,
             a.capacity_source,
             a.target_rps,
             a.target_in_flight.map_or(String::new(), |c| format!(
-                " and {c:.0} requests in flight (act 1's concurrency at that rate)"
+                " and {c:.0} requests in flight (the policy's default)"
             )),
+            a.warmup_s,
+            a.max_instances,
+            a.ceiling_rps,
+            a.ceiling_source,
+            100.0 * a.spike_rps / a.ceiling_rps.max(1e-9),
             a.base_rps,
             a.spike_rps,
             a.step_at_s,

@@ -97,22 +97,29 @@ fn quick_demo_reports_every_act() {
         "{a6}"
     );
     assert!(a6["readmitted_after_ms"].as_f64().is_some(), "{a6}");
-    // Act 7: the step is sized from act 1's capacity, p99 goes over the SLO after the
-    // step and comes back under it as instances arrive, and the autoscaler says why.
+    // Act 7: the step is sized from act 1's capacity and the largest fleet act 3 found
+    // room for: it overloads one instance (at least 1.5x its capacity) and the
+    // autoscaler may grow to that fleet; p99 goes over the SLO after the step, and the
+    // autoscaler says why.
     let a7 = &r["act7"];
     let capacity = r["act1"]["capacity_rps"].as_f64().unwrap();
     assert_eq!(a7["capacity_rps"].as_f64(), Some(capacity), "{a7}");
-    assert!(a7["spike_rps"].as_f64().unwrap() > 2.0 * capacity, "{a7}");
+    assert!(
+        a7["spike_rps"].as_f64().unwrap() >= (1.5 * capacity).round(),
+        "{a7}"
+    );
+    assert!(a7["max_instances"].as_u64().unwrap() >= 2, "{a7}");
+    assert!(a7["ceiling_rps"].as_f64().unwrap() > 0.0, "{a7}");
     let step = a7["step_at_s"].as_f64().unwrap();
     let crossed = a7["p99_crossed_slo_at_s"].as_f64();
     assert!(
         crossed.is_some_and(|t| t >= step),
         "p99 never crossed the SLO: {a7}"
     );
-    // Recovery under the SLO is not asserted: on a 2-core host running the debug build
-    // alongside the rest of the suite, the spike's 3x load plus balancer and generator
-    // exceeds the host's CPU and p99 has not come back within the quick run (issue 11,
-    // act 7: NOT MET, see BENCHMARKS.md). What is reported must still be consistent.
+    // Recovery under the SLO is not asserted: it was not measured in the debug test
+    // environment after the spike was resized to the host (issue 11, act 7; see
+    // BENCHMARKS.md), and on a 2-core host running the debug build alongside the rest of
+    // the suite the host's spare CPU decides it. What is reported must be consistent.
     if let Some(t) = a7["p99_recovered_at_s"].as_f64() {
         assert!(t > crossed.unwrap(), "recovered before crossing: {a7}");
         assert!(a7["recovery_s"].as_f64().unwrap() > 0.0, "{a7}");

@@ -1,8 +1,18 @@
 //! Act 7, spike: open-loop load steps from half of one instance's measured capacity to
-//! [`SPIKE_FACTOR`] times it, against a fleet that starts with one instance in the unit
-//! envelope, with our default autoscaling policy targeting [`TARGET_UTILISATION`] of that
-//! capacity per instance. Both numbers come from act 1's measurement, never a constant,
-//! so the step really overloads one instance on any host.
+//! [`SPIKE_SHARE`] of what the autoscaler's largest fleet can serve on this host, against
+//! a fleet that starts with one instance in the unit envelope, with our default
+//! autoscaling policy targeting the spike's share per instance at that largest fleet.
+//! Every number comes from measurements (act 1's capacity of one instance, act 3's
+//! throughput where the host still had room), never a constant, so the step overloads
+//! one instance and the fleet the autoscaler can build serves it, on any host.
+//!
+//! Why the ceiling: a spike sized from one instance alone (3x its capacity) asked a
+//! 2-core host for more than it can serve once the balancer and the generator take their
+//! share: in issue 11's release run the autoscaler reached 6 instances of 0.25 cpu and
+//! they served 4,100-5,700 of 6,728 req/s while p99 grew to 12.6 s; act 3 had shown the
+//! host's cores running out past 4 such instances. The largest fleet is therefore the
+//! largest act 3 count the host did not limit (see [`advisor::sweep::host_limited`]),
+//! and without act 3 the envelopes that fill half the host's cores.
 //!
 //! The report shows p99 crossing the SLO after the step and coming back under it as
 //! instances arrive, the time from the step to p99 back under the SLO, the requests that
@@ -19,20 +29,134 @@ use crate::DemoError;
 use crate::cpu;
 use crate::limit;
 use crate::procs::Instance;
-use crate::report::{Act1, Act7, SpikeRow};
+use crate::report::{Act1, Act3, Act7, SpikeRow};
 use crate::scope::scoped;
 
-/// The step, as a multiple of one instance's measured capacity.
-pub const SPIKE_FACTOR: f64 = 3.0;
+/// The spike, as a share of what the largest fleet serves on this host.
+pub const SPIKE_SHARE: f64 = 0.7;
 /// Load before and after the step, as a multiple of one instance's capacity.
 pub const BASE_FACTOR: f64 = 0.5;
-/// The autoscaler's target per instance, as a share of one instance's capacity.
-pub const TARGET_UTILISATION: f64 = 0.6;
+/// The spike is at least this multiple of one instance's capacity.
+pub const MIN_SPIKE_FACTOR: f64 = 1.5;
+/// Without act 3: the share of the host's cores the envelopes of the largest fleet may
+/// fill (the balancer, the generator and the fleet's own processes need the rest).
+pub const ENVELOPE_SHARE_OF_HOST: f64 = 0.5;
 /// p99 counts as recovered once it stays under the SLO for this many slices in a row.
 pub const RECOVERED_SLICES: usize = 3;
 
-/// Runs act 7, sized from `act1` (or from a short measurement when act 1 did not run).
-pub async fn run(ctx: &Ctx, act1: Option<&Act1>) -> Result<Act7, DemoError> {
+/// How act 7 is sized, and from what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sizing {
+    /// One instance's capacity, req/s.
+    pub capacity_rps: f64,
+    /// The autoscaler's maximum: the largest fleet the host serves without running out.
+    pub max_instances: u32,
+    /// What that fleet serves, req/s: the lesser of `max_instances` x capacity and what
+    /// act 3 measured at that count.
+    pub ceiling_rps: f64,
+    /// Where `max_instances` and `ceiling_rps` came from, in words.
+    pub ceiling_source: String,
+    /// Offered rate before and after the step, req/s.
+    pub base_rps: f64,
+    /// Offered rate during the spike, req/s.
+    pub spike_rps: f64,
+    /// The autoscaler's target per instance, req/s: the spike spread over the maximum.
+    pub target_rps: f64,
+}
+
+/// Act 3's runs as (instances, req/s, host-limited), for [`size`].
+pub fn act3_counts(a: &Act3) -> Vec<(u32, f64, bool)> {
+    let limited: Vec<f64> = a
+        .sweep
+        .points
+        .iter()
+        .filter_map(advisor::sweep::host_limited)
+        .map(|h| h.n)
+        .collect();
+    a.runs
+        .iter()
+        .map(|r| {
+            (
+                r.n as u32,
+                r.throughput_rps,
+                limited.contains(&(r.n as f64)),
+            )
+        })
+        .collect()
+}
+
+/// Sizes act 7 from one instance's `capacity` and act 3's runs (pure; `act3` as
+/// [`act3_counts`] gives them, empty when act 3 did not run).
+pub fn size(
+    capacity: f64,
+    act3: &[(u32, f64, bool)],
+    host_cores: usize,
+    unit_cpu: Option<f64>,
+) -> Sizing {
+    let several = act3.iter().filter(|r| r.0 >= 2);
+    // The largest count with room on the host; when the host limited every count (a
+    // busy machine), the count that served the most.
+    let pick = several
+        .clone()
+        .filter(|r| !r.2)
+        .max_by_key(|r| r.0)
+        .or_else(|| several.max_by(|x, y| x.1.total_cmp(&y.1)));
+    let from_act3 = pick.map(|&(n, rps, limited)| {
+        let ran_out: Vec<String> = act3
+            .iter()
+            .filter(|r| r.2)
+            .map(|r| r.0.to_string())
+            .collect();
+        (
+            n,
+            rps,
+            format!(
+                "act 3: {n} instances served {rps:.0} req/s{}",
+                if limited {
+                    ", the most of any count, though the host's CPU limited every count".to_string()
+                } else if ran_out.is_empty() {
+                    " with room on the host".to_string()
+                } else {
+                    format!(
+                        " with room on the host (its cores ran out at {} instances)",
+                        ran_out.join(", ")
+                    )
+                }
+            ),
+        )
+    });
+    let (max_instances, measured, ceiling_source) = from_act3.unwrap_or_else(|| {
+        let unit = unit_cpu.unwrap_or(host_cores as f64).max(1e-3);
+        let m = ((host_cores as f64 * ENVELOPE_SHARE_OF_HOST / unit).floor() as u32).max(2);
+        (
+            m,
+            f64::INFINITY,
+            format!(
+                "{m} envelopes fill {:.0}% of the host's {host_cores} cores (act 3 did not run, or every count of 2 or more was host-limited)",
+                ENVELOPE_SHARE_OF_HOST * 100.0
+            ),
+        )
+    });
+    let ceiling_rps = (capacity * f64::from(max_instances)).min(measured);
+    // At least half again one instance's capacity, so the step overloads the first
+    // instance whatever the host left for the fleet.
+    let spike_rps = (SPIKE_SHARE * ceiling_rps)
+        .max(MIN_SPIKE_FACTOR * capacity)
+        .round();
+    Sizing {
+        capacity_rps: capacity,
+        max_instances,
+        ceiling_rps,
+        ceiling_source,
+        base_rps: (BASE_FACTOR * capacity).round(),
+        spike_rps,
+        target_rps: (spike_rps / f64::from(max_instances)).ceil().max(1.0),
+    }
+}
+
+/// Runs act 7, sized from `act1` (or from a short measurement when act 1 did not run) and
+/// `act3` (see [`size`]).
+pub async fn run(ctx: &Ctx, act1: Option<&Act1>, act3: Option<&Act3>) -> Result<Act7, DemoError> {
     let unit = ctx.unit();
     let (capacity, capacity_source) = match act1 {
         Some(a) => (
@@ -52,19 +176,28 @@ pub async fn run(ctx: &Ctx, act1: Option<&Act1>) -> Result<Act7, DemoError> {
             "act 7: one instance's capacity measured {capacity:.1} req/s: nothing to size a spike from"
         )));
     }
-    let target_rps = (TARGET_UTILISATION * capacity).round().max(1.0);
-    let (base, spike) = (
-        (BASE_FACTOR * capacity).round(),
-        (SPIKE_FACTOR * capacity).round(),
+    let counts = act3.map(act3_counts).unwrap_or_default();
+    let sizing = size(capacity, &counts, ctx.cfg.host_cores(), unit.map(|u| u.cpu));
+    let (base, spike, target_rps, max_instances) = (
+        sizing.base_rps,
+        sizing.spike_rps,
+        sizing.target_rps,
+        sizing.max_instances,
     );
-    let needed = (spike / target_rps).ceil() as u32;
+    let needed = ((spike / target_rps).ceil() as u32).min(max_instances);
     ctx.say(&format!(
-        "act 7: spike {base:.0} -> {spike:.0} req/s ({SPIKE_FACTOR}x one instance's {capacity:.0} req/s); autoscaler target {target_rps:.0} req/s per instance, {needed} needed"
+        "act 7: spike {base:.0} -> {spike:.0} req/s ({:.1}x one instance's {capacity:.0} req/s; {:.0}% of the {:.0} req/s {max_instances} instances serve here: {}); autoscaler target {target_rps:.0} req/s per instance, {needed} needed",
+        spike / capacity,
+        SPIKE_SHARE * 100.0,
+        sizing.ceiling_rps,
+        sizing.ceiling_source
     ));
+    // The step comes after the policy's warm-up (`default.warmup_s`), so the autoscaler
+    // meets it with its queue signals on.
     let (before, hold, after) = if ctx.cfg.quick {
-        (3, 12, 3)
+        (6, 14, 3)
     } else {
-        (8, 30, 8)
+        (10, 30, 8)
     };
     scoped(async |s| {
         let h = start_balancer(ctx, s, StrategyKind::LeastConnections, |c| {
@@ -93,16 +226,18 @@ pub async fn run(ctx: &Ctx, act1: Option<&Act1>) -> Result<Act7, DemoError> {
         fh.wait_for(Duration::from_secs(30), |st| st.ready() == 1)
             .await
             .map_err(|st| DemoError::Step(format!("fleet: first instance not ready: {st:?}")))?;
-        let max_instances = needed + 1;
         let acfg: autoscale::Config = toml::from_str(&format!(
             "policy = \"default\"\nmin_instances = 1\nmax_instances = {max_instances}\ntarget_rps = {target_rps:.1}\ntick_ms = 250\n"
         ))
         .map_err(|e| DemoError::Step(format!("autoscale config: {e}")))?;
-        // The policy keeps its own default in-flight target beside act 1's req/s target:
+        // The policy keeps its own default in-flight target beside the req/s target:
         // completed req/s is capped by a saturated instance, a queue is not. (Act 1's
         // closed-loop concurrency as the in-flight target was tried: it scaled out before
-        // the step, since open-loop in-flight under CFS throttling is higher.)
+        // the step, since open-loop in-flight under CFS throttling is higher.) Its
+        // warm-up guard keeps the cold start's queue from counting (issue 11's release
+        // run went to the maximum 0.5 s into the load without it).
         let target_in_flight = acfg.target_in_flight;
+        let warmup_s = acfg.tuned.warmup_s;
         let (scaler, status) = fleet::Autoscaler::new(acfg, fh.clone(), h.clone())
             .map_err(|e| DemoError::Step(format!("autoscaler: {e}")))?;
         let sstop = CancellationToken::new();
@@ -187,6 +322,9 @@ pub async fn run(ctx: &Ctx, act1: Option<&Act1>) -> Result<Act7, DemoError> {
             envelope: unit,
             capacity_rps: capacity,
             capacity_source,
+            ceiling_rps: sizing.ceiling_rps,
+            ceiling_source: sizing.ceiling_source.clone(),
+            warmup_s,
             target_rps,
             target_in_flight,
             slo_p99_ms: SLO_P99_MS,
@@ -206,7 +344,8 @@ pub async fn run(ctx: &Ctx, act1: Option<&Act1>) -> Result<Act7, DemoError> {
             timeline,
             decisions,
             limit_text: format!(
-                "by design one instance's envelope right after the step ({SPIKE_FACTOR}x its capacity), then the autoscaler's pace; over the whole run: {}",
+                "by design one instance's envelope right after the step ({:.1}x its capacity), then the autoscaler's pace; over the whole run: {}",
+                spike / capacity,
                 lim.text(&cpu_use)
             ),
             cpu: cpu_use,
@@ -312,6 +451,53 @@ mod tests {
             p99_ms: p99,
             errors: 0,
         }
+    }
+
+    #[test]
+    fn the_spike_fits_the_largest_fleet_the_host_had_room_for() {
+        // Issue 11's release run: act 1 measured 2,243 req/s; act 3 rose to 4
+        // instances and the host ran out of cores at 6 and 8.
+        let act3 = [
+            (1, 1578.0, false),
+            (2, 3802.0, false),
+            (3, 6984.0, false),
+            (4, 10397.0, false),
+            (6, 9535.0, true),
+            (8, 9688.0, true),
+        ];
+        let s = size(2243.0, &act3, 2, Some(0.25));
+        assert_eq!(s.max_instances, 4);
+        // Four instances of act 1's capacity (8,972) is less than act 3 measured.
+        assert_eq!(s.ceiling_rps, 4.0 * 2243.0);
+        assert_eq!(s.spike_rps, (0.7 * 4.0 * 2243.0_f64).round());
+        assert!(s.spike_rps > 2.0 * 2243.0, "overloads one instance: {s:?}");
+        assert!(
+            s.target_rps * 4.0 >= s.spike_rps && s.target_rps < 2243.0,
+            "{s:?}"
+        );
+        assert_eq!(s.base_rps, (0.5 * 2243.0_f64).round());
+        assert!(s.ceiling_source.contains("ran out at 6, 8"), "{s:?}");
+        // Act 3 measuring less than four capacities caps the ceiling at its figure.
+        let slow = [(1, 1000.0, false), (2, 1500.0, false), (4, 2600.0, false)];
+        let s = size(1000.0, &slow, 2, Some(0.25));
+        assert_eq!((s.max_instances, s.ceiling_rps), (4, 2600.0));
+    }
+
+    #[test]
+    fn a_busy_or_missing_act_3_still_sizes_a_spike_that_overloads_one_instance() {
+        // Every count host-limited: the one that served the most.
+        let busy = [(1, 900.0, true), (2, 1300.0, true), (4, 1200.0, true)];
+        let s = size(1000.0, &busy, 2, Some(0.25));
+        assert_eq!(s.max_instances, 2);
+        assert_eq!(s.spike_rps, 1500.0, "at least 1.5x one instance: {s:?}");
+        assert!(s.ceiling_source.contains("limited every count"), "{s:?}");
+        // No act 3: envelopes filling half the host's cores.
+        let s = size(1000.0, &[], 2, Some(0.25));
+        assert_eq!((s.max_instances, s.ceiling_rps), (4, 4000.0));
+        let s = size(1000.0, &[], 64, Some(8.0));
+        assert_eq!(s.max_instances, 4);
+        // No envelopes: two instances, the least that can scale.
+        assert_eq!(size(1000.0, &[], 2, None).max_instances, 2);
     }
 
     #[test]
