@@ -19,7 +19,10 @@
 //!   queue, and the ratio overstates the instances needed (the HPA's ratio then jumps to
 //!   max_instances). With RPS known, the need from in-flight is capped at Little's law's
 //!   view: arrival rate x the latency seen when not saturated / target, plus what drains
-//!   the queue within one stable window.
+//!   the queue within one stable window; but never below one step past the tolerance
+//!   band above the ready count, since a saturated fleet is short of capacity (issue 15:
+//!   the low-load latency of a CPU-capped instance and a client's connection cap made
+//!   Little's law ask for 0.7 instances while 511 requests stood in the queue).
 //! - **Scale-down stabilisation and cooldown.** Down goes through HPA stabilisation (max
 //!   over `scale_down.stabilization_window_s`, 300 s) and rate policies, and not within
 //!   `scale_down_cooldown_s` of the last scale-up, so it does not flap.
