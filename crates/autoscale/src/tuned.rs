@@ -19,7 +19,10 @@
 //!   queue, and the ratio overstates the instances needed (the HPA's ratio then jumps to
 //!   max_instances). With RPS known, the need from in-flight is capped at Little's law's
 //!   view: arrival rate x the latency seen when not saturated / target, plus what drains
-//!   the queue within one stable window.
+//!   the queue within one stable window; but never below one step past the tolerance
+//!   band above the ready count, since a saturated fleet is short of capacity (issue 15:
+//!   the low-load latency of a CPU-capped instance and a client's connection cap made
+//!   Little's law ask for 0.7 instances while 511 requests stood in the queue).
 //! - **Scale-down stabilisation and cooldown.** Down goes through HPA stabilisation (max
 //!   over `scale_down.stabilization_window_s`, 300 s) and rate policies, and not within
 //!   `scale_down_cooldown_s` of the last scale-up, so it does not flap.
@@ -208,7 +211,19 @@ impl TunedCore {
         // Draining the queue within half a stable window needs queue / drain_s more req/s,
         // that is queue x nominal / drain_s more concurrency.
         let drain_s = self.cfg.backlog_drain_s as f64;
-        raw.min((steady + queue * nominal / drain_s) / target)
+        let little = (steady + queue * nominal / drain_s) / target;
+        // A saturated fleet is short of capacity whatever Little's law says here (issue
+        // 15: `scaleout up` on the example config held 2 instances at `in-flight 511 ...
+        // in_flight need 0.7`). The latency learned below saturation is an instance's
+        // latency at low concurrency: in a 0.25-core envelope a request takes 2 ms alone
+        // but 10 in flight take turns, so `steady / target` counts busy cores, not
+        // instances at the target. And a closed-loop client (512 connections) caps the
+        // arrivals the balancer sees at what the fleet serves, so the standing queue never
+        // drains. While saturated the need is therefore at least one step past the
+        // tolerance band above the ready count: every decision adds capacity until the
+        // queue is gone (the rate policies still cap each step).
+        let floor = ready * (1.0 + self.cfg.tolerance) + 1.0;
+        raw.min(little.max(floor))
     }
 
     /// Instances the arrival rate needs at the target: RPS / target RPS, or (Little's law)
@@ -479,6 +494,35 @@ mod tests {
         }
         assert!(d.desired >= 10, "{}", d.reason);
         assert!(d.panic, "{}", d.reason);
+    }
+
+    #[test]
+    fn a_saturated_fleet_scales_out_when_littles_law_says_it_needs_less() {
+        // Issue 15, the figures of the report: 2 instances in 0.25-core envelopes, 2 ms
+        // per request at low load; then 3,000 req/s arrive and 511 are in flight (the
+        // client's connection cap). Little's law at the low-load latency: (3000 x 0.002 +
+        // 505 x 0.002 / 5) / 10 = 0.6 instances, "need 0.7" with the 1.2 headroom: the
+        // fleet stayed at 2. A saturated fleet must grow.
+        let mut c = cfg();
+        c.target_in_flight = Some(10.0);
+        c.max_instances = 4;
+        let mut p = Tuned::new(&c);
+        for t in 0..30 {
+            assert_eq!(p.decide(s(t), &input(2, 1.0, 1000.0)).desired, 2);
+        }
+        let mut n = 2;
+        let mut d = p.decide(s(30), &input(n, 255.5, 3000.0));
+        for t in 31..40 {
+            // The queue stands: the new instances are ready at once and saturated too.
+            n = d.desired;
+            d = p.decide(s(t), &input(n, 511.0 / f64::from(n), 3000.0));
+        }
+        assert_eq!(d.desired, 4, "{}", d.reason);
+        // Still capped by the raw ratio: never more than in-flight / target asks for.
+        let mut p = Tuned::new(&c);
+        p.decide(s(0), &input(2, 1.0, 1000.0));
+        let d = p.decide(s(1), &input(2, 21.0, 1000.0));
+        assert!(d.desired <= 5, "{}", d.reason);
     }
 
     #[test]
