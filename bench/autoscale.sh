@@ -68,7 +68,7 @@ stabilization_window_s = $SCALE_DOWN_WINDOW_S
 CONF
 
 # Timestamp every status line (seconds since the epoch, with fractions).
-"$BIN" up -c "$TMP/scaleout.toml" --status-every-s 1 > "$TMP/up.out" \
+"$BIN" up -c "$TMP/scaleout.toml" --status-every 1s > "$TMP/up.out" \
   2> >(while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done > "$TMP/up.log") &
 UP_PID=$!
 cleanup() {

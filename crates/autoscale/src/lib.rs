@@ -40,6 +40,7 @@ pub mod hpa;
 pub mod kpa;
 pub mod metrics;
 pub mod predictive;
+pub mod render;
 pub mod rng;
 pub mod schedule;
 pub mod sim;

@@ -44,6 +44,24 @@ pub fn expand(word: &str, v: &TemplateVars) -> String {
         .replace("{data_dir}", &v.data_dir.to_string_lossy())
 }
 
+/// A command template for people (the `up` banner): `{exe}` and `{data_dir}` filled in,
+/// the per-instance placeholders shown as `<addr>`, `<id>`, ... (they differ for every
+/// instance), so no `{...}` reaches the console.
+pub fn describe_template(words: &[String], exe: &Path, data_dir: &Path) -> String {
+    words
+        .iter()
+        .map(|w| {
+            w.replace("{exe}", &exe.to_string_lossy())
+                .replace("{data_dir}", &data_dir.to_string_lossy())
+                .replace("{addr}", "<addr>")
+                .replace("{host}", "<host>")
+                .replace("{port}", "<port>")
+                .replace("{id}", "<id>")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A free TCP port on `host`, found by binding port 0 and releasing it. A child that
 /// loses the race for it exits, which the supervisor treats as a crash and retries.
 pub fn free_addr(host: IpAddr) -> Result<SocketAddr, FleetError> {
@@ -374,6 +392,24 @@ mod tests {
             data_dir: "/tmp/d".into(),
         };
         assert_eq!(expand("{exe}", &v), "/bin/x");
+        let banner = describe_template(
+            &[
+                "{exe}".into(),
+                "shop".into(),
+                "--listen".into(),
+                "{addr}".into(),
+                "--db".into(),
+                "sqlite:{data_dir}/shop.db".into(),
+                "--instance-id".into(),
+                "{id}".into(),
+            ],
+            Path::new("/bin/x"),
+            Path::new("/d"),
+        );
+        assert_eq!(
+            banner,
+            "/bin/x shop --listen <addr> --db sqlite:/d/shop.db --instance-id <id>"
+        );
         assert_eq!(expand("--listen={addr}", &v), "--listen=127.0.0.1:4100");
         assert_eq!(expand("{host}:{port}/{id}", &v), "127.0.0.1:4100/i-3");
         assert_eq!(

@@ -616,7 +616,13 @@ impl<R: Registry> Fleet<R> {
                     inst.ready_since = Some(now);
                     self.counters.startup_s =
                         Some(now.duration_since(inst.started_at).as_secs_f64());
-                    tracing::info!(id, addr = ?inst.addr, pid = ?inst.pid, "instance ready");
+                    // Ready implies started: pid and addr are known (0 / "-" only if not).
+                    tracing::info!(
+                        id,
+                        addr = %inst.addr.map_or("-".to_string(), |a| a.to_string()),
+                        pid = inst.pid.unwrap_or(0),
+                        "instance ready"
+                    );
                 }
             }
             Event::Stopped { killed, .. } => {

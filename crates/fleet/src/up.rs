@@ -155,7 +155,11 @@ pub async fn run(
             .map(|a| format!(", admin on http://{a}"))
             .unwrap_or_default(),
         fleet_cfg.instances,
-        fleet_cfg.command_template().join(" "),
+        crate::process::describe_template(
+            &fleet_cfg.command_template(),
+            &opts.exe,
+            &fleet_cfg.data_dir
+        ),
         cfg.autoscale.policy.as_str(),
         cfg.autoscale.min_instances,
         cfg.autoscale.max_instances,

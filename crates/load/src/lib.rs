@@ -23,6 +23,7 @@ mod report;
 mod scenario;
 mod search;
 mod stats;
+pub mod sweep;
 mod threshold;
 mod units;
 
@@ -43,6 +44,7 @@ pub use report::{ErrorCounts, KindReport, LagReport, Report, SliceReport};
 pub use scenario::{Scenario, load_scenario, parse_scenario};
 pub use search::{SearchConfig, SearchReport, SearchStep, find_max};
 pub use stats::{Outcome, Snapshot};
+pub use sweep::ConcurrencySweep;
 pub use threshold::{Threshold, ThresholdResult};
 pub use units::{parse_duration, parse_duration_with};
 

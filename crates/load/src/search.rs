@@ -95,6 +95,37 @@ pub struct SearchReport {
     pub best: Option<Report>,
 }
 
+impl SearchReport {
+    /// The human report: the bounds, one line per step, the result.
+    pub fn render_text(&self) -> String {
+        let mut out = format!("search bounds: {}\n", self.bounds);
+        for s in &self.steps {
+            out.push_str(&format!(
+                "  target {:>10.1}/s  achieved {:>10.1}/s  p99 {:>9.3} ms  errors {:>7.3}%  late {:>7}  {}\n",
+                s.target_rps,
+                s.achieved_rps,
+                s.p99_ms,
+                s.error_rate * 100.0,
+                s.late_sends,
+                if s.passed {
+                    "ok".to_string()
+                } else {
+                    format!("FAILED: {}", s.reason)
+                }
+            ));
+        }
+        out.push_str(&format!(
+            "max sustainable rate: {:.1}/s (first failing: {}); stopped: {}\n",
+            self.max_sustainable_rps,
+            self.first_failing_rps
+                .map(|f| format!("{f:.1}/s"))
+                .unwrap_or_else(|| "none".into()),
+            self.stopped_because
+        ));
+        out
+    }
+}
+
 /// Whether a step's report is within the bounds; the reason when not.
 pub fn judge(r: &Report, cfg: &SearchConfig) -> (bool, String) {
     let max_p99_ms = cfg.max_p99.as_secs_f64() * 1e3;

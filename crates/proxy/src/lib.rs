@@ -189,7 +189,14 @@ impl Proxy {
             }
             done.push(rx);
         }
-        tracing::info!(listen = %self.listen_addr, admin = ?self.admin_addr, workers = done.len(), "balancer running");
+        match self.admin_addr {
+            Some(admin) => {
+                tracing::info!(listen = %self.listen_addr, %admin, workers = done.len(), "balancer running")
+            }
+            None => {
+                tracing::info!(listen = %self.listen_addr, admin = "off", workers = done.len(), "balancer running")
+            }
+        }
         let mut first_err = None;
         for rx in done {
             match rx.await {

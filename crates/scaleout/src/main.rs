@@ -16,6 +16,16 @@ mod cmd;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: text (coloured only on a terminal and without NO_COLOR) or
+    /// json (one object per line, for machines). `up` passes it on to its instances.
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        default_value = "text",
+        env = "SCALEOUT_LOG_FORMAT"
+    )]
+    log_format: cmd::log::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,13 +49,13 @@ enum Command {
     Autoscale(cmd::autoscale::Args),
     /// Kubernetes manifests equal to the local config.
     K8s(cmd::k8s::Args),
-    /// A fixed-response HTTP backend for tests, benches and the balancer demo.
-    #[command(hide = true)]
+    /// A fixed-response HTTP backend (tests, benches, trying the balancer).
     Backend(cmd::backend::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cmd::log::set_format(cli.log_format);
     let result = match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Up(a) => cmd::up::run(a),

@@ -1,5 +1,6 @@
-//! The shop's configuration: one struct, parsed from flags or a `[shop]` TOML section,
-//! validated once at start.
+//! The shop's configuration: one struct, parsed from flags or the `[service]` section of
+//! the deployment file (the section `scaleout up` and `scaleout k8s` read; the old
+//! `[shop]` section still works, with a deprecation note), validated once at start.
 //!
 //! Every field has a working default, so `scaleout shop` with no flags serves a seeded
 //! SQLite shop. Validation names the offending field. Nothing here opens a connection or
@@ -85,7 +86,24 @@ impl Default for CacheTtls {
     }
 }
 
-/// Configuration of one shop instance (`scaleout shop` flags or the `[shop]` TOML section).
+/// Keys of the deployment file's `[service]` section that describe the deployment as a
+/// whole (`scaleout up`'s and `scaleout k8s`'s `fleet::deployment::ServiceConfig`), not
+/// one instance: a shop reading `[service]` skips them.
+pub const DEPLOYMENT_ONLY_SERVICE_KEYS: &[&str] = &[
+    "name",
+    "args",
+    "liveness_path",
+    "image",
+    "container_port",
+    "service_port",
+    "cpu_request_millis",
+    "memory_request_mib",
+];
+
+/// `[fleet] data_dir` when the file sets none (the fleet's default).
+const DEFAULT_DATA_DIR: &str = "scaleout-data";
+
+/// Configuration of one shop instance (`scaleout shop` flags or the `[service]` section).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShopConfig {
@@ -224,21 +242,63 @@ pub enum DbKind {
 }
 
 impl ShopConfig {
-    /// Parses the `[shop]` section of a TOML document (other sections are ignored here:
-    /// they belong to other crates). Unknown keys inside `[shop]` are rejected.
+    /// Parses the service section of a TOML document (see [`ShopConfig::from_toml_noting`]),
+    /// dropping the deprecation notes.
     pub fn from_toml(text: &str) -> Result<Self, ShopError> {
-        #[derive(Deserialize)]
-        struct File {
-            #[serde(default)]
-            shop: Option<toml::Value>,
-        }
-        let file: File =
+        Self::from_toml_noting(text).map(|(c, _)| c)
+    }
+
+    /// Parses the `[service]` section of a deployment file, the one `scaleout up` reads
+    /// (other sections belong to other crates), or the deprecated `[shop]` section, which
+    /// yields a note saying so. In `[service]`, the keys that describe the deployment
+    /// rather than one instance ([`DEPLOYMENT_ONLY_SERVICE_KEYS`]) are skipped, an empty
+    /// `sessions` means the default, and `{data_dir}` in `db` is `[fleet] data_dir`
+    /// (default `scaleout-data`), as `up` fills it in. Unknown keys are refused by name.
+    pub fn from_toml_noting(text: &str) -> Result<(Self, Vec<String>), ShopError> {
+        let mut doc: toml::Table =
             toml::from_str(text).map_err(|e| ShopError::Config(format!("config file: {e}")))?;
-        match file.shop {
-            None => Ok(Self::default()),
-            Some(v) => v
-                .try_into()
-                .map_err(|e| ShopError::Config(format!("[shop]: {e}"))),
+        let parse = |section: &str, v: toml::Value| -> Result<Self, ShopError> {
+            v.try_into()
+                .map_err(|e| ShopError::Config(format!("[{section}]: {e}")))
+        };
+        match (doc.remove("service"), doc.remove("shop")) {
+            (Some(_), Some(_)) => Err(ShopError::Config(
+                "config file: both [service] and [shop]; move the [shop] keys into [service] \
+                 (the section `scaleout up` reads; [shop] is deprecated)"
+                    .into(),
+            )),
+            (None, Some(shop)) => Ok((
+                parse("shop", shop)?,
+                vec![
+                    "the [shop] config section is deprecated and will be removed in the next \
+                     release; rename it [service] (the section `scaleout up` and `scaleout k8s` \
+                     read)"
+                        .into(),
+                ],
+            )),
+            (Some(toml::Value::Table(mut service)), None) => {
+                for key in DEPLOYMENT_ONLY_SERVICE_KEYS {
+                    service.remove(*key);
+                }
+                if service.get("sessions").and_then(|v| v.as_str()) == Some("") {
+                    service.remove("sessions");
+                }
+                if let Some(toml::Value::String(db)) = service.get_mut("db")
+                    && db.contains("{data_dir}")
+                {
+                    let data_dir = doc
+                        .get("fleet")
+                        .and_then(|f| f.get("data_dir"))
+                        .and_then(|d| d.as_str())
+                        .unwrap_or(DEFAULT_DATA_DIR);
+                    *db = db.replace("{data_dir}", data_dir);
+                }
+                Ok((parse("service", toml::Value::Table(service))?, Vec::new()))
+            }
+            (Some(_), None) => Err(ShopError::Config(
+                "config file: `service` must be a table ([service])".into(),
+            )),
+            (None, None) => Ok((Self::default(), Vec::new())),
         }
     }
 
@@ -402,6 +462,35 @@ fn db_kind(url: &str) -> Option<DbKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_section_is_read_and_shop_is_deprecated() {
+        // The deployment file `scaleout up` reads: deployment-only keys skipped, the
+        // `{data_dir}` placeholder filled the way `up` fills it.
+        let (c, notes) = ShopConfig::from_toml_noting(
+            "[fleet]\ndata_dir = \"/srv/x\"\n[service]\nname = \"shop\"\nimage = \"i:1\"\n\
+             db = \"sqlite:{data_dir}/shop.db\"\nsessions = \"\"\nworkers = 2\n\
+             container_port = 8080\nservice_port = 80\npool_size = 3\n",
+        )
+        .unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(c.db, "sqlite:/srv/x/shop.db");
+        assert_eq!(c.sessions, SessionKind::Jwt);
+        assert_eq!((c.workers, c.pool_size), (2, 3));
+        let (c, _) =
+            ShopConfig::from_toml_noting("[service]\ndb = \"sqlite:{data_dir}/a.db\"\n").unwrap();
+        assert_eq!(c.db, "sqlite:scaleout-data/a.db");
+        // A typo in [service] is still named.
+        let e = ShopConfig::from_toml("[service]\npool_sise = 3\n").unwrap_err();
+        assert!(e.to_string().contains("pool_sise"), "{e}");
+        // The old section works, with a note.
+        let (c, notes) = ShopConfig::from_toml_noting("[shop]\npool_size = 4\n").unwrap();
+        assert_eq!(c.pool_size, 4);
+        assert!(notes[0].contains("deprecated"), "{notes:?}");
+        // Both at once is ambiguous.
+        let e = ShopConfig::from_toml("[service]\n[shop]\n").unwrap_err();
+        assert!(e.to_string().contains("both [service] and [shop]"), "{e}");
+    }
 
     #[test]
     fn toml_unknown_field_is_named() {

@@ -203,7 +203,12 @@ impl Db {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(timeout.max(Duration::from_secs(10)))
                     .foreign_keys(true);
-                AnyPool::Sqlite(sqlite_pool(opts, cfg.pool_size, timeout).await?)
+                AnyPool::Sqlite(sqlite_pool(opts, cfg.pool_size, timeout).await.map_err(
+                    |e| match e {
+                        ShopError::Db(e) => ShopError::connect("SQLite database", &cfg.db, &e),
+                        other => other,
+                    },
+                )?)
             }
             DbKind::Postgres => AnyPool::Pg(pg_pool(&cfg.db, "primary", cfg, timeout).await?),
         };
@@ -501,9 +506,22 @@ async fn pg_pool(
             ))
         })?
         .options([("statement_timeout", format!("{}", cfg.store_timeout_ms))]);
-    let mut probe = tokio::time::timeout(timeout, opts.connect())
-        .await
-        .map_err(|_| ShopError::Timeout("postgres connect"))??;
+    let what = if server == "primary" {
+        "PostgreSQL primary".to_string()
+    } else {
+        format!("PostgreSQL {server}")
+    };
+    let mut probe = match tokio::time::timeout(timeout, opts.connect()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(ShopError::connect(what, url, &e)),
+        Err(_) => {
+            return Err(ShopError::Connect {
+                what,
+                url: crate::error::redact_url(url),
+                reason: format!("no answer within {} ms", timeout.as_millis()),
+            });
+        }
+    };
     let max: String = sqlx::query_scalar("SHOW max_connections")
         .fetch_one(&mut probe)
         .await?;
@@ -521,9 +539,10 @@ async fn pg_pool(
             server: server.to_string(),
         });
     }
-    Ok(PgPoolOptions::new()
+    PgPoolOptions::new()
         .max_connections(cfg.pool_size)
         .acquire_timeout(timeout)
         .connect_with(opts)
-        .await?)
+        .await
+        .map_err(|e| ShopError::connect(what, url, &e))
 }

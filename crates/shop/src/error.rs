@@ -33,6 +33,18 @@ pub enum ShopError {
         /// Which server (primary or replica N).
         server: String,
     },
+    /// A store could not be reached at start. Says once which store, where (the URL
+    /// without its password) and why; carries no source, so an `anyhow` chain does not
+    /// repeat the reason (issue 15: the refused port used to appear three times).
+    #[error("cannot connect to {what} at {url}: {reason}")]
+    Connect {
+        /// Which store: `PostgreSQL primary`, `PostgreSQL replica 0`, `Redis`, ...
+        what: String,
+        /// The URL with any password replaced by `***` ([`redact_url`]).
+        url: String,
+        /// The innermost cause, once (`Connection refused (os error 111)`).
+        reason: String,
+    },
     /// A database call failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -48,6 +60,50 @@ pub enum ShopError {
     /// Anything else internal (serialisation of our own values, hashing).
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl ShopError {
+    /// A [`ShopError::Connect`] for `what` at `url`, with the innermost cause of `err` as
+    /// the reason (sqlx and redis repeat their source in their own message).
+    pub fn connect(what: impl Into<String>, url: &str, err: &dyn std::error::Error) -> Self {
+        let mut reason = err.to_string();
+        let mut source = err.source();
+        while let Some(s) = source {
+            reason = s.to_string();
+            source = s.source();
+        }
+        ShopError::Connect {
+            what: what.into(),
+            url: redact_url(url),
+            reason,
+        }
+    }
+}
+
+/// `url` with the password of its userinfo replaced by `***` (`postgres://u:***@h/db`);
+/// each comma-separated URL of a list (Redis Cluster seeds) likewise. Safe for logs.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let Some((scheme, rest)) = one.split_once("://") else {
+                return one.to_string();
+            };
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(authority_end);
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                    if userinfo.contains(':') {
+                        format!("{scheme}://{user}:***@{host}{tail}")
+                    } else {
+                        format!("{scheme}://{user}@{host}{tail}")
+                    }
+                }
+                None => one.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What can go wrong while serving one request.
@@ -181,6 +237,38 @@ mod tests {
         assert!(
             s.contains("(10)") && s.contains("(20)") && s.contains("(100)"),
             "{s}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_a_message() {
+        assert_eq!(
+            redact_url("postgres://shop:s3cret@db:5432/shop?sslmode=disable"),
+            "postgres://shop:***@db:5432/shop?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/x"),
+            "postgres://postgres@127.0.0.1/x"
+        );
+        assert_eq!(
+            redact_url("redis://a:1@h1:7000,redis://h2:7001"),
+            "redis://a:***@h1:7000,redis://h2:7001"
+        );
+        assert_eq!(redact_url("sqlite:/tmp/x.db"), "sqlite:/tmp/x.db");
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let e = ShopError::connect("Redis", "redis://:pw@127.0.0.1:1", &io).to_string();
+        assert_eq!(
+            e,
+            "cannot connect to Redis at redis://:***@127.0.0.1:1: Connection refused"
         );
     }
 }

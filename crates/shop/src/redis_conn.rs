@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue};
 
-use crate::error::ShopError;
+use crate::error::{ShopError, redact_url};
 
 #[derive(Clone)]
 enum Inner {
@@ -37,6 +37,15 @@ impl std::fmt::Debug for RedisConn {
     }
 }
 
+/// The error of a store that did not answer within `timeout`.
+fn no_answer(what: &str, url: &str, timeout: Duration) -> ShopError {
+    ShopError::Connect {
+        what: what.into(),
+        url: redact_url(url),
+        reason: format!("no answer within {} ms", timeout.as_millis()),
+    }
+}
+
 impl RedisConn {
     /// Connects to `url` (a comma-separated list means a cluster), bounded by `timeout`.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, ShopError> {
@@ -51,15 +60,27 @@ impl RedisConn {
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     .build()?;
-            let conn = tokio::time::timeout(timeout, client.get_async_connection())
-                .await
-                .map_err(|_| ShopError::Timeout("redis cluster connect"))??;
+            let conn = match tokio::time::timeout(timeout, client.get_async_connection()).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(ShopError::connect("Redis Cluster", url, &e)),
+                Err(_) => return Err(no_answer("Redis Cluster", url, timeout)),
+            };
             Inner::Cluster(conn)
         } else {
-            let client = redis::Client::open(seeds.first().copied().unwrap_or(url))?;
-            let conn = tokio::time::timeout(timeout, ConnectionManager::new(client))
-                .await
-                .map_err(|_| ShopError::Timeout("redis connect"))??;
+            let client = redis::Client::open(seeds.first().copied().unwrap_or(url))
+                .map_err(|e| ShopError::Config(format!("redis: {}: {e}", redact_url(url))))?;
+            // One plain connection first: the connection manager retries a refused
+            // port with back-off until the timeout, which would hide the reason.
+            match tokio::time::timeout(timeout, client.get_multiplexed_async_connection()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(ShopError::connect("Redis", url, &e)),
+                Err(_) => return Err(no_answer("Redis", url, timeout)),
+            }
+            let conn = match tokio::time::timeout(timeout, ConnectionManager::new(client)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(ShopError::connect("Redis", url, &e)),
+                Err(_) => return Err(no_answer("Redis", url, timeout)),
+            };
             Inner::Single(conn)
         };
         let me = Self { inner, timeout };

@@ -89,9 +89,18 @@ pub async fn run(ctx: &Ctx) -> Result<Act6, DemoError> {
         let (killed_at, ejected_after, readmitted_after) = timing;
         let rep = &m.report;
         let metrics = h.metrics();
+        let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
         ctx.say(&format!(
-            "  {} of {} requests failed; ejected after {:?}, re-admitted {:?} after restart",
-            rep.errors.total, rep.sent, ejected_after, readmitted_after
+            "  {} of {} requests failed; {}, {}",
+            rep.errors.total,
+            rep.sent,
+            ejected_after.map_or("never ejected".to_string(), |d| format!(
+                "ejected after {}",
+                ms(d)
+            )),
+            readmitted_after.map_or("not re-admitted within the run".to_string(), |d| {
+                format!("re-admitted {} after restart", ms(d))
+            }),
         ));
         Ok(Act6 {
             requests: rep.sent,

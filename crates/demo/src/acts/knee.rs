@@ -7,7 +7,9 @@ use std::time::Duration;
 use advisor::bottleneck::TierReadings;
 use advisor::sweep::{self, Sweep, SweepKind, SweepPoint};
 
-use super::{Ctx, closed, measure, metrics, product_reads};
+use tokio_util::sync::CancellationToken;
+
+use super::{Ctx, measure, metrics, product_reads};
 use crate::report::{Act1, Act1Point};
 use crate::scope::scoped;
 use crate::{DemoError, http};
@@ -31,68 +33,69 @@ pub async fn run(ctx: &Ctx) -> Result<Act1, DemoError> {
         let inst = ctx
             .start(s, &ctx.shop("one", "act1.db", envelope, &[]), None)
             .await?;
-        // Warm the cache and the connection pool first: the sweep measures steady state.
-        closed(
-            ctx,
-            inst.addr,
-            4,
-            Duration::from_millis(if ctx.cfg.quick { 500 } else { 2000 }),
-            product_reads(),
-        )
-        .await?;
-        let mut points = Vec::new();
-        for &c in levels {
-            let m0 = metrics(inst.metrics_addr).await;
-            let m = measure(
-                ctx,
-                &[&inst],
-                false,
-                closed(ctx, inst.addr, c, ctx.secs(), product_reads()),
-            )
+        // The same sweep as `scaleout advise --target` (load::ConcurrencySweep): a
+        // warm-up of the cache and the connection pool (the sweep measures steady
+        // state), then one closed-loop run per level; each level is wrapped here with
+        // the instance's CPU and metrics readings.
+        let mut plan = load::ConcurrencySweep::new(
+            &format!("http://{}/", inst.addr),
+            levels,
+            ctx.secs(),
+        )?;
+        plan.warmup = Duration::from_millis(if ctx.cfg.quick { 500 } else { 2000 });
+        plan.requests = product_reads();
+        plan.threads = ctx.cfg.generator_threads();
+        let points = plan
+            .run_with(async |c, cfg| {
+                let m0 = metrics(inst.metrics_addr).await;
+                let m = measure(ctx, &[&inst], false, async {
+                    Ok(load::run(cfg, CancellationToken::new()).await?)
+                })
+                .await?;
+                let m1 = metrics(inst.metrics_addr).await;
+                let d = |needles: &[&str]| {
+                    http::scrape_sum(&m1, needles) - http::scrape_sum(&m0, needles)
+                };
+                let (hits, misses) = (
+                    d(&["shop_cache_hits_total"]),
+                    d(&["shop_cache_misses_total"]),
+                );
+                let in_use = http::scrape_sum(&m1, &["shop_db_pool_connections", "in_use"]);
+                let max = http::scrape_sum(&m1, &["shop_db_pool_connections", "max"]).max(1.0);
+                // Saturation of the app: its cores over its envelope, or (without one)
+                // over the cores the generator leaves it.
+                let room = match envelope {
+                    Some(e) => e.cpu,
+                    None => (m.cpu.host_cores as f64 - m.cpu.generator).max(0.25),
+                };
+                let rep = &m.report;
+                ctx.say(&format!(
+                    "  concurrency {c:>3}: {:>8.0} req/s, p99 {:>7.2} ms, instance {:.2} cores (throttled {:.0}%), generator {:.2}",
+                    rep.achieved_rps,
+                    rep.p99_ms,
+                    m.cpu.instances,
+                    100.0 * m.cpu.throttled.first().copied().unwrap_or(0.0),
+                    m.cpu.generator
+                ));
+                Ok::<_, DemoError>(Act1Point {
+                    concurrency: c,
+                    throughput_rps: rep.achieved_rps,
+                    p50_ms: rep.p50_ms,
+                    p99_ms: rep.p99_ms,
+                    errors: rep.errors.total,
+                    app_cpu_share: (m.cpu.instances / room).min(1.0),
+                    db_pool_in_use_share: in_use / max,
+                    cache_hit_rate: if hits + misses > 0.0 {
+                        Some(hits / (hits + misses))
+                    } else {
+                        None
+                    },
+                    limit_text: m.limit.text(&m.cpu),
+                    limit: m.limit,
+                    cpu: m.cpu,
+                })
+            })
             .await?;
-            let m1 = metrics(inst.metrics_addr).await;
-            let d = |needles: &[&str]| {
-                http::scrape_sum(&m1, needles) - http::scrape_sum(&m0, needles)
-            };
-            let (hits, misses) = (
-                d(&["shop_cache_hits_total"]),
-                d(&["shop_cache_misses_total"]),
-            );
-            let in_use = http::scrape_sum(&m1, &["shop_db_pool_connections", "in_use"]);
-            let max = http::scrape_sum(&m1, &["shop_db_pool_connections", "max"]).max(1.0);
-            // Saturation of the app: its cores over its envelope, or (without one) over
-            // the cores the generator leaves it.
-            let room = match envelope {
-                Some(e) => e.cpu,
-                None => (m.cpu.host_cores as f64 - m.cpu.generator).max(0.25),
-            };
-            let rep = &m.report;
-            ctx.say(&format!(
-                "  concurrency {c:>3}: {:>8.0} req/s, p99 {:>7.2} ms, instance {:.2} cores (throttled {:.0}%), generator {:.2}",
-                rep.achieved_rps,
-                rep.p99_ms,
-                m.cpu.instances,
-                100.0 * m.cpu.throttled.first().copied().unwrap_or(0.0),
-                m.cpu.generator
-            ));
-            points.push(Act1Point {
-                concurrency: c,
-                throughput_rps: rep.achieved_rps,
-                p50_ms: rep.p50_ms,
-                p99_ms: rep.p99_ms,
-                errors: rep.errors.total,
-                app_cpu_share: (m.cpu.instances / room).min(1.0),
-                db_pool_in_use_share: in_use / max,
-                cache_hit_rate: if hits + misses > 0.0 {
-                    Some(hits / (hits + misses))
-                } else {
-                    None
-                },
-                limit_text: m.limit.text(&m.cpu),
-                limit: m.limit,
-                cpu: m.cpu,
-            });
-        }
         Ok(points)
     })
     .await?;

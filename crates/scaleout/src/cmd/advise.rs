@@ -7,6 +7,9 @@ use std::process::ExitCode;
 
 use advisor::{connections, cost::PriceTable, finite, plan, sweep};
 use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
+
+use super::grammar::{Dur, deprecated};
 
 /// What the sweep varied, for `--kind`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -44,10 +47,17 @@ pub struct Args {
     target: Option<String>,
     /// Concurrency levels for `--target`.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
-    levels: Vec<u32>,
-    /// Seconds per level for `--target`.
-    #[arg(long, default_value_t = 5)]
-    seconds_per_level: u64,
+    levels: Vec<usize>,
+    /// Length of each level's run for `--target` (1s..=10m).
+    #[arg(long, default_value_t = Dur::secs(5))]
+    level_duration: Dur,
+    /// Deprecated spelling of --level-duration, in seconds.
+    #[arg(
+        long = "seconds-per-level",
+        hide = true,
+        conflicts_with = "level_duration"
+    )]
+    seconds_per_level: Option<u64>,
     /// Requests per second today. Default: what the sweep measured at today's instance
     /// count (`--instances`; interpolated between measured counts, or the USL prediction
     /// outside them, flagged); for a concurrency or workers sweep, its highest throughput.
@@ -69,8 +79,12 @@ pub struct Args {
     /// Audit this codebase and use its verdict (stateless or stateful) in the decision.
     #[arg(long)]
     audit: Option<PathBuf>,
-    /// The p99 bound (ms) for reading the knee; overrides the report's `p99_bound_ms`.
+    /// The p99 bound for reading the knee (e.g. 250ms); overrides the report's
+    /// `p99_bound_ms`.
     #[arg(long)]
+    p99_bound: Option<Dur>,
+    /// Deprecated spelling of --p99-bound, in milliseconds.
+    #[arg(long = "p99-bound-ms", hide = true, conflicts_with = "p99_bound")]
     p99_bound_ms: Option<f64>,
     /// A price table (TOML) instead of the bundled one.
     #[arg(long)]
@@ -81,7 +95,7 @@ pub struct Args {
     /// Connection math: the database's max_connections.
     #[arg(long, default_value_t = 100)]
     max_connections: u64,
-    /// Write the whole analysis as JSON here.
+    /// Write the whole analysis as JSON here (`-`: to stdout, instead of the text).
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -116,19 +130,81 @@ fn read_report(path: &PathBuf, kind: Option<Kind>) -> anyhow::Result<(sweep::Swe
     Ok((c.sweep, note))
 }
 
+/// Measures a concurrency sweep against `url` with the load generator's sweep (the same
+/// code as act 1 of the demo), printing each level as it completes.
+fn measure(
+    url: &str,
+    levels: &[usize],
+    per_level: std::time::Duration,
+) -> anyhow::Result<sweep::Sweep> {
+    let plan = load::ConcurrencySweep::new(url, levels, per_level)
+        .map_err(|e| anyhow::anyhow!("--levels/--level-duration: {e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let cancel = CancellationToken::new();
+    let levels = rt.block_on(async {
+        super::signal::cancel_on_shutdown_signal(cancel.clone());
+        plan.run(&cancel, |c, r| {
+            eprintln!(
+                "advise: concurrency {c:>4}: {:>9.0} req/s  p99 {:>8.2} ms  errors {:.2}%",
+                r.achieved_rps,
+                r.p99_ms,
+                100.0 * r.error_rate
+            )
+        })
+        .await
+    })?;
+    Ok(sweep::Sweep {
+        kind: sweep::SweepKind::Concurrency,
+        points: levels
+            .iter()
+            .map(|(c, r)| sweep::SweepPoint {
+                n: *c as f64,
+                throughput_rps: r.achieved_rps,
+                p99_ms: Some(r.p99_ms),
+                errors_pct: Some(100.0 * r.error_rate),
+                tiers: None,
+            })
+            .collect(),
+        p99_bound_ms: None,
+        stateless: None,
+    })
+}
+
 /// Runs `scaleout advise`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (mut sweep, mut out) = match (&args.report, &args.target) {
         (Some(path), None) => read_report(path, args.kind)?,
-        (None, Some(url)) => (
-            super::advise_sweep::measure(url, &args.levels, args.seconds_per_level)?,
-            String::new(),
-        ),
+        (None, Some(url)) => {
+            let per_level = match args.seconds_per_level {
+                Some(s) => {
+                    deprecated(
+                        &format!("`--seconds-per-level {s}`"),
+                        &format!("`--level-duration {s}s`"),
+                    );
+                    std::time::Duration::from_secs(s)
+                }
+                None => args.level_duration.0,
+            };
+            (measure(url, &args.levels, per_level)?, String::new())
+        }
         _ => bail!("give either --report FILE or --target URL"),
     };
-    if let Some(b) = args.p99_bound_ms {
+    let p99_bound_ms = match (args.p99_bound, args.p99_bound_ms) {
+        (_, Some(ms)) => {
+            deprecated(
+                &format!("`--p99-bound-ms {ms}`"),
+                &format!("`--p99-bound {ms}ms`"),
+            );
+            Some(ms)
+        }
+        (Some(d), None) => Some(d.0.as_secs_f64() * 1e3),
+        (None, None) => None,
+    };
+    if let Some(b) = p99_bound_ms {
         if !(b.is_finite() && b > 0.0) {
-            bail!("--p99-bound-ms must be > 0");
+            bail!("--p99-bound must be > 0");
         }
         sweep.p99_bound_ms = Some(b);
     }
@@ -183,7 +259,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(c) = &conn {
         out.push_str(&format!("connections: {}\n", c.message));
     }
-    print!("{out}");
+    if !super::report::is_stdout(args.json.as_deref()) {
+        print!("{out}");
+    }
     // Every figure written is finite: serde_json would turn a NaN into a silent null.
     finite::check(&(&sweep, &analysis, &plan))
         .map_err(|e| anyhow::anyhow!("internal error: a non-finite figure in the advice: {e}"))?;
@@ -195,8 +273,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "decision": plan.recommendation.as_ref().ok(),
             "connections": conn,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        super::report::write_json(path, &doc)?;
     }
     Ok(ExitCode::SUCCESS)
 }

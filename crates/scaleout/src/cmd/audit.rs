@@ -8,12 +8,15 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use super::grammar::deprecated;
+
 /// Output formats of `scaleout audit`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Format {
     /// Grouped by file, with the reason and the fix, then the verdict line.
     Text,
-    /// `{"verdict": ..., "counts": ..., "findings": [...]}`.
+    /// Deprecated: use `--json FILE` (`-` for stdout).
+    #[value(hide = true)]
     Json,
     /// SARIF 2.1.0 for GitHub code scanning.
     Sarif,
@@ -35,9 +38,13 @@ pub enum MinSeverity {
 pub struct Args {
     /// Directory (or single file) to audit.
     pub path: PathBuf,
-    /// Output format.
+    /// Output format on stdout.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Also write the JSON report (`{"verdict", "counts", "findings"}`) here; `-` writes
+    /// it to stdout instead of the text.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
     /// Report only findings at or above this severity (also sets the exit code).
     #[arg(long, value_enum, default_value = "low")]
     pub min_severity: MinSeverity,
@@ -64,14 +71,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let report = audit::audit_path(&args.path, &options)
         .with_context(|| format!("auditing {}", args.path.display()))?;
-    let rendered = match args.format {
-        Format::Text => audit::render_text(&report),
-        Format::Json => audit::render_json(&report),
-        Format::Sarif => audit::render_sarif(&report),
+    let with_newline = |mut s: String| {
+        if !s.ends_with('\n') {
+            s.push('\n');
+        }
+        s
     };
-    print!("{rendered}");
-    if !rendered.ends_with('\n') {
-        println!();
+    if matches!(args.format, Format::Json) {
+        deprecated(
+            "`--format json`",
+            "`--json FILE` (or `--json -` for stdout)",
+        );
+    }
+    if let Some(path) = &args.json {
+        super::report::write_text(path, &with_newline(audit::render_json(&report)))?;
+    }
+    if !super::report::is_stdout(args.json.as_deref()) {
+        let rendered = match args.format {
+            Format::Text => audit::render_text(&report),
+            Format::Json => audit::render_json(&report),
+            Format::Sarif => audit::render_sarif(&report),
+        };
+        print!("{}", with_newline(rendered));
     }
     Ok(if report.has_findings_at(min_severity) {
         ExitCode::from(1)

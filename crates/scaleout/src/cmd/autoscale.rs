@@ -14,6 +14,9 @@ use autoscale::sim::{POLICY_NAMES, named_policy};
 use autoscale::trace::generate;
 use autoscale::{CapacityModel, Config, Trace, simulate};
 
+use super::grammar::{Dur, Pct, deprecated};
+use super::report;
+
 /// Arguments of `scaleout autoscale`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,14 +39,25 @@ enum Sub {
     },
 }
 
+/// `--set` of `autoscale evaluate`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SetArg {
+    /// Seeds 1..=16 of each family (the ones policies were tuned on).
+    Dev,
+    /// Seeds 1001..=1016 of each family (never used for tuning).
+    HeldOut,
+    /// Both.
+    All,
+}
+
 #[derive(Debug, clap::Args)]
 struct EvaluateArgs {
     /// Families to run (comma-separated); default: all of them.
     #[arg(long, value_delimiter = ',')]
     families: Vec<String>,
-    /// Seed sets: dev, held-out or all.
-    #[arg(long, default_value = "all")]
-    set: String,
+    /// Seed sets.
+    #[arg(long, value_enum, default_value = "all")]
+    set: SetArg,
     /// Target in-flight requests per instance given to every policy.
     #[arg(long, default_value_t = 6.0)]
     target_in_flight: f64,
@@ -66,7 +80,7 @@ struct SimulateArgs {
     /// Policy: default, hpa, kpa, step, or a TOML policy file (the `[autoscale]` fields).
     #[arg(long, default_value = "default")]
     policy: String,
-    /// Write the report as JSON to this file ("-" for stdout).
+    /// Write the report as JSON to this file (`-`: to stdout, instead of the text).
     #[arg(long)]
     json: Option<PathBuf>,
     /// Write the per-second timeline as CSV to this file.
@@ -81,27 +95,83 @@ struct SimulateArgs {
     /// Concurrent slots per instance (service time = workers / capacity).
     #[arg(long, default_value_t = CapacityModel::default().workers)]
     workers: u32,
-    /// Seconds from launch until an instance is ready.
-    #[arg(long, default_value_t = CapacityModel::default().startup_s)]
-    startup_s: u64,
-    /// Demand noise, percent (standard deviation).
-    #[arg(long, default_value_t = CapacityModel::default().noise_pct)]
-    noise_pct: f64,
-    /// Latency SLO (p99), ms.
-    #[arg(long, default_value_t = CapacityModel::default().slo_p99_ms)]
-    slo_p99_ms: f64,
-    /// Start-up time jitter, percent (each launch takes start-up x (1 +- jitter)).
-    #[arg(long, default_value_t = 0.0)]
-    startup_jitter_pct: f64,
-    /// Chance a start-up fails and is relaunched, percent (0-50).
-    #[arg(long, default_value_t = 0.0)]
-    fail_start_pct: f64,
-    /// Seconds a new instance is cold (reduced capacity, ramping to full).
-    #[arg(long, default_value_t = 0)]
-    cold_s: u64,
-    /// Capacity of a just-ready instance, percent (with --cold-s).
-    #[arg(long, default_value_t = 100.0)]
-    cold_capacity_pct: f64,
+    /// Time from launch until an instance is ready (whole seconds: the model steps once
+    /// a second).
+    #[arg(long, default_value_t = Dur::secs(CapacityModel::default().startup_s))]
+    startup: Dur,
+    /// Demand noise (standard deviation, percent of the trace value).
+    #[arg(long, default_value_t = Pct(CapacityModel::default().noise_pct))]
+    noise: Pct,
+    /// Latency SLO (p99).
+    #[arg(long, default_value_t = Dur::millis(CapacityModel::default().slo_p99_ms as u64))]
+    slo_p99: Dur,
+    /// Start-up time jitter (each launch takes start-up x (1 +- jitter)).
+    #[arg(long, default_value_t = Pct(0.0))]
+    startup_jitter: Pct,
+    /// Chance a start-up fails and is relaunched (0%..=50%).
+    #[arg(long, default_value_t = Pct(0.0))]
+    fail_start: Pct,
+    /// How long a new instance is cold (reduced capacity, ramping to full; whole seconds).
+    #[arg(long, default_value_t = Dur::secs(0))]
+    cold: Dur,
+    /// Capacity of a just-ready instance (with --cold).
+    #[arg(long, default_value_t = Pct(100.0))]
+    cold_capacity: Pct,
+    /// Compare with this policy on the same trace, model and seed (`none`: no column).
+    #[arg(long, default_value = "hpa")]
+    reference: String,
+    /// Deprecated spellings (seconds, milliseconds and bare percentages).
+    #[command(flatten)]
+    old: OldSimulateFlags,
+}
+
+/// The pre-grammar spellings of `autoscale simulate`, hidden, warned about when used.
+#[derive(Debug, clap::Args)]
+struct OldSimulateFlags {
+    #[arg(long = "startup-s", hide = true, conflicts_with = "startup")]
+    startup_s: Option<u64>,
+    #[arg(long = "noise-pct", hide = true, conflicts_with = "noise")]
+    noise_pct: Option<f64>,
+    #[arg(long = "slo-p99-ms", hide = true, conflicts_with = "slo_p99")]
+    slo_p99_ms: Option<f64>,
+    #[arg(
+        long = "startup-jitter-pct",
+        hide = true,
+        conflicts_with = "startup_jitter"
+    )]
+    startup_jitter_pct: Option<f64>,
+    #[arg(long = "fail-start-pct", hide = true, conflicts_with = "fail_start")]
+    fail_start_pct: Option<f64>,
+    #[arg(long = "cold-s", hide = true, conflicts_with = "cold")]
+    cold_s: Option<u64>,
+    #[arg(
+        long = "cold-capacity-pct",
+        hide = true,
+        conflicts_with = "cold_capacity"
+    )]
+    cold_capacity_pct: Option<f64>,
+}
+
+/// The value of a flag that also has a deprecated spelling: the old one (warned) wins
+/// when given (clap refuses both at once).
+fn either<T: std::fmt::Display, U>(
+    old: Option<T>,
+    old_flag: &str,
+    new_flag: &str,
+    unit: &str,
+    from_old: impl FnOnce(T) -> U,
+    new: U,
+) -> U {
+    match old {
+        Some(v) => {
+            deprecated(
+                &format!("`--{old_flag} {v}`"),
+                &format!("`--{new_flag} {v}{unit}`"),
+            );
+            from_old(v)
+        }
+        None => new,
+    }
 }
 
 /// Runs `scaleout autoscale`.
@@ -143,70 +213,72 @@ fn load_policy(policy: &str) -> anyhow::Result<Config> {
     Config::from_toml_str(&text).with_context(|| format!("policy file {}", path.display()))
 }
 
+impl SimulateArgs {
+    /// The capacity model from the flags (old spellings included, with their warnings).
+    fn model(&self) -> anyhow::Result<CapacityModel> {
+        let o = &self.old;
+        let startup_s = either(o.startup_s, "startup-s", "startup", "s", |v| v, {
+            self.startup.whole_secs("--startup")?
+        });
+        let cold_s = either(o.cold_s, "cold-s", "cold", "s", |v| v, {
+            self.cold.whole_secs("--cold")?
+        });
+        let pct = |old: Option<f64>, old_flag: &str, new_flag: &str, new: Pct| {
+            either(old, old_flag, new_flag, "%", |v| v, new.0)
+        };
+        Ok(CapacityModel {
+            capacity_rps: self.capacity_rps,
+            workers: self.workers,
+            startup_s,
+            noise_pct: pct(o.noise_pct, "noise-pct", "noise", self.noise),
+            slo_p99_ms: either(o.slo_p99_ms, "slo-p99-ms", "slo-p99", "ms", |v| v, {
+                self.slo_p99.0.as_secs_f64() * 1e3
+            }),
+            startup_jitter_pct: pct(
+                o.startup_jitter_pct,
+                "startup-jitter-pct",
+                "startup-jitter",
+                self.startup_jitter,
+            ),
+            fail_start_pct: pct(
+                o.fail_start_pct,
+                "fail-start-pct",
+                "fail-start",
+                self.fail_start,
+            ),
+            cold_s,
+            cold_capacity_pct: pct(
+                o.cold_capacity_pct,
+                "cold-capacity-pct",
+                "cold-capacity",
+                self.cold_capacity,
+            ),
+            ..CapacityModel::default()
+        })
+    }
+}
+
 fn simulate_cmd(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     let cfg = load_policy(&a.policy)?;
     let trace = Trace::from_path(&a.trace)?;
-    let model = CapacityModel {
-        capacity_rps: a.capacity_rps,
-        workers: a.workers,
-        startup_s: a.startup_s,
-        noise_pct: a.noise_pct,
-        slo_p99_ms: a.slo_p99_ms,
-        startup_jitter_pct: a.startup_jitter_pct,
-        fail_start_pct: a.fail_start_pct,
-        cold_s: a.cold_s,
-        cold_capacity_pct: a.cold_capacity_pct,
-        ..CapacityModel::default()
-    };
+    let model = a.model()?;
     let run = simulate(&trace, &cfg, &model, a.seed)?;
     let r = &run.report;
-    let json = serde_json::to_string_pretty(r)?;
-    match a.json.as_deref() {
-        Some(p) if p.as_os_str() == "-" => println!("{json}"),
-        Some(p) => std::fs::write(p, format!("{json}\n"))
-            .with_context(|| format!("write {}", p.display()))?,
-        None => {}
+    if let Some(p) = &a.json {
+        report::write_json(p, r)?;
     }
     if let Some(p) = &a.timeline {
-        let mut out = String::from(
-            "t,arrivals_rps,demand,ready,instances,desired,backlog,p99_ms,slo_violated,panic\n",
-        );
-        for k in &run.timeline {
-            out.push_str(&format!(
-                "{},{:.1},{},{},{},{},{:.1},{:.1},{},{}\n",
-                k.t,
-                k.arrivals_rps,
-                k.demand,
-                k.ready,
-                k.instances,
-                k.desired,
-                k.backlog,
-                k.p99_ms,
-                u8::from(k.slo_violated),
-                u8::from(k.panic)
-            ));
-        }
-        std::fs::write(p, out).with_context(|| format!("write {}", p.display()))?;
+        std::fs::write(p, run.timeline_csv()).with_context(|| format!("write {}", p.display()))?;
     }
-    if a.json.as_deref().is_none_or(|p| p.as_os_str() != "-") {
-        println!(
-            "policy {} trace {} seed {}: {} s",
-            r.policy,
-            a.trace.display(),
-            r.seed,
-            r.duration_s
-        );
-        println!(
-            "  slo_violation_s {}  instance_seconds {}  peak_instances {}  dropped_requests {}",
-            r.slo_violation_s, r.instance_seconds, r.peak_instances, r.dropped_requests
-        );
-        println!(
-            "  accuracy_under_pct {:.2}  accuracy_over_pct {:.2}  timeshare_under_pct {:.2}  timeshare_over_pct {:.2}",
-            r.accuracy_under_pct, r.accuracy_over_pct, r.timeshare_under_pct, r.timeshare_over_pct
-        );
-        println!(
-            "  instability_pct {:.2}  jitter_per_min {:.2}  flaps {}  scale_ups {}  scale_downs {}  panic_s {}",
-            r.instability_pct, r.jitter_per_min, r.flaps, r.scale_ups, r.scale_downs, r.panic_s
+    if !report::is_stdout(a.json.as_deref()) {
+        let reference = match a.reference.as_str() {
+            "none" => None,
+            name if name == a.policy => None,
+            name => Some(simulate(&trace, &load_policy(name)?, &model, a.seed)?.report),
+        };
+        print!(
+            "{}",
+            r.render_text(&a.trace.display().to_string(), reference.as_ref())
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -228,11 +300,10 @@ fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
             })
             .collect::<anyhow::Result<Vec<_>>>()?
     };
-    let sets: Vec<SeedSet> = match a.set.as_str() {
-        "all" => SeedSet::ALL.to_vec(),
-        "dev" => vec![SeedSet::Dev],
-        "held-out" => vec![SeedSet::HeldOut],
-        other => anyhow::bail!("--set: `{other}` is not dev, held-out or all"),
+    let sets: Vec<SeedSet> = match a.set {
+        SetArg::All => SeedSet::ALL.to_vec(),
+        SetArg::Dev => vec![SeedSet::Dev],
+        SetArg::HeldOut => vec![SeedSet::HeldOut],
     };
     if !(a.target_in_flight.is_finite() && a.target_in_flight > 0.0) {
         anyhow::bail!("--target-in-flight: must be a finite number > 0");

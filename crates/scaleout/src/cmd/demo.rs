@@ -34,6 +34,10 @@ pub struct Args {
     /// Memory of every instance's envelope, MiB [default: 256].
     #[arg(long)]
     envelope_memory_mib: Option<u64>,
+    /// Also write the report as JSON here (the same as `<out>/report.json`; `-`: to
+    /// stdout, instead of the summary).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 /// Runs `scaleout demo`.
@@ -65,7 +69,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let report = rt.block_on(demo::run(cfg))?;
-    println!("{}", demo::report::render_markdown(&report));
+    if let Some(p) = &args.json {
+        super::report::write_json(p, &report)?;
+    }
+    if !super::report::is_stdout(args.json.as_deref()) {
+        println!("{}", demo::report::render_markdown(&report));
+    }
     eprintln!(
         "demo: report written to {}/report.md (and report.json, charts)",
         args.out.display()

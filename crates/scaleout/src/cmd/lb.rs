@@ -21,10 +21,9 @@ pub struct Args {
     /// Repeat for several; replaces the file's backends.
     #[arg(long = "backend")]
     pub backends: Vec<String>,
-    /// Selection strategy: round_robin, weighted_round_robin, least_connections,
-    /// p2c_peak_ewma, random, ip_hash, sticky, consistent_hash.
-    #[arg(long)]
-    pub strategy: Option<String>,
+    /// Selection strategy [default: the file's, else p2c_peak_ewma].
+    #[arg(long, value_enum)]
+    pub strategy: Option<super::grammar::StrategyArg>,
     /// Admin API listen address.
     #[arg(long)]
     pub admin: Option<SocketAddr>,
@@ -34,14 +33,32 @@ pub struct Args {
     /// Worker threads (each with its own runtime, listener and backend pool).
     #[arg(long)]
     pub workers: Option<u32>,
-    /// Protocol to the backends: http1 or h2c.
-    #[arg(long = "upstream-protocol")]
-    pub upstream_protocol: Option<String>,
+    /// Protocol to the backends [default: the file's, else http1].
+    #[arg(long = "upstream-protocol", value_enum)]
+    pub upstream_protocol: Option<UpstreamProtocolArg>,
     /// Active health check: `GET <PATH>` must answer 2xx/3xx (e.g. `/healthz`). Without
     /// it (and without `balancer.health.path`) the check is a TCP connect, which works in
     /// front of any server.
     #[arg(long = "health-path")]
     pub health_path: Option<String>,
+}
+
+/// `--upstream-protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpstreamProtocolArg {
+    /// HTTP/1.1 with keep-alive connections.
+    Http1,
+    /// HTTP/2 over cleartext, prior knowledge.
+    H2c,
+}
+
+impl From<UpstreamProtocolArg> for proxy::UpstreamProtocol {
+    fn from(p: UpstreamProtocolArg) -> Self {
+        match p {
+            UpstreamProtocolArg::Http1 => proxy::UpstreamProtocol::Http1,
+            UpstreamProtocolArg::H2c => proxy::UpstreamProtocol::H2c,
+        }
+    }
 }
 
 /// Parses `[NAME=]URL[*WEIGHT]` into a backend entry.
@@ -94,10 +111,8 @@ pub fn build_config(args: &Args) -> anyhow::Result<proxy::Config> {
             .map(|b| parse_backend(b))
             .collect::<anyhow::Result<_>>()?;
     }
-    if let Some(s) = &args.strategy {
-        cfg.strategy = s
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("--strategy: {e}"))?;
+    if let Some(s) = args.strategy {
+        cfg.strategy = s.0;
     }
     if let Some(a) = args.admin {
         cfg.admin.listen = Some(a);
@@ -108,12 +123,8 @@ pub fn build_config(args: &Args) -> anyhow::Result<proxy::Config> {
     if let Some(w) = args.workers {
         cfg.workers = w;
     }
-    if let Some(p) = &args.upstream_protocol {
-        cfg.upstream_protocol = match p.as_str() {
-            "http1" => proxy::UpstreamProtocol::Http1,
-            "h2c" => proxy::UpstreamProtocol::H2c,
-            other => anyhow::bail!("--upstream-protocol: {other:?} is not http1 or h2c"),
-        };
+    if let Some(p) = args.upstream_protocol {
+        cfg.upstream_protocol = p.into();
     }
     if let Some(p) = &args.health_path {
         cfg.health.path = p.clone();
@@ -137,21 +148,6 @@ pub fn no_backends_check(cfg: &proxy::Config) -> anyhow::Result<Option<String>> 
             "warning: no backends: every request is answered 503 until one is added through the admin API on {admin} (POST /backends)"
         ))),
     }
-}
-
-/// Cancels `token` on SIGTERM or Ctrl-C (SIGINT). Must be called inside a runtime.
-pub fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            _ = int.recv() => tracing::info!("interrupt: draining"),
-        }
-        token.cancel();
-    });
-    Ok(())
 }
 
 /// Runs `scaleout lb` until SIGTERM or Ctrl-C, then drains and exits 0.
@@ -179,7 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             h.config().strategy,
         );
         let shutdown = CancellationToken::new();
-        cancel_on_signals(shutdown.clone())?;
+        super::signal::cancel_on_shutdown_signal(shutdown.clone());
         proxy.run(shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -3,13 +3,58 @@
 //! `load::find_max` and prints the report. Exit codes: 0 when every threshold held,
 //! 1 when one failed (each named), 2 on bad input or an unreachable target.
 
+use std::ffi::OsStr;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::builder::TypedValueParser;
 use tokio_util::sync::CancellationToken;
+
+use super::grammar::{Dur, LegacyDur, LegacyPct, Pct, deprecated};
+use super::report::{is_stdout, write_json};
+
+/// `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressArg {
+    /// A bar on a terminal, a line per second otherwise.
+    Auto,
+    /// A live bar redrawn in place.
+    Bar,
+    /// A plain line per second.
+    Lines,
+    /// Nothing.
+    Off,
+}
+
+/// `--min-rate`: a percentage of the target rate, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinRate {
+    /// No built-in rate check.
+    Off,
+    /// achieved/target must be at least this.
+    AtLeast(Pct),
+}
+
+/// Parses `--min-rate` (`99%` or `off`).
+#[derive(Debug, Clone, Copy)]
+struct MinRateParser;
+
+impl TypedValueParser for MinRateParser {
+    type Value = MinRate;
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<MinRate, clap::Error> {
+        if value == "off" {
+            return Ok(MinRate::Off);
+        }
+        LegacyPct.parse_ref(cmd, arg, value).map(MinRate::AtLeast)
+    }
+}
 
 /// Arguments of `scaleout load`.
 #[derive(Debug, clap::Args)]
@@ -26,23 +71,31 @@ pub struct Args {
     pub closed_loop: bool,
     /// Closed loop: number of connections (default 64). Open loop: the pool's initial
     /// size (default 1; it grows up to --max-connections when the rate needs it).
-    #[arg(short = 'c', long)]
+    #[arg(long)]
     pub connections: Option<usize>,
+    /// Deprecated: `-c N` for --connections (`-c` is --config in every other command).
+    #[arg(
+        short = 'c',
+        hide = true,
+        conflicts_with = "connections",
+        value_name = "N"
+    )]
+    pub connections_short: Option<usize>,
     /// Generator threads (each with its own single-threaded runtime).
     #[arg(short = 't', long, default_value_t = 1)]
     pub threads: usize,
     /// Run length (e.g. 30s, 2m). A scenario's profile sets its own.
-    #[arg(short = 'd', long, default_value = "10s")]
-    pub duration: String,
-    /// Write the JSON report here (`-` for stdout).
+    #[arg(short = 'd', long, default_value = "10s", value_parser = LegacyDur { bare_unit: "s" })]
+    pub duration: Dur,
+    /// Write the JSON report here (`-`: to stdout, instead of the text report).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Write an SVG chart of rate and latency over time here.
     #[arg(long)]
     pub chart: Option<PathBuf>,
     /// Per-request timeout (connect + send + response to the last byte).
-    #[arg(long, default_value = "5s")]
-    pub timeout: String,
+    #[arg(long, default_value = "5s", value_parser = LegacyDur { bare_unit: "s" })]
+    pub timeout: Dur,
     /// HTTP method.
     #[arg(short = 'm', long, default_value = "GET")]
     pub method: String,
@@ -69,29 +122,29 @@ pub struct Args {
     #[arg(long = "allow-remote")]
     pub allow_remote: bool,
     /// A send this far behind its schedule counts as late.
-    #[arg(long = "late-threshold", default_value = "10ms")]
-    pub late_threshold: String,
+    #[arg(long = "late-threshold", default_value = "10ms", value_parser = LegacyDur { bare_unit: "ms" })]
+    pub late_threshold: Dur,
     /// Length of a time slice in the per-slice report and chart.
-    #[arg(long, default_value = "1s")]
-    pub slice: String,
+    #[arg(long, default_value = "1s", value_parser = LegacyDur { bare_unit: "s" })]
+    pub slice: Dur,
     /// Open loop: built-in check that achieved/target rate is at least this (`off` to drop it).
-    #[arg(long = "min-rate", default_value = "99%")]
-    pub min_rate: String,
+    #[arg(long = "min-rate", default_value = "99%", value_parser = MinRateParser)]
+    pub min_rate: MinRate,
     /// Seed of the request-mix and product draws.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Progress on stderr: auto (bar on a terminal, lines otherwise), bar, lines, off.
-    #[arg(long, default_value = "auto")]
-    pub progress: String,
+    /// Progress on stderr.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressArg,
     /// Search mode: raise the rate step by step until --max-p99 / --max-errors break.
     #[arg(long = "find-max")]
     pub find_max: bool,
     /// Search mode: latency bound on p99 (from the intended send time).
-    #[arg(long = "max-p99", default_value = "250ms")]
-    pub max_p99: String,
+    #[arg(long = "max-p99", default_value = "250ms", value_parser = LegacyDur { bare_unit: "s" })]
+    pub max_p99: Dur,
     /// Search mode: error bound, percent of requests sent.
-    #[arg(long = "max-errors", default_value = "0.1%")]
-    pub max_errors: String,
+    #[arg(long = "max-errors", default_value = "0.1%", value_parser = LegacyPct)]
+    pub max_errors: Pct,
     /// Search mode: first rate tried.
     #[arg(long = "start-rate", default_value_t = 100.0)]
     pub start_rate: f64,
@@ -99,38 +152,32 @@ pub struct Args {
     #[arg(long = "step-factor", default_value_t = 1.5)]
     pub step_factor: f64,
     /// Search mode: length of each step (default: --duration).
-    #[arg(long = "step-duration")]
-    pub step_duration: Option<String>,
+    #[arg(long = "step-duration", value_parser = LegacyDur { bare_unit: "s" })]
+    pub step_duration: Option<Dur>,
     /// Search mode: most growth steps (bisection adds up to 4 more).
     #[arg(long = "max-steps", default_value_t = 12)]
     pub max_steps: u32,
 }
 
-fn dur(flag: &str, v: &str) -> anyhow::Result<Duration> {
-    load::parse_duration(v).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
-}
-
-fn percent(flag: &str, v: &str) -> anyhow::Result<f64> {
-    let n: f64 = v
-        .trim()
-        .trim_end_matches('%')
-        .parse()
-        .with_context(|| format!("--{flag}: {v:?} is not a percentage (e.g. 99%)"))?;
-    if !(0.0..=100.0).contains(&n) {
-        bail!("--{flag}: {v:?} must be within 0..=100%");
-    }
-    Ok(n / 100.0)
-}
-
 /// Flags (and scenario) into a validated run config.
 fn build_config(a: &Args) -> anyhow::Result<load::RunConfig> {
-    let duration = dur("duration", &a.duration)?;
+    let duration = a.duration.0;
+    let connections = match (a.connections, a.connections_short) {
+        (_, Some(n)) => {
+            deprecated(
+                &format!("`-c {n}`"),
+                &format!("`--connections {n}` (-c will mean --config, as in every other command)"),
+            );
+            Some(n)
+        }
+        (n, None) => n,
+    };
     let first = a.urls.first().cloned().unwrap_or_default();
     let mut cfg = if a.closed_loop {
         if a.rate.is_some() {
             bail!("--rate and --closed-loop exclude each other (closed loop has no target rate)");
         }
-        load::RunConfig::closed_loop(&first, a.connections.unwrap_or(64), duration)
+        load::RunConfig::closed_loop(&first, connections.unwrap_or(64), duration)
     } else if let Some(r) = a.rate {
         load::RunConfig::open_loop(&first, r, duration).context("--rate")?
     } else if a.scenario.is_some() || a.find_max {
@@ -141,28 +188,25 @@ fn build_config(a: &Args) -> anyhow::Result<load::RunConfig> {
     };
     cfg.targets = a.urls.clone();
     cfg.threads = a.threads;
-    cfg.timeout = dur("timeout", &a.timeout)?;
+    cfg.timeout = a.timeout.0;
     cfg.max_connections = a.max_connections;
     if !a.closed_loop {
-        cfg.min_connections = a.connections.unwrap_or(1);
+        cfg.min_connections = connections.unwrap_or(1);
     }
     cfg.h2c = a.h2c;
     cfg.allow_remote = a.allow_remote;
-    cfg.late_threshold = load::parse_duration_with(&a.late_threshold, "ms")
-        .map_err(|e| anyhow::anyhow!("--late-threshold: {e}"))?;
-    cfg.slice = dur("slice", &a.slice)?;
+    cfg.late_threshold = a.late_threshold.0;
+    cfg.slice = a.slice.0;
     cfg.seed = a.seed;
-    cfg.min_rate_ratio = if a.min_rate == "off" {
-        None
-    } else {
-        Some(percent("min-rate", &a.min_rate)?)
+    cfg.min_rate_ratio = match a.min_rate {
+        MinRate::Off => None,
+        MinRate::AtLeast(p) => Some(p.fraction()),
     };
-    cfg.progress = match a.progress.as_str() {
-        "auto" if std::io::stderr().is_terminal() => load::Progress::Bar,
-        "auto" | "lines" => load::Progress::Lines,
-        "bar" => load::Progress::Bar,
-        "off" => load::Progress::Off,
-        other => bail!("--progress: {other:?} is not one of auto, bar, lines, off"),
+    cfg.progress = match a.progress {
+        ProgressArg::Auto if std::io::stderr().is_terminal() => load::Progress::Bar,
+        ProgressArg::Auto | ProgressArg::Lines => load::Progress::Lines,
+        ProgressArg::Bar => load::Progress::Bar,
+        ProgressArg::Off => load::Progress::Off,
     };
     let method = load::parse_method(&a.method)?;
     let body = match a.body.as_deref() {
@@ -214,11 +258,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
     rt.block_on(async move {
         let c = cancel.clone();
+        let signal = super::signal::shutdown_signal();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: stopping the schedule, draining in-flight requests");
-                c.cancel();
-            }
+            signal.await;
+            eprintln!("interrupted: stopping the schedule, draining in-flight requests");
+            c.cancel();
         });
         if args.find_max {
             search(&args, cfg, cancel).await
@@ -234,7 +278,9 @@ async fn single(
     cancel: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let report = load::run(cfg, cancel).await?;
-    print!("{}", report.render_text());
+    if !is_stdout(args.json.as_deref()) {
+        print!("{}", report.render_text());
+    }
     if let Some(p) = &args.json {
         write_json(p, &report)?;
     }
@@ -255,44 +301,19 @@ async fn search(
     base: load::RunConfig,
     cancel: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    let mut sc = load::SearchConfig::new(base, dur("max-p99", &args.max_p99)?);
-    sc.max_error_rate = percent("max-errors", &args.max_errors)?;
+    let mut sc = load::SearchConfig::new(base, args.max_p99.0);
+    sc.max_error_rate = args.max_errors.fraction();
     sc.start_rps = args.start_rate;
     sc.factor = args.step_factor;
-    sc.step_duration = match &args.step_duration {
-        Some(s) => dur("step-duration", s)?,
-        None => dur("duration", &args.duration)?,
-    };
+    sc.step_duration = args.step_duration.unwrap_or(args.duration).0;
     sc.max_steps = args.max_steps;
     if let Some(r) = sc.base.min_rate_ratio {
         sc.min_rate_ratio = r;
     }
     let report = load::find_max(sc, cancel).await?;
-    println!("search bounds: {}", report.bounds);
-    for s in &report.steps {
-        println!(
-            "  target {:>10.1}/s  achieved {:>10.1}/s  p99 {:>9.3} ms  errors {:>7.3}%  late {:>7}  {}",
-            s.target_rps,
-            s.achieved_rps,
-            s.p99_ms,
-            s.error_rate * 100.0,
-            s.late_sends,
-            if s.passed {
-                "ok".to_string()
-            } else {
-                format!("FAILED: {}", s.reason)
-            }
-        );
+    if !is_stdout(args.json.as_deref()) {
+        print!("{}", report.render_text());
     }
-    println!(
-        "max sustainable rate: {:.1}/s (first failing: {}); stopped: {}",
-        report.max_sustainable_rps,
-        report
-            .first_failing_rps
-            .map(|f| format!("{f:.1}/s"))
-            .unwrap_or_else(|| "none".into()),
-        report.stopped_because
-    );
     if let Some(p) = &args.json {
         write_json(p, &report)?;
     }
@@ -305,15 +326,6 @@ async fn search(
         eprintln!("no rate met the bounds");
         Ok(ExitCode::from(1))
     }
-}
-
-fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    if path.as_os_str() == "-" {
-        println!("{text}");
-        return Ok(());
-    }
-    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
 fn verdict(failed: &[String]) -> ExitCode {

@@ -1,14 +1,17 @@
 //! `scaleout shop`: one instance of the reference shop service (glue only).
 //!
-//! Flags are parsed into `shop::ShopConfig` over the `[shop]` section of `-c FILE` (flags
-//! win), validated once, then `shop::run` serves until SIGTERM or Ctrl-C, after which
-//! in-flight requests finish and the process exits 0.
+//! Flags are parsed into `shop::ShopConfig` over the `[service]` section of `-c FILE`
+//! (the deployment file `scaleout up` reads; flags win), validated once, then `shop::run`
+//! serves until SIGTERM or Ctrl-C, after which in-flight requests finish and the process
+//! exits 0.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use shop::{CacheKind, SessionKind, ShopConfig};
 use tokio_util::sync::CancellationToken;
+
+use super::grammar::{Dur, deprecated};
 
 /// Arguments of `scaleout shop`: serve (no subcommand) or a maintenance subcommand.
 #[derive(Debug, clap::Args)]
@@ -54,7 +57,7 @@ pub enum AdminChange {
 pub struct RoleArgs {
     /// Username (must have signed up).
     pub user: String,
-    /// Config file with a `[shop]` section (its `db` is used).
+    /// Deployment file; its `[service]` section's `db` is used.
     #[arg(short = 'c', long = "config")]
     pub config: Option<std::path::PathBuf>,
     /// Primary database: `sqlite:PATH` or `postgres://...` [default: the config's, else
@@ -72,15 +75,19 @@ pub struct ReshardArgs {
     /// Shard map (TOML) to move the data to.
     #[arg(long)]
     pub to: std::path::PathBuf,
-    /// Timeout of each database call, in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
-    pub op_timeout_ms: u64,
+    /// Timeout of each database call.
+    #[arg(long, default_value_t = Dur::secs(30))]
+    pub op_timeout: Dur,
+    /// Deprecated spelling of --op-timeout, in milliseconds.
+    #[arg(long = "op-timeout-ms", hide = true, conflicts_with = "op_timeout")]
+    pub op_timeout_ms: Option<u64>,
 }
 
 /// Serving flags of `scaleout shop`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Config file with a `[shop]` section (same keys as these flags, snake_case).
+    /// Deployment file (the one `scaleout up` reads): its `[service]` section, same keys
+    /// as these flags in snake_case (durations in ms: `max_replica_lag_ms`).
     #[arg(short = 'c', long = "config")]
     pub config: Option<std::path::PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -136,8 +143,15 @@ pub struct ServeArgs {
     /// Products generated into an empty database [default: 1000].
     #[arg(long)]
     pub seed_products: Option<u64>,
-    /// Replicas lagging more than this are skipped [default: 1000].
+    /// Replicas lagging more than this are skipped [default: 1s].
     #[arg(long)]
+    pub max_replica_lag: Option<Dur>,
+    /// Deprecated spelling of --max-replica-lag, in milliseconds.
+    #[arg(
+        long = "max-replica-lag-ms",
+        hide = true,
+        conflicts_with = "max_replica_lag"
+    )]
     pub max_replica_lag_ms: Option<u64>,
     /// Prefix of this shop's Redis and cache keys [default: shop].
     #[arg(long)]
@@ -157,11 +171,25 @@ pub struct ServeArgs {
     /// The shared job queue: redis://..., postgres://... or sqlite:PATH [default: none].
     #[arg(long)]
     pub jobs_url: Option<String>,
-    /// A job not acknowledged within this many ms is redelivered [default: 30000].
+    /// A job not acknowledged within this time is redelivered [default: 30s].
     #[arg(long)]
+    pub jobs_visibility_timeout: Option<Dur>,
+    /// Deprecated spelling of --jobs-visibility-timeout, in milliseconds.
+    #[arg(
+        long = "jobs-visibility-timeout-ms",
+        hide = true,
+        conflicts_with = "jobs_visibility_timeout"
+    )]
     pub jobs_visibility_timeout_ms: Option<u64>,
-    /// Simulated confirmation e-mail delay, ms, spent by whoever confirms [default: 0].
+    /// Simulated confirmation e-mail delay, spent by whoever confirms [default: 0s].
     #[arg(long)]
+    pub jobs_email_delay: Option<Dur>,
+    /// Deprecated spelling of --jobs-email-delay, in milliseconds.
+    #[arg(
+        long = "jobs-email-delay-ms",
+        hide = true,
+        conflicts_with = "jobs_email_delay"
+    )]
     pub jobs_email_delay_ms: Option<u64>,
     /// Jobs one worker handles at once [default: 8].
     #[arg(long)]
@@ -180,17 +208,62 @@ pub enum Role {
     Worker,
 }
 
+/// A millisecond flag value: the new duration flag, or the deprecated `-ms` one (warned).
+fn millis(new: Option<Dur>, old: Option<u64>, name: &str) -> Option<u64> {
+    match (new, old) {
+        (_, Some(ms)) => {
+            deprecated(&format!("--{name}-ms {ms}"), &format!("--{name} {ms}ms"));
+            Some(ms)
+        }
+        (Some(d), None) => Some(d.as_millis_u64()),
+        (None, None) => None,
+    }
+}
+
+/// Reads the service section of `-c FILE` (defaults without a file), printing any
+/// deprecation note.
+fn read_config_file(path: Option<&std::path::Path>) -> anyhow::Result<ShopConfig> {
+    let Some(path) = path else {
+        return Ok(ShopConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (c, notes) =
+        ShopConfig::from_toml_noting(&text).with_context(|| format!("in {}", path.display()))?;
+    for n in notes {
+        eprintln!("warning: {}: {n}", path.display());
+    }
+    Ok(c)
+}
+
 impl ServeArgs {
     /// The config: file (if any) then flags over it, validated.
     pub fn into_config(self) -> anyhow::Result<ShopConfig> {
-        let mut c = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                ShopConfig::from_toml(&text)?
-            }
-            None => ShopConfig::default(),
-        };
+        let mut c = read_config_file(self.config.as_deref())?;
+        let max_replica_lag_ms = millis(
+            self.max_replica_lag,
+            self.max_replica_lag_ms,
+            "max-replica-lag",
+        );
+        let jobs_visibility_timeout_ms = millis(
+            self.jobs_visibility_timeout,
+            self.jobs_visibility_timeout_ms,
+            "jobs-visibility-timeout",
+        );
+        let jobs_email_delay_ms = millis(
+            self.jobs_email_delay,
+            self.jobs_email_delay_ms,
+            "jobs-email-delay",
+        );
+        if let Some(v) = max_replica_lag_ms {
+            c.max_replica_lag_ms = v;
+        }
+        if let Some(v) = jobs_visibility_timeout_ms {
+            c.jobs_visibility_timeout_ms = v;
+        }
+        if let Some(v) = jobs_email_delay_ms {
+            c.jobs_email_delay_ms = v;
+        }
         macro_rules! over {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
@@ -204,13 +277,10 @@ impl ServeArgs {
             expected_instances,
             jwt_secret,
             seed_products,
-            max_replica_lag_ms,
             hash_concurrency,
             hash_memory_budget_mib,
             key_prefix,
             jobs,
-            jobs_visibility_timeout_ms,
-            jobs_email_delay_ms,
             jobs_concurrency,
             jobs_queue
         );
@@ -258,17 +328,27 @@ fn reshard(args: ReshardArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("building the tokio runtime")?;
     let cancel = CancellationToken::new();
+    let op_timeout = match args.op_timeout_ms {
+        Some(ms) => {
+            deprecated(
+                &format!("--op-timeout-ms {ms}"),
+                &format!("--op-timeout {ms}ms"),
+            );
+            std::time::Duration::from_millis(ms)
+        }
+        None => args.op_timeout.0,
+    };
     let opts = shop::shard::ReshardOptions {
-        op_timeout: std::time::Duration::from_millis(args.op_timeout_ms),
+        op_timeout,
         ..Default::default()
     };
     let report = rt.block_on(async {
         let on_signal = cancel.clone();
+        let signal = super::signal::shutdown_signal();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::warn!("Ctrl-C: stopping between users; re-run to finish");
-                on_signal.cancel();
-            }
+            signal.await;
+            tracing::warn!("stopping between users; re-run to finish");
+            on_signal.cancel();
         });
         shop::shard::reshard(&from, &to, &opts, &cancel).await
     })?;
@@ -281,14 +361,7 @@ fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminChange::Grant(r) => (true, r),
         AdminChange::Revoke(r) => (false, r),
     };
-    let mut cfg = match &r.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            ShopConfig::from_toml(&text)?
-        }
-        None => ShopConfig::default(),
-    };
+    let mut cfg = read_config_file(r.config.as_deref())?;
     if let Some(db) = r.db {
         cfg.db = db;
     }
@@ -319,18 +392,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("building the tokio runtime")?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
-        let signals = shutdown.clone();
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("install SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            tracing::info!("shutdown signal received; draining");
-            signals.cancel();
-        });
+        super::signal::cancel_on_shutdown_signal(shutdown.clone());
         match role {
             Role::Web => shop::run(cfg, shutdown).await,
             Role::Worker => shop::jobs::run_worker(cfg, shutdown).await,

@@ -13,6 +13,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use super::grammar::{Dur, deprecated};
+
 /// Arguments of `scaleout up`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -42,9 +44,12 @@ pub struct Args {
     /// refuses to start where cgroups cannot be written (no root, no delegation).
     #[arg(long)]
     pub no_envelopes: bool,
-    /// Seconds between status lines on stderr (0: none).
-    #[arg(long, default_value_t = 2.0)]
-    pub status_every_s: f64,
+    /// Time between status lines on stderr (`0`: none).
+    #[arg(long, default_value_t = Dur::secs(2))]
+    pub status_every: Dur,
+    /// Deprecated spelling of --status-every, in seconds.
+    #[arg(long = "status-every-s", hide = true, conflicts_with = "status_every")]
+    pub status_every_s: Option<f64>,
 }
 
 /// Runs `scaleout up`.
@@ -100,13 +105,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    if !(args.status_every_s.is_finite() && args.status_every_s >= 0.0) {
-        anyhow::bail!("--status-every-s must be a number >= 0");
+    let status_every = match args.status_every_s {
+        Some(s) => {
+            deprecated(
+                &format!("--status-every-s {s}"),
+                &format!("--status-every {s}s"),
+            );
+            if !(s.is_finite() && s >= 0.0) {
+                anyhow::bail!("--status-every-s must be a number >= 0");
+            }
+            Duration::from_secs_f64(s)
+        }
+        None => args.status_every.0,
+    };
+    if super::log::format() == super::log::LogFormat::Json {
+        // Instances log in the same format as `up` itself (they read the variable).
+        cfg.fleet
+            .env
+            .entry("SCALEOUT_LOG_FORMAT".into())
+            .or_insert_with(|| "json".into());
     }
     let opts = fleet::up::UpOptions {
         exe,
-        status_every: (args.status_every_s > 0.0)
-            .then(|| Duration::from_secs_f64(args.status_every_s)),
+        status_every: (!status_every.is_zero()).then_some(status_every),
         rolling_restart_on_sighup: true,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -115,7 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
-        super::lb::cancel_on_signals(shutdown.clone())?;
+        super::signal::cancel_on_shutdown_signal(shutdown.clone());
         fleet::up::run(cfg, opts, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
