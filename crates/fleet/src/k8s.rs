@@ -845,7 +845,7 @@ policies = [{{ kind = "pods", value = 1, period_s = 30 }}]
         assert!(m.hpa.is_none() && m.adapter_rules.is_none());
         let so = m.scaled_object.as_ref().unwrap();
         assert_eq!(so["kind"], "ScaledObject");
-        assert_eq!(so["spec"]["maxReplicaCount"], 4);
+        assert_eq!(so["spec"]["maxReplicaCount"], cfg.autoscale.max_instances);
         let t = so["spec"]["triggers"].as_array().unwrap();
         assert_eq!(t[0]["type"], "prometheus");
         assert_eq!(t[0]["metadata"]["threshold"], "8");
