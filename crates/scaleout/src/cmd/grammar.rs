@@ -75,15 +75,15 @@ impl fmt::Display for Dur {
         let nanos = d.as_nanos();
         if nanos == 0 {
             write!(f, "0s")
-        } else if nanos % 3_600_000_000_000 == 0 {
+        } else if nanos.is_multiple_of(3_600_000_000_000) {
             write!(f, "{}h", nanos / 3_600_000_000_000)
-        } else if nanos % 60_000_000_000 == 0 {
+        } else if nanos.is_multiple_of(60_000_000_000) {
             write!(f, "{}m", nanos / 60_000_000_000)
-        } else if nanos % 1_000_000_000 == 0 {
+        } else if nanos.is_multiple_of(1_000_000_000) {
             write!(f, "{}s", nanos / 1_000_000_000)
-        } else if nanos % 1_000_000 == 0 {
+        } else if nanos.is_multiple_of(1_000_000) {
             write!(f, "{}ms", nanos / 1_000_000)
-        } else if nanos % 1_000 == 0 {
+        } else if nanos.is_multiple_of(1_000) {
             write!(f, "{}us", nanos / 1_000)
         } else {
             write!(f, "{}ms", d.as_secs_f64() * 1e3)
