@@ -38,5 +38,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // `[workers]`: the worker Deployment and its KEDA ScaledObject (fleet::k8s_workers).
+    for path in fleet::k8s_workers::emit(&cfg, args.output.as_deref())? {
+        eprintln!("wrote {}", path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
