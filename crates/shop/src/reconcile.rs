@@ -23,7 +23,8 @@
 //! Every step is idempotent (a crash of the reconciler anywhere is repaired by the next
 //! run), and stock is returned at most once: only the transaction that deleted the ledger
 //! row returns it. Invariant, at every instant: `initial stock = stock + units in orders +
-//! units in ledger rows` (the tests check it after SIGKILLing a shop mid-checkout).
+//! units of ledger rows whose order does not exist` (the tests check it after SIGKILLing a
+//! shop mid-checkout).
 //!
 //! Where it runs: every `--role worker` enqueues the job `stock:reconcile:<slot>` every
 //! `reconcile_interval_ms` (the id dedups concurrent workers' enqueues within a slot) and
