@@ -12,8 +12,20 @@
 # prints a Markdown table for BENCHMARKS.md on stdout (progress on stderr) with the load
 # average before and after. Queues are named jobs_bench_<pid> and removed afterwards.
 #
+# Part "checkout" (PARTS contains checkout): checkout's latency with the order
+# confirmation inline vs enqueued on each backend, through the shop's router in process
+# (crates/shop/examples/checkout_p99.rs; rounds interleave the modes), with EMAIL_MS of
+# simulated e-mail (0 = the confirmation transaction only, then EMAIL_MS_SLOW).
+#
+# Part "burst" (PARTS contains burst): time from a burst of BURST_JOBS jobs (each with
+# BURST_EMAIL_MS of simulated e-mail) to an empty Redis queue, real `shop --role worker`
+# processes under the backlog autoscaler (1..=4 workers, 50 jobs per worker) vs a fixed
+# single worker, alternating, BURST_ROUNDS rounds (crates/fleet/examples/burst_drain.rs).
+#
 # usage: bench/jobs.sh    (env: JOBS=20000 WORKERS="1 2 4" BACKENDS="redis postgres sqlite"
-#                          HANDLERS="noop pg-effect" PROFILE=release|dev)
+#                          HANDLERS="noop pg-effect" PROFILE=release|dev PARTS="queue checkout burst"
+#                          CK_ROUNDS=5 CK_CHECKOUTS=400 CK_CONC=8 EMAIL_MS_SLOW=20
+#                          BURST_JOBS=1000 BURST_EMAIL_MS=50 BURST_ROUNDS=2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +34,14 @@ WORKERS=${WORKERS:-"1 2 4"}
 BACKENDS=${BACKENDS:-"redis postgres sqlite"}
 HANDLERS=${HANDLERS:-"noop pg-effect"}
 PROFILE=${PROFILE:-release}
+PARTS=${PARTS:-"queue checkout burst"}
+CK_ROUNDS=${CK_ROUNDS:-5}
+CK_CHECKOUTS=${CK_CHECKOUTS:-400}
+CK_CONC=${CK_CONC:-8}
+EMAIL_MS_SLOW=${EMAIL_MS_SLOW:-20}
+BURST_JOBS=${BURST_JOBS:-1000}
+BURST_EMAIL_MS=${BURST_EMAIL_MS:-50}
+BURST_ROUNDS=${BURST_ROUNDS:-2}
 NAME=jobs_bench_$$
 PG=postgres://postgres@127.0.0.1:5432/postgres
 WORK=$(mktemp -d /tmp/scaleout-bench-jobs.XXXXXX)
@@ -29,7 +49,7 @@ WORK=$(mktemp -d /tmp/scaleout-bench-jobs.XXXXXX)
 log() { printf 'bench/jobs: %s\n' "$*" >&2; }
 cleanup() {
   redis-cli -h 127.0.0.1 -p 6379 DEL "jobs:{$NAME}:stream" "jobs:{$NAME}:ids" \
-    "jobs:{$NAME}:delayed" "jobs:{$NAME}:held" "jobs:{$NAME}:meta" "jobs:{$NAME}:dead" >/dev/null 2>&1 || true
+    "jobs:{$NAME}:delayed" "jobs:{$NAME}:held" "jobs:{$NAME}:meta" "jobs:{$NAME}:dead" "jobs:{$NAME}:prune" >/dev/null 2>&1 || true
   psql -X -h 127.0.0.1 -U postgres -w -d postgres -qc \
     "DROP TABLE IF EXISTS jobs_$NAME, jobs_${NAME}_dead, ${NAME}_done, ${NAME}_effects" >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -42,13 +62,25 @@ if ! { redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 &&
   scripts/services up >/dev/null
 fi
 if [ "$PROFILE" = release ]; then
-  log "building the example (release)"
+  log "building the examples (release)"
   cargo build --release -q -p jobs --example jobs_bench
+  [[ $PARTS == *checkout* ]] && cargo build --release -q -p shop --example checkout_p99
+  [[ $PARTS == *burst* ]] && cargo build --release -q -p fleet --example burst_drain &&
+    cargo build --release -q -p scaleout
   BIN=target/release/examples/jobs_bench
+  CK_BIN=target/release/examples/checkout_p99
+  BURST_BIN=target/release/examples/burst_drain
+  SCALEOUT_BIN=$PWD/target/release/scaleout
 else
-  log "building the example (dev profile: dependencies optimised, jobs crate not)"
+  log "building the examples (dev profile: dependencies optimised, our crates not)"
   cargo build -q -p jobs --example jobs_bench
+  [[ $PARTS == *checkout* ]] && cargo build -q -p shop --example checkout_p99
+  [[ $PARTS == *burst* ]] && cargo build -q -p fleet --example burst_drain &&
+    cargo build -q -p scaleout
   BIN=target/debug/examples/jobs_bench
+  CK_BIN=target/debug/examples/checkout_p99
+  BURST_BIN=target/debug/examples/burst_drain
+  SCALEOUT_BIN=$PWD/target/debug/scaleout
 fi
 
 url_of() {
@@ -61,6 +93,7 @@ url_of() {
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average before: $LOAD_BEFORE"
+if [[ $PARTS == *queue* ]]; then
 echo "| handler | backend | workers | jobs | drain jobs/s | enqueue jobs/s | load (1 min) |"
 echo "|---|---|---|---|---|---|---|"
 for h in $HANDLERS; do
@@ -80,5 +113,40 @@ PY
     done
   done
 done
+fi
+if [[ $PARTS == *checkout* ]]; then
+  echo
+  echo "| confirmation | e-mail ms | checkouts | concurrency | p50 ms | p99 ms | mean ms | load (1 min) |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for email in 0 "$EMAIL_MS_SLOW"; do
+    log "checkout: e-mail ${email} ms, $CK_ROUNDS rounds of $CK_CHECKOUTS"
+    "$CK_BIN" "$CK_ROUNDS" "$CK_CHECKOUTS" "$CK_CONC" "$email" inline redis postgres sqlite |
+      while read -r line; do
+        load=$(cut -d' ' -f1 /proc/loadavg)
+        python3 - "$line" "$load" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+mode = "inline" if r["mode"] == "inline" else f"enqueued ({r['mode']})"
+print(f"| {mode} | {r['email_ms']} | {r['checkouts']} | {r['conc']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['mean_ms']:.2f} | {sys.argv[2]} |")
+PY
+      done
+  done
+fi
+if [[ $PARTS == *burst* ]]; then
+  echo
+  echo "| workers | jobs | e-mail ms | drain s | most workers ready | load (1 min) |"
+  echo "|---|---|---|---|---|---|"
+  log "burst: $BURST_JOBS jobs, $BURST_ROUNDS rounds"
+  "$BURST_BIN" "$SCALEOUT_BIN" redis://127.0.0.1:6379 "$BURST_JOBS" "$BURST_EMAIL_MS" "$BURST_ROUNDS" |
+    while read -r line; do
+      load=$(cut -d' ' -f1 /proc/loadavg)
+      python3 - "$line" "$load" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+print(f"| {r['fleet']} | {r['jobs']} | {r['email_ms']} | {r['drain_s']:.2f} | {r['most_ready']} | {sys.argv[2]} |")
+PY
+    done
+  redis-cli -h 127.0.0.1 -p 6379 --scan --pattern 'jobs:{burst*' | xargs -r redis-cli -h 127.0.0.1 -p 6379 DEL >/dev/null
+fi
 echo
 echo "Load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)."

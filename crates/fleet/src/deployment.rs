@@ -257,6 +257,8 @@ pub struct DeploymentConfig {
     pub autoscale: autoscale::Config,
     /// The service run by the fleet.
     pub service: ServiceConfig,
+    /// The worker fleet scaled on the job queue's backlog (off unless enabled).
+    pub workers: crate::workers::WorkersConfig,
 }
 
 impl Default for DeploymentConfig {
@@ -274,6 +276,7 @@ impl Default for DeploymentConfig {
             fleet: FleetConfig::default(),
             autoscale,
             service: ServiceConfig::default(),
+            workers: crate::workers::WorkersConfig::default(),
         }
     }
 }
@@ -337,6 +340,7 @@ impl DeploymentConfig {
             },
         })?;
         self.service.validate()?;
+        self.workers.validate()?;
         let a = &self.autoscale;
         if a.max_instances > crate::config::MAX_INSTANCES {
             return Err(FleetError::Config {

@@ -11,12 +11,14 @@ pub mod cpu;
 pub mod deployment;
 pub mod envelope;
 pub mod k8s;
+pub mod k8s_workers;
 pub mod plan;
 pub mod process;
 pub mod registry;
 pub mod scaler;
 pub mod supervisor;
 pub mod up;
+pub mod workers;
 
 pub use config::Config;
 pub use deployment::{DeploymentConfig, ServiceConfig};

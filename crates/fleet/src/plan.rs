@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 /// What we want running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Desired {
-    /// Instances wanted (at least 1; the supervisor clamps).
+    /// Instances wanted (the handle clamps: at least 1, or 0 for a fleet made able to
+    /// scale to zero).
     pub count: u32,
     /// Template generation: instances of an older generation are replaced one at a time
     /// (rolling restart, surge of one).
@@ -83,7 +84,7 @@ pub enum Action {
 ///    right, start one current-generation instance (surge of one); once it is ready,
 ///    retire one old instance. Never more than one surge instance starts at a time.
 pub fn plan(now: Instant, desired: Desired, observed: &[InstanceView]) -> Vec<Action> {
-    let want = desired.count.max(1) as usize;
+    let want = desired.count as usize;
     let mut active: Vec<&InstanceView> = observed
         .iter()
         .filter(|i| i.phase != Phase::Retiring)

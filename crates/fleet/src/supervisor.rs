@@ -113,6 +113,9 @@ type Groups = Arc<Mutex<BTreeMap<String, Arc<Group>>>>;
 pub struct FleetHandle {
     desired: watch::Sender<Desired>,
     status: watch::Receiver<FleetStatus>,
+    /// The fewest instances `set_count` allows: 1, or 0 for a fleet that may scale to
+    /// zero (the worker fleet, see [`FleetHandle::with_min`]).
+    min: u32,
     max: u32,
     groups: Groups,
     envelope: Option<Envelope>,
@@ -140,9 +143,16 @@ impl FleetHandle {
             .map(|(k, g)| (k.clone(), g.dirs()))
             .collect()
     }
-    /// Sets the desired instance count (clamped to 1..=the hard maximum).
+    /// This handle with `min` (0 or 1) as the fewest instances `set_count` allows. A
+    /// fleet serving traffic keeps the default 1; a queue's worker fleet may go to 0.
+    pub fn with_min(mut self, min: u32) -> Self {
+        self.min = min.min(1);
+        self
+    }
+    /// Sets the desired instance count (clamped to the handle's minimum (1 unless
+    /// [`FleetHandle::with_min`]) ..= the hard maximum).
     pub fn set_count(&self, count: u32) {
-        let count = count.clamp(1, self.max);
+        let count = count.clamp(self.min, self.max);
         self.desired.send_modify(|d| d.count = count);
     }
     /// The desired count in force.
@@ -343,6 +353,7 @@ impl<R: Registry> Fleet<R> {
         let handle = FleetHandle {
             desired: desired_tx,
             status: status_rx,
+            min: 1,
             max: crate::config::MAX_INSTANCES,
             groups,
             envelope,

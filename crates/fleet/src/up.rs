@@ -171,6 +171,9 @@ pub async fn run(
         ),
     }
 
+    // `[workers]`: the worker fleet and its backlog autoscaler (crate::workers). Started
+    // before the web fleet's tasks, so its failure (a bad queue URL) leaves nothing behind.
+    let workers = crate::workers::start(&cfg, &opts.exe, opts.status_every).await?;
     let proxy_stop = CancellationToken::new();
     let fleet_stop = CancellationToken::new();
     let scaler_stop = CancellationToken::new();
@@ -216,6 +219,9 @@ pub async fn run(
     );
     scaler_stop.cancel();
     let _ = scaler_task.await;
+    if let Some(w) = workers {
+        w.stop().await;
+    }
     if let Some(p) = printer {
         let _ = p.await;
     }

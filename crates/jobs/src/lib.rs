@@ -319,6 +319,47 @@ impl Queue for AnyQueue {
     }
 }
 
+impl Delivery {
+    /// The lease token of a delivery from a SQL queue.
+    pub(crate) fn lease(&self) -> Result<i64, JobsError> {
+        match self.receipt {
+            Receipt::Lease(t) => Ok(t),
+            Receipt::Entry(_) => Err(JobsError::Invalid {
+                field: "delivery",
+                reason: "not from a SQL queue".into(),
+            }),
+        }
+    }
+}
+
+/// The SQL backends' stats row: ready, delayed, leased, dead, oldest age (ms).
+pub(crate) type StatsRow = (i64, i64, i64, i64, Option<i64>);
+
+impl From<StatsRow> for QueueStats {
+    fn from((ready, delayed, leased, dead, age): StatsRow) -> Self {
+        let n = |v: i64| v.max(0) as u64;
+        QueueStats {
+            ready: n(ready),
+            delayed: n(delayed),
+            leased: n(leased),
+            dead: n(dead),
+            oldest_age_ms: age.map(n),
+        }
+    }
+}
+
+/// A SQL backend's dead-letter row (attempts as the driver decodes it).
+pub(crate) fn dead_job<A: TryInto<u32>>(
+    (id, payload, attempts, last_error): (String, Vec<u8>, A, String),
+) -> DeadJob {
+    DeadJob {
+        id,
+        payload,
+        attempts: attempts.try_into().unwrap_or(0),
+        last_error,
+    }
+}
+
 /// Checks a job id: 1..=128 bytes of `[A-Za-z0-9._:-]`.
 pub fn validate_job_id(id: &str) -> Result<(), JobsError> {
     let ok = !id.is_empty()

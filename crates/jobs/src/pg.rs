@@ -221,16 +221,6 @@ impl PgQueue {
         };
         bounded("postgres migrate", ms, fut).await
     }
-
-    fn lease_of(d: &Delivery) -> Result<i64, JobsError> {
-        match d.receipt {
-            Receipt::Lease(t) => Ok(t),
-            Receipt::Entry(_) => Err(JobsError::Invalid {
-                field: "delivery",
-                reason: "not from a SQL queue".into(),
-            }),
-        }
-    }
 }
 
 impl Queue for PgQueue {
@@ -316,7 +306,7 @@ impl Queue for PgQueue {
     }
 
     async fn ack(&self, d: &Delivery) -> Result<Acked, JobsError> {
-        let token = Self::lease_of(d)?;
+        let token = d.lease()?;
         let r = bounded(
             "postgres ack",
             self.cfg.op_timeout_ms,
@@ -334,7 +324,7 @@ impl Queue for PgQueue {
     }
 
     async fn nack(&self, d: &Delivery, error: &str) -> Result<Nacked, JobsError> {
-        let token = Self::lease_of(d)?;
+        let token = d.lease()?;
         let ms = self.cfg.op_timeout_ms;
         let err = truncate(error, 1024);
         match self.cfg.retry().decide(d.attempt, rand::random()) {
@@ -384,19 +374,13 @@ impl Queue for PgQueue {
     }
 
     async fn stats(&self) -> Result<QueueStats, JobsError> {
-        let (ready, delayed, leased, dead, age): (i64, i64, i64, i64, Option<i64>) = bounded(
+        let row: crate::StatsRow = bounded(
             "postgres stats",
             self.cfg.op_timeout_ms,
             sqlx::query_as(AssertSqlSafe(self.sql.stats.clone())).fetch_one(&self.pool),
         )
         .await?;
-        Ok(QueueStats {
-            ready: ready.max(0) as u64,
-            delayed: delayed.max(0) as u64,
-            leased: leased.max(0) as u64,
-            dead: dead.max(0) as u64,
-            oldest_age_ms: age.map(|a| a.max(0) as u64),
-        })
+        Ok(row.into())
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadJob>, JobsError> {
@@ -408,14 +392,6 @@ impl Queue for PgQueue {
                 .fetch_all(&self.pool),
         )
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, payload, attempts, last_error)| DeadJob {
-                id,
-                payload,
-                attempts: attempts.max(0) as u32,
-                last_error,
-            })
-            .collect())
+        Ok(rows.into_iter().map(crate::dead_job).collect())
     }
 }

@@ -11,9 +11,11 @@
 //!   nack; `:held` and `:meta` hold its payload and `attempts:enqueued_ms` meanwhile.
 //!   Due jobs move back to the stream at the start of every reserve.
 //! - `jobs:{<name>}:dead` — the dead-letter stream, trimmed to `max_dead`.
+//! - `jobs:{<name>}:prune` — when the next sweep of quiet consumers is due (ms).
 //!
-//! Consumers that died are removed from the group once their entries were taken over
-//! and they stayed idle past the visibility timeout.
+//! Consumers that died are removed from the group once they hold no entry (theirs were
+//! taken over) and have been quiet past the visibility timeout: checked at every
+//! takeover and at most once per visibility timeout at any reserve.
 //!
 //! Every state change is one Lua script, so it is atomic on the server, and every script
 //! reads the server's clock (`TIME`), so consumers on different machines agree on leases.
@@ -101,15 +103,22 @@ for _, ent in ipairs(claimed[2]) do
     end
   end
 end
--- 2b. a takeover means a consumer died or hung: forget consumers holding nothing that
--- were idle longer than the visibility timeout (harmless if alive: XREADGROUP re-adds it),
--- so the group does not grow with every dead worker process.
-if #claimed[2] > 0 then
+-- 2b. forget consumers holding nothing that have not been heard from for longer than the
+-- visibility timeout (a live worker polls far more often; if one is forgotten anyway,
+-- its next XREADGROUP re-adds it), so the group does not grow with every dead worker
+-- process. Checked at every takeover (a consumer died or hung) and, at most once per
+-- visibility timeout, at any reserve (a dead consumer whose entries were taken over
+-- before it went quiet long enough is forgotten at a later reserve). `inactive` (Redis
+-- 7.2+: time since its last successful read) is preferred to `idle` (any attempt).
+local prune_due = redis.call('GET', KEYS[7])
+if #claimed[2] > 0 or not prune_due or tonumber(prune_due) <= now then
+  redis.call('SET', KEYS[7], now + tonumber(ARGV[4]))
   local cs = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
   for i = 1, math.min(#cs, 1000) do
     local c = fields(cs[i])
+    local quiet = tonumber(c['inactive'] or c['idle'])
     if c['name'] ~= ARGV[2] and tonumber(c['pending']) == 0
-        and tonumber(c['idle']) > tonumber(ARGV[4]) then
+        and quiet and quiet > tonumber(ARGV[4]) then
       redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], c['name'])
     end
   end
@@ -180,7 +189,7 @@ if p[1] then return 0 end
 return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 ";
 
-/// The six keys of one queue, in the order the scripts expect.
+/// The seven keys of one queue, in the order the scripts expect.
 #[derive(Clone, Debug)]
 struct Keys {
     stream: String,
@@ -189,6 +198,7 @@ struct Keys {
     held: String,
     meta: String,
     dead: String,
+    prune: String,
 }
 
 impl Keys {
@@ -201,10 +211,11 @@ impl Keys {
             held: k("held"),
             meta: k("meta"),
             dead: k("dead"),
+            prune: k("prune"),
         }
     }
 
-    fn all(&self) -> [&str; 6] {
+    fn all(&self) -> [&str; 7] {
         [
             &self.stream,
             &self.ids,
@@ -212,6 +223,7 @@ impl Keys {
             &self.held,
             &self.meta,
             &self.dead,
+            &self.prune,
         ]
     }
 }

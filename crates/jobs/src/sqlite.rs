@@ -191,16 +191,6 @@ impl SqliteQueue {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
-
-    fn lease_of(d: &Delivery) -> Result<i64, JobsError> {
-        match d.receipt {
-            Receipt::Lease(t) => Ok(t),
-            Receipt::Entry(_) => Err(JobsError::Invalid {
-                field: "delivery",
-                reason: "not from a SQL queue".into(),
-            }),
-        }
-    }
 }
 
 /// What an enqueue transaction found.
@@ -300,7 +290,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn ack(&self, d: &Delivery) -> Result<Acked, JobsError> {
-        let token = Self::lease_of(d)?;
+        let token = d.lease()?;
         let fut = async {
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             let r = sqlx::query(AssertSqlSafe(self.sql.ack.clone()))
@@ -316,7 +306,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn nack(&self, d: &Delivery, error: &str) -> Result<Nacked, JobsError> {
-        let token = Self::lease_of(d)?;
+        let token = d.lease()?;
         let err = truncate(error, 1024);
         let decision = self.cfg.retry().decide(d.attempt, rand::random());
         let fut = async {
@@ -368,7 +358,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn stats(&self) -> Result<QueueStats, JobsError> {
-        let (ready, delayed, leased, dead, age): (i64, i64, i64, i64, Option<i64>) = bounded(
+        let row: crate::StatsRow = bounded(
             "sqlite stats",
             self.cfg.op_timeout_ms,
             sqlx::query_as(AssertSqlSafe(self.sql.stats.clone()))
@@ -376,13 +366,7 @@ impl Queue for SqliteQueue {
                 .fetch_one(&self.pool),
         )
         .await?;
-        Ok(QueueStats {
-            ready: ready.max(0) as u64,
-            delayed: delayed.max(0) as u64,
-            leased: leased.max(0) as u64,
-            dead: dead.max(0) as u64,
-            oldest_age_ms: age.map(|a| a.max(0) as u64),
-        })
+        Ok(row.into())
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadJob>, JobsError> {
@@ -394,14 +378,6 @@ impl Queue for SqliteQueue {
                 .fetch_all(&self.pool),
         )
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, payload, attempts, last_error)| DeadJob {
-                id,
-                payload,
-                attempts: u32::try_from(attempts).unwrap_or(0),
-                last_error,
-            })
-            .collect())
+        Ok(rows.into_iter().map(crate::dead_job).collect())
     }
 }

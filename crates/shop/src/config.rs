@@ -191,6 +191,14 @@ pub struct ShopConfig {
     /// The queue's name, `[a-z0-9_]` (tables `jobs_<name>`, Redis keys `jobs:{<name>}:…`):
     /// web instances and workers of one shop must agree on it.
     pub jobs_queue: String,
+    /// With `shard_map`: a stock reservation whose order has not committed on its shard
+    /// after this many ms is resolved by the reconciliation job (stock given back, the
+    /// late order refused). Longer than any checkout takes; a shorter one only turns slow
+    /// checkouts into 409s, never loses or over-sells stock.
+    pub stock_lease_ms: u64,
+    /// With `shard_map`: how often the reconciliation runs (in each `--role worker` as a
+    /// job on the queue; in web instances with `jobs = inline`, in process).
+    pub reconcile_interval_ms: u64,
 }
 
 impl Default for ShopConfig {
@@ -228,6 +236,8 @@ impl Default for ShopConfig {
             jobs_email_delay_ms: 0,
             jobs_concurrency: 8,
             jobs_queue: crate::jobs::QUEUE_NAME.into(),
+            stock_lease_ms: 60_000,
+            reconcile_interval_ms: 30_000,
         }
     }
 }
@@ -325,6 +335,7 @@ impl ShopConfig {
     pub fn validate(&self) -> Result<(), ShopError> {
         let bad = |field: &str, why: String| Err(ShopError::Config(format!("{field}: {why}")));
         crate::jobs::validate(self)?;
+        crate::reconcile::validate(self)?;
         if self.jobs_concurrency == 0 || self.jobs_concurrency > 10_000 {
             return bad("jobs_concurrency", "must be in 1..=10000".into());
         }

@@ -28,6 +28,7 @@ use crate::config::ShopConfig;
 use crate::db::{AnyPool, Db};
 use crate::error::{AppError, ShopError};
 use crate::metrics::Metrics;
+use crate::userdata::ShardedUserData;
 use crate::write_tx;
 
 /// The default queue name (tables `jobs_shop`, Redis keys `jobs:{shop}:...`).
@@ -304,9 +305,77 @@ impl Handler for ConfirmHandler {
     }
 }
 
+/// The stock reconciliation as a job (see `crate::reconcile`).
+#[derive(Debug)]
+struct ReconcileJob {
+    db: Arc<Db>,
+    shards: Arc<ShardedUserData>,
+    lease_ms: u64,
+}
+
+/// The worker's handler: order confirmations and stock reconciliation runs, by job id.
+#[derive(Debug)]
+pub struct ShopHandler {
+    confirm: ConfirmHandler,
+    reconcile: Option<ReconcileJob>,
+}
+
+impl Handler for ShopHandler {
+    async fn handle(&self, job: &Delivery) -> Result<(), JobFailed> {
+        if !crate::reconcile::is_job(&job.id) {
+            return self.confirm.handle(job).await;
+        }
+        let Some(r) = &self.reconcile else {
+            // A worker without the shard map has no reservations to look at; a worker
+            // with it will enqueue its own run.
+            tracing::debug!(job = %job.id, "stock reconciliation needs --shard-map; nothing to do here");
+            return Ok(());
+        };
+        let now = crate::http::now_ms() as i64;
+        let report = crate::reconcile::reconcile_stock(
+            &r.db,
+            &r.shards,
+            r.lease_ms,
+            now,
+            crate::reconcile::RECONCILE_BATCH,
+        )
+        .await
+        .map_err(JobFailed::new)?;
+        if report.released + report.settled > 0 {
+            tracing::info!(?report, "stock reconciliation");
+        }
+        Ok(())
+    }
+}
+
+/// Enqueues a stock reconciliation run every `interval` until `cancel` (the job id names
+/// the interval's slot, so the enqueues of several workers in one slot make one job while
+/// it is queued).
+async fn schedule_reconciliation(
+    queue: Arc<AnyQueue>,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let id = crate::reconcile::job_id(crate::http::now_ms(), interval.as_millis() as u64);
+        if let Err(e) = queue.enqueue(&NewJob::new(id, Vec::<u8>::new())).await {
+            tracing::warn!(error = %e, "enqueueing the stock reconciliation failed; next interval retries");
+        }
+    }
+}
+
 /// `scaleout shop --role worker`: processes the shop's jobs from `jobs_url` until
 /// `shutdown` fires, then drains (in-flight jobs get their grace; the rest are
-/// redelivered to other workers after the visibility timeout).
+/// redelivered to other workers after the visibility timeout). With `shard_map` it also
+/// schedules the stock reconciliation; with `metrics_listen` it serves `/healthz`,
+/// `/readyz` (the queue answers) and `/metrics` (backlog and this worker's counters)
+/// there, which is what `scaleout up`'s worker fleet probes.
 pub async fn run_worker(cfg: ShopConfig, shutdown: CancellationToken) -> Result<(), ShopError> {
     cfg.validate()?;
     let Some(url) = cfg.jobs_url.clone() else {
@@ -314,21 +383,62 @@ pub async fn run_worker(cfg: ShopConfig, shutdown: CancellationToken) -> Result<
             "jobs_url: required for --role worker".into(),
         ));
     };
-    let db = Db::connect(&cfg, Arc::new(Metrics::default())).await?;
+    let metrics = Arc::new(Metrics::default());
+    let shards = match &cfg.shard_map {
+        Some(path) => {
+            let map = ShardedUserData::load_map(path)?;
+            Some(Arc::new(
+                ShardedUserData::connect(&map, &cfg, &metrics).await?,
+            ))
+        }
+        None => None,
+    };
+    let db = Db::connect(&cfg, metrics).await?;
     ensure_tables(&db).await?;
-    let queue = AnyQueue::connect(&url, queue_config(&cfg))
-        .await
-        .map_err(|e| ShopError::Config(format!("jobs_url: {e}")))?;
-    let handler = ConfirmHandler::new(db, Duration::from_millis(cfg.jobs_email_delay_ms));
+    let queue = Arc::new(
+        AnyQueue::connect(&url, queue_config(&cfg))
+            .await
+            .map_err(|e| ShopError::Config(format!("jobs_url: {e}")))?,
+    );
+    let handler = ShopHandler {
+        confirm: ConfirmHandler::new(db.clone(), Duration::from_millis(cfg.jobs_email_delay_ms)),
+        reconcile: shards.clone().map(|shards| ReconcileJob {
+            db: db.clone(),
+            shards,
+            lease_ms: cfg.stock_lease_ms,
+        }),
+    };
     let wcfg = WorkerConfig {
         concurrency: cfg.jobs_concurrency,
         batch: cfg.jobs_concurrency.min(32),
         ..WorkerConfig::default()
     };
     tracing::info!(backend = queue.backend(), consumer = %wcfg.consumer, "shop worker started");
-    let worker = ::jobs::Worker::new(Arc::new(queue), Arc::new(handler), wcfg)
+    let worker = ::jobs::Worker::new(queue.clone(), Arc::new(handler), wcfg)
         .map_err(|e| ShopError::Config(format!("jobs worker: {e}")))?;
+    let side = CancellationToken::new();
+    if shards.is_some() {
+        tokio::spawn(schedule_reconciliation(
+            queue.clone(),
+            Duration::from_millis(cfg.reconcile_interval_ms),
+            side.clone(),
+        ));
+    }
+    if let Some(addr) = &cfg.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            ShopError::Config(format!("metrics_listen: cannot listen on {addr}: {e}"))
+        })?;
+        tracing::info!(listen = %l.local_addr()?, "worker health and metrics served");
+        let app = worker_app(queue.clone(), worker.metrics(), cfg.jobs_queue.clone());
+        let stop = side.clone();
+        tokio::spawn(
+            axum::serve(l, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .into_future(),
+        );
+    }
     let report = worker.run(shutdown).await;
+    side.cancel();
     tracing::info!(
         processed = report.counters.processed,
         failed = report.counters.failed,
@@ -336,6 +446,55 @@ pub async fn run_worker(cfg: ShopConfig, shutdown: CancellationToken) -> Result<
         "shop worker stopped"
     );
     Ok(())
+}
+
+/// A worker's small HTTP face: `/healthz` (alive), `/readyz` (the queue answers: 200, else
+/// 503) and `/metrics` (the queue's backlog and this worker's counters, Prometheus text).
+pub fn worker_app(
+    queue: Arc<AnyQueue>,
+    metrics: Arc<::jobs::WorkerMetrics>,
+    queue_name: String,
+) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let ready_q = queue.clone();
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let q = ready_q.clone();
+                async move {
+                    match q.stats().await {
+                        Ok(_) => (StatusCode::OK, "ready").into_response(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "queue unreachable");
+                            (StatusCode::SERVICE_UNAVAILABLE, "queue unreachable").into_response()
+                        }
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let (q, m, name) = (queue.clone(), metrics.clone(), queue_name.clone());
+                async move {
+                    match q.stats().await {
+                        Ok(stats) => (
+                            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                            ::jobs::render_prometheus(&name, &stats, &m.snapshot()),
+                        )
+                            .into_response(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "queue unreachable");
+                            StatusCode::SERVICE_UNAVAILABLE.into_response()
+                        }
+                    }
+                }
+            }),
+        )
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod keys;
 pub mod marks;
 pub mod metrics;
+pub mod reconcile;
 pub mod redis_conn;
 pub mod ryw;
 pub mod schema;
@@ -167,7 +168,7 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
     } else {
         cfg.instance_id.clone()
     };
-    Ok(Arc::new(AppState {
+    let state = Arc::new(AppState {
         instance_id,
         db,
         shards,
@@ -181,7 +182,18 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
         max_body_bytes: cfg.max_body_bytes,
         background,
         jobs: shop_jobs,
-    }))
+    });
+    // Sharded checkouts leave stock reservations to reconcile after a crash; with a queue
+    // the workers schedule that, inline nobody else would.
+    if state.shards.is_some() && matches!(state.jobs, jobs::ShopJobs::Inline { .. }) {
+        tokio::spawn(reconcile::run_in_process(
+            state.clone(),
+            cfg.stock_lease_ms,
+            Duration::from_millis(cfg.reconcile_interval_ms),
+            state.background.clone(),
+        ));
+    }
+    Ok(state)
 }
 
 /// Runs one instance until `shutdown` fires: stops accepting, lets in-flight requests

@@ -61,6 +61,34 @@ pub const RYW_MARKS: &str = "CREATE TABLE IF NOT EXISTS ryw_marks (
         lsn BIGINT NOT NULL,
         expires_at BIGINT NOT NULL)";
 
+/// Stock reserved by a sharded checkout (on `--db`, in the reserving transaction) until
+/// its order committed on the shard (settled) or the reservation was given back. A row
+/// older than the stock lease is resolved by the reconciliation job (`reconcile.rs`).
+/// `lines` is JSON `[[product_id, quantity], ...]`. Same text in both dialects.
+pub const STOCK_RESERVATIONS: &str = "CREATE TABLE IF NOT EXISTS stock_reservations (
+        order_id TEXT PRIMARY KEY,
+        user_id BIGINT NOT NULL,
+        lines TEXT NOT NULL,
+        created_at BIGINT NOT NULL)";
+
+/// Same text in both dialects.
+pub const STOCK_RESERVATIONS_CREATED_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS stock_reservations_created ON stock_reservations(created_at)";
+
+/// On each shard: who decided an order id's fate first. The checkout's shard transaction
+/// inserts `(id, 'order')` with its order; the reconciliation job inserts `(id, 'void')`
+/// for a reservation whose order never appeared. The primary key lets exactly one win,
+/// so a checkout that outlived its lease cannot commit an order whose stock was given
+/// back. Same text in both dialects.
+pub const ORDER_CLAIMS: &str = "CREATE TABLE IF NOT EXISTS order_claims (
+        order_id TEXT PRIMARY KEY,
+        outcome TEXT NOT NULL,
+        at_ms BIGINT NOT NULL)";
+
+/// Same text in both dialects.
+pub const ORDER_CLAIMS_AT_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS order_claims_at ON order_claims(at_ms)";
+
 /// DDL for SQLite, in order.
 pub const SQLITE: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS users (
@@ -87,6 +115,12 @@ pub const SQLITE: &[&str] = &[
     // Read-your-writes marks (the primary's WAL position after a user's last write) when
     // there is no Redis to keep them; PostgreSQL with replicas only.
     RYW_MARKS,
+    STOCK_RESERVATIONS,
+    STOCK_RESERVATIONS_CREATED_INDEX,
+    // Used on the shards; here too because every shard table is part of this schema
+    // (the shard module's copy is checked against it).
+    ORDER_CLAIMS,
+    ORDER_CLAIMS_AT_INDEX,
 ];
 
 /// DDL for PostgreSQL, in order. Same tables and columns as [`SQLITE`].
@@ -111,4 +145,10 @@ pub const POSTGRES: &[&str] = &[
     SESSIONS,
     CACHE_ENTRIES,
     RYW_MARKS,
+    STOCK_RESERVATIONS,
+    STOCK_RESERVATIONS_CREATED_INDEX,
+    // Used on the shards; here too because every shard table is part of this schema
+    // (the shard module's copy is checked against it).
+    ORDER_CLAIMS,
+    ORDER_CLAIMS_AT_INDEX,
 ];

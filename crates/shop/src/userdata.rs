@@ -80,6 +80,11 @@ impl ShardedUserData {
         (i, &self.pools[i])
     }
 
+    /// Every shard's pool, in map order.
+    pub fn pools(&self) -> &[AnyPool] {
+        &self.pools
+    }
+
     /// The connected map.
     pub fn set(&self) -> &ShardSet {
         &self.set

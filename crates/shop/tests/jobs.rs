@@ -281,3 +281,32 @@ async fn sigkill_of_a_worker_mid_job_confirms_once_on_sqlite() {
     cfg.jobs_url = Some(sqlite_queue_url(&cfg));
     sigkill_mid_job(cfg).await;
 }
+
+/// A fresh PostgreSQL database for a queue (so its tables do not pile up in `postgres`).
+async fn pg_queue_url(tag: &str) -> String {
+    fresh_pg_database(tag).await.0
+}
+
+#[tokio::test]
+async fn checkout_enqueues_and_a_worker_confirms_on_postgres() {
+    let url = pg_queue_url("jobsq").await;
+    queue_then_worker(queue_config("jobs-pg", &url)).await;
+}
+
+#[tokio::test]
+async fn postgres_shop_and_queue_in_one_database() {
+    // The shop's own database doubles as the queue: the job tables sit beside the orders.
+    let url = pg_queue_url("jobsdb").await;
+    let cfg = ShopConfig {
+        db: url.clone(),
+        pool_size: 4,
+        ..queue_config("jobs-pg-db", &url)
+    };
+    queue_then_worker(cfg).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_a_worker_mid_job_confirms_once_on_postgres() {
+    let url = pg_queue_url("jobsk").await;
+    sigkill_mid_job(queue_config("jobs-kill-pg", &url)).await;
+}

@@ -23,10 +23,15 @@ fn empty_fleet_spawns_the_count() {
 }
 
 #[test]
-fn count_zero_is_treated_as_one() {
+fn count_zero_retires_everything() {
+    // The plan takes the count as given; `FleetHandle::set_count` keeps it at 1 or more
+    // unless the fleet was made able to scale to zero (`with_min(0)`, the worker fleet).
     let now = Instant::now();
     let obs = [inst("a", 1, 0, Phase::Ready)];
-    assert!(plan(now, want(0, 0), &obs).is_empty());
+    assert_eq!(
+        plan(now, want(0, 0), &obs),
+        vec![Action::Retire { id: "a".into() }]
+    );
 }
 
 #[test]

@@ -77,6 +77,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             cfg.service.secret, cfg.service.secret
         );
     }
+    // `[workers]`: the worker Deployment and its KEDA ScaledObject (fleet::k8s_workers).
+    for path in fleet::k8s_workers::emit(&cfg, args.output.as_deref())? {
+        eprintln!("wrote {}", path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

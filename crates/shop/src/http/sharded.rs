@@ -13,8 +13,14 @@
 //!    the whole checkout retry), insert the order and its items, commit;
 //! 5. if 4 did not commit, give the reservation back (stock + q).
 //!
+//! Step 3 records the reservation in the `stock_reservations` ledger and step 4 claims the
+//! order id in `order_claims`; after 4 the ledger row is deleted (settled), and step 5
+//! gives stock back only in the transaction that deletes the row.
+//!
 //! Failure modes: a crash or a failed give-back between 3 and 5 leaves stock reserved with
-//! no order (stock under-counted, never over-sold); an acknowledged order is committed on
+//! no order (stock under-counted, never over-sold) until the reconciliation job
+//! (`crate::reconcile`) finds the ledger row older than the stock lease, voids the order
+//! id on the shard and gives the stock back; an acknowledged order is committed on
 //! the shard before the response, so it is never lost; an ambiguous commit error is
 //! resolved by looking the order up by key before giving stock back (found: it is the
 //! answer; lookup failed: the reservation is kept). The `UNIQUE (user_id,
@@ -34,6 +40,7 @@ use super::{AppState, CartLine, Checkout, MAX_QUANTITY, OrderLine, OrderOut, fin
 use crate::db::AnyPool;
 use crate::error::AppError;
 use crate::metrics::{DbRole, Metrics};
+use crate::reconcile;
 use crate::userdata::ShardedUserData;
 use crate::{on_pool, pool_tx, write_tx};
 
@@ -169,11 +176,16 @@ pub(super) async fn cart_remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Step 3: reserves stock for every line and reads prices, in one main-db transaction.
-/// `Err(product_id)` (inside `Ok`) names the first short line; nothing was reserved then.
+/// Step 3: reserves stock for every line and reads prices, in one main-db transaction
+/// that also records the reservation in the ledger under `order_id` (see
+/// `crate::reconcile`). `Err(product_id)` (inside `Ok`) names the first short line;
+/// nothing was reserved then.
 async fn reserve(
     st: &AppState,
     cart: &[(i64, i64)],
+    order_id: &str,
+    user_id: i64,
+    now_ms: i64,
 ) -> Result<Result<Vec<OrderLine>, i64>, AppError> {
     st.metrics.db_query(DbRole::Primary);
     Ok(write_tx!(st.db, tx => {
@@ -197,28 +209,34 @@ async fn reserve(
                 price,
             });
         }
+        sqlx::query(reconcile::INSERT_RESERVATION)
+            .bind(order_id)
+            .bind(user_id)
+            .bind(reconcile::encode_lines(cart))
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
         Ok(lines)
     }))
 }
 
-/// Step 5: gives a reservation back. A failure is logged and leaves stock under-counted
-/// (never over-sold).
-async fn release(st: &AppState, lines: &[OrderLine]) {
-    let give_back = async {
-        st.metrics.db_query(DbRole::Primary);
-        write_tx!(st.db, tx => {
-            for l in lines {
-                sqlx::query("UPDATE products SET stock = stock + $1 WHERE id = $2")
-                    .bind(l.quantity)
-                    .bind(l.product_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        });
-        Ok::<(), AppError>(())
-    };
-    if let Err(e) = give_back.await {
-        tracing::warn!(error = %e, lines = lines.len(), "could not give a checkout's stock reservation back; stock stays reserved");
+/// Step 5: gives a reservation back (only if its ledger row is still there, in the same
+/// transaction that deletes it). A failure is logged and leaves the ledger row to the
+/// reconciliation job (stock under-counted until then, never over-sold).
+async fn release(st: &AppState, order_id: &str, lines: &[OrderLine]) {
+    st.metrics.db_query(DbRole::Primary);
+    let reserved: Vec<(i64, i64)> = lines.iter().map(|l| (l.product_id, l.quantity)).collect();
+    if let Err(e) = reconcile::give_back(&st.db, order_id, &reserved).await {
+        tracing::warn!(error = %e, lines = lines.len(), "could not give a checkout's stock reservation back; the reconciliation job will");
+    }
+}
+
+/// After the order committed: the ledger row goes (the stock stays sold). A failure is
+/// harmless: the reconciliation job finds the order's claim and settles the row.
+async fn settle(st: &AppState, order_id: &str) {
+    st.metrics.db_query(DbRole::Primary);
+    if let Err(e) = reconcile::settle(&st.db, order_id).await {
+        tracing::warn!(error = %e, "could not settle a checkout's stock reservation; the reconciliation job will");
     }
 }
 
@@ -230,6 +248,8 @@ enum ShardCommit {
     Replayed(OrderOut),
     /// A cart row changed since the snapshot (rolled back).
     CartChanged,
+    /// The reconciliation job voided this order id (its lease ran out): rolled back.
+    Voided,
 }
 
 /// Step 4: one transaction on the user's shard.
@@ -272,6 +292,16 @@ async fn commit_order(
             if n == 0 {
                 return Ok(ShardCommit::CartChanged);
             }
+        }
+        // Claim the id before the reconciliation job can void it (crate::reconcile).
+        let claimed = sqlx::query(reconcile::CLAIM_ORDER)
+            .bind(&order.id)
+            .bind(order.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if claimed == 0 {
+            return Ok(ShardCommit::Voided);
         }
         sqlx::query(
             "INSERT INTO orders (id, user_id, idempotency_key, total_cents, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -324,31 +354,41 @@ pub(super) async fn checkout(
                 None => Checkout::EmptyCart,
             });
         }
-        // 3. Reserve stock, read prices.
-        let lines = match reserve(st, &cart).await? {
+        // 3. Reserve stock (recorded in the ledger under the order's id), read prices.
+        let order_id = uuid::Uuid::now_v7().to_string();
+        let created_at = super::now_ms() as i64;
+        let lines = match reserve(st, &cart, &order_id, user_id, created_at).await? {
             Ok(lines) => lines,
             Err(short) => return Ok(Checkout::OutOfStock(short)),
         };
-        let created_at = super::now_ms() as i64;
         let order = OrderOut {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: order_id.clone(),
             total: lines.iter().map(|l| l.price * l.quantity).sum(),
             created_at,
             items: lines,
         };
-        let order_id = order.id.clone();
         let reserved = order.items.clone();
         // 4. The order, on the shard.
         st.metrics.shard_query(i);
         match commit_order(pool, user_id, key, order).await {
-            Ok(ShardCommit::Created(o)) => return Ok(Checkout::Created(o)),
+            Ok(ShardCommit::Created(o)) => {
+                settle(st, &order_id).await;
+                return Ok(Checkout::Created(o));
+            }
             Ok(ShardCommit::Replayed(o)) => {
-                release(st, &reserved).await;
+                release(st, &order_id, &reserved).await;
                 return Ok(Checkout::Replayed(o));
             }
             Ok(ShardCommit::CartChanged) => {
-                release(st, &reserved).await;
+                release(st, &order_id, &reserved).await;
                 continue;
+            }
+            Ok(ShardCommit::Voided) => {
+                // The reconciliation job gave this reservation back already.
+                release(st, &order_id, &reserved).await;
+                return Err(AppError::Conflict(
+                    "checkout took longer than the stock lease; retry".into(),
+                ));
             }
             Err(e) => {
                 // Did it commit anyway (an ambiguous commit error), or did a concurrent
@@ -356,13 +396,16 @@ pub(super) async fn checkout(
                 // the stock back.
                 st.metrics.shard_query(i);
                 match find_order_on(pool, user_id, key).await {
-                    Ok(Some(o)) if o.id == order_id => return Ok(Checkout::Created(o)),
+                    Ok(Some(o)) if o.id == order_id => {
+                        settle(st, &order_id).await;
+                        return Ok(Checkout::Created(o));
+                    }
                     Ok(Some(o)) => {
-                        release(st, &reserved).await;
+                        release(st, &order_id, &reserved).await;
                         return Ok(Checkout::Replayed(o));
                     }
                     Ok(None) => {
-                        release(st, &reserved).await;
+                        release(st, &order_id, &reserved).await;
                         return Err(e);
                     }
                     Err(lookup) => {

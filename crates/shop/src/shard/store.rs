@@ -28,6 +28,9 @@ pub const SHARDED_TABLES_DDL: &[&str] = &[
     // items would otherwise scan the whole table.
     "CREATE INDEX IF NOT EXISTS orders_user ON orders(user_id)",
     "CREATE INDEX IF NOT EXISTS order_items_user ON order_items(user_id)",
+    // Checkout and the stock reconciliation job race on these (see crate::reconcile).
+    crate::schema::ORDER_CLAIMS,
+    crate::schema::ORDER_CLAIMS_AT_INDEX,
 ];
 
 /// The directory router's table (in the directory database only).
