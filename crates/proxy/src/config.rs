@@ -342,6 +342,7 @@ impl Config {
             outlier: self.outlier.clone(),
             retry: self.retry.clone(),
             slow_start: self.slow_start.clone(),
+            max_in_flight_per_backend: self.limits.max_in_flight_per_backend,
         }
     }
 

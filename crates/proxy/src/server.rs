@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -159,15 +159,16 @@ pub(crate) async fn run_worker(
             started.clone(),
             slot,
         ));
-        let io = TokioIo::new(IdleIo::new(stream, idle, head, active, started));
-        let w = worker.clone();
-        let svc = hyper::service::service_fn(move |req| {
-            let w = w.clone();
-            let ctx = ctx.clone();
-            async move { Ok::<_, std::convert::Infallible>(w.handle(&ctx, req).await) }
-        });
-        let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-        let conn = graceful.watch(conn);
+        let io = IdleIo::new(stream, idle, head, active, started);
+        // The HTTP/1.1 fast path, handing over to hyper (h2c, upgrades, streamed bodies).
+        let conn = crate::h1::serve(
+            worker.clone(),
+            ctx,
+            io,
+            builder.clone(),
+            graceful.watcher(),
+            shutdown.clone(),
+        );
         let shared2 = shared.clone();
         tracker.spawn(async move {
             tokio::select! {
