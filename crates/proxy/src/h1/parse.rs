@@ -8,7 +8,7 @@
 //! - no obs-fold, no whitespace before a header's colon, one space between the parts of
 //!   the request line, visible ASCII in the target (httparse's strict defaults, kept);
 //! - `Content-Length` is one decimal number (several identical ones are accepted, several
-//!   that differ are refused); `Transfer-Encoding` is one `chunked` (anything else is
+//!   that are not byte-identical are refused); `Transfer-Encoding` is one `chunked` (anything else is
 //!   501), never together with `Content-Length` and never on HTTP/1.0;
 //! - exactly one valid, non-empty `Host` on HTTP/1.1; an absolute-form target names the
 //!   authority and the `Host` forwarded is that authority (RFC 9112 3.2.2), so the
@@ -278,6 +278,7 @@ pub fn parse_request<'b, 'h>(
     let mut host: Option<&[u8]> = None;
     let mut hosts = 0usize;
     let mut content_length: Option<u64> = None;
+    let mut cl_raw: Option<&[u8]> = None;
     let mut te_headers = 0usize;
     let mut te_chunked = false;
     let (mut close, mut keep_alive_token, mut conn_upgrade) = (false, false, false);
@@ -291,11 +292,13 @@ pub fn parse_request<'b, 'h>(
             hosts += 1;
             host = Some(v);
         } else if eq(name, "content-length") {
-            let n =
-                parse_content_length(v.trim_ascii()).ok_or(RequestRule::InvalidContentLength)?;
-            if content_length.is_some_and(|prev| prev != n) {
+            // Duplicates must be byte-identical ("5" and "05" are refused together).
+            let raw = v.trim_ascii();
+            let n = parse_content_length(raw).ok_or(RequestRule::InvalidContentLength)?;
+            if cl_raw.is_some_and(|prev| prev != raw) {
                 return Err(RequestRule::InvalidContentLength);
             }
+            cl_raw = Some(raw);
             content_length = Some(n);
         } else if eq(name, "transfer-encoding") {
             te_headers += 1;

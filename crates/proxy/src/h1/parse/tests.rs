@@ -87,6 +87,8 @@ fn smuggling_vectors_are_refused_with_the_rfc_status() {
         // Different lengths, lists, signs, garbage.
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n", InvalidContentLength),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4, 5\r\n\r\n", InvalidContentLength),
+        // Found by the seeded fuzz run: numerically equal but not identical duplicates.
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 05\r\n\r\n", InvalidContentLength),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\n", InvalidContentLength),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x4\r\n\r\n", InvalidContentLength),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n", InvalidContentLength),
