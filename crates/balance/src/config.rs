@@ -593,6 +593,9 @@ pub struct BalanceConfig {
     pub retry: RetryConfig,
     /// Slow start of new backends.
     pub slow_start: SlowStartConfig,
+    /// Requests in flight to one backend at once; a pick skips a backend at the cap
+    /// (0 = unlimited). The proxy sets it from `limits.max_in_flight_per_backend`.
+    pub max_in_flight_per_backend: u32,
 }
 
 impl BalanceConfig {

@@ -9,11 +9,12 @@
 //! 1. `let mut pool = Pool::new(config)` (after `config.validate()`), `pool.add_initial(..)`.
 //! 2. Publish `pool.selector(now)` in an `ArcSwap<Selector>`; republish after every pool
 //!    change, after `pool.tick(now)` returns events, and when `selector.needs_rebuild(now)`.
-//! 3. Per request: `selector.pick(&PickRequest { .. }, &tried, now)`, then
+//! 3. Per request: `selector.try_pick(&PickRequest { .. }, &tried, now)` (full backends,
+//!    `max_in_flight_per_backend`, are skipped), then
 //!    `let guard = pick.backend.load.start()`, forward, and
 //!    `let run = load.record(outcome, latency, now)`; if `run >=
 //!    config.outlier.consecutive_failures`, lock the pool and `report_failures(id, run, now)`.
-//! 4. Retries: `retry::is_retryable(method, failure)` and `budget.try_withdraw(now)`
+//! 4. Retries: `retry::decide_retry(&RetryInput { .. }, &budget, now)` after a failed attempt
 //!    (with `budget.deposit(now)` once per request), excluding the backends tried.
 //! 5. Active checks: `pool.observe_health(id, ok, now)` per check result.
 
@@ -38,5 +39,8 @@ pub use config::{
 pub use ewma::{AtomicPeakEwma, PeakEwma};
 pub use health::{CheckOutcome, Ejection, HealthState, Transition};
 pub use pool::{BackendStatus, Pool, PoolError, PoolEvent};
-pub use retry::{FailureKind, RetryBudget, is_idempotent, is_retryable};
-pub use select::{Candidate, Eligibility, Pick, PickRequest, Selector};
+pub use retry::{
+    FailureKind, RetryBudget, RetryDecision, RetryInput, decide_retry, is_idempotent, is_retryable,
+    should_retry,
+};
+pub use select::{Candidate, Eligibility, NoPick, Pick, PickRequest, Selector};

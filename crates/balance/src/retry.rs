@@ -5,6 +5,11 @@
 //! are retried, and only after a failure that says nothing about the request itself
 //! (reset, timeout, 502/503/504).
 //!
+//! [`should_retry`] is the whole decision for one failed attempt, as one pure function
+//! (the proxy's forwarding paths call it and nothing else): retryable failure for the
+//! method, a body that can be sent again, attempts left, and a backend not tried yet.
+//! [`decide_retry`] adds the budget.
+//!
 //! [`RetryBudget`] follows linkerd's and Finagle's budgets: every request deposits, every
 //! retry withdraws, and a retry is allowed while
 //! `min_retries_per_s x ttl + budget_ratio x requests - retries >= 1` over the last `ttl`.
@@ -54,6 +59,55 @@ pub fn is_retryable(method: &str, failure: FailureKind) -> bool {
         FailureKind::Connect => true,
         FailureKind::Reset | FailureKind::Timeout => is_idempotent(method),
         FailureKind::Status(s) => is_idempotent(method) && FailureKind::is_retryable_status(s),
+    }
+}
+
+/// One failed attempt, as the retry decision sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryInput<'a> {
+    /// The request's method (case-sensitive).
+    pub method: &'a str,
+    /// How the attempt failed.
+    pub failure: FailureKind,
+    /// Whether the request can be sent again: its body was empty or buffered whole.
+    pub replayable: bool,
+    /// Attempts made so far, the failed one included.
+    pub attempts: u32,
+    /// Most attempts per request (`retry.max_attempts`).
+    pub max_attempts: u32,
+    /// Backends that could still be picked: pickable and not tried yet (the one that just
+    /// failed counts as tried).
+    pub untried: usize,
+}
+
+/// Whether the failed attempt described by `input` should be retried on another backend,
+/// before the budget is asked. Pure.
+pub fn should_retry(input: &RetryInput<'_>) -> bool {
+    input.replayable
+        && input.attempts < input.max_attempts
+        && input.untried > 0
+        && is_retryable(input.method, input.failure)
+}
+
+/// The retry decision for one failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Retry on another backend (one retry was withdrawn from the budget).
+    Retry,
+    /// Not retryable (method, failure, body, attempts or backends left).
+    Stop,
+    /// Retryable, but the budget is spent: give up (and count it).
+    BudgetExhausted,
+}
+
+/// [`should_retry`], then a withdrawal from `budget` at `now`.
+pub fn decide_retry(input: &RetryInput<'_>, budget: &RetryBudget, now: Instant) -> RetryDecision {
+    if !should_retry(input) {
+        RetryDecision::Stop
+    } else if budget.try_withdraw(now) {
+        RetryDecision::Retry
+    } else {
+        RetryDecision::BudgetExhausted
     }
 }
 
@@ -173,6 +227,56 @@ mod tests {
             assert!(!is_retryable(m, FailureKind::Timeout), "{m}");
             assert!(!is_retryable(m, FailureKind::Status(502)), "{m}");
         }
+    }
+
+    fn input(method: &str, failure: FailureKind) -> RetryInput<'_> {
+        RetryInput {
+            method,
+            failure,
+            replayable: true,
+            attempts: 1,
+            max_attempts: 3,
+            untried: 1,
+        }
+    }
+
+    #[test]
+    fn should_retry_needs_every_condition() {
+        assert!(should_retry(&input("GET", FailureKind::Reset)));
+        assert!(should_retry(&input("POST", FailureKind::Connect)));
+        assert!(!should_retry(&input("POST", FailureKind::Reset)));
+        let base = input("GET", FailureKind::Status(503));
+        assert!(should_retry(&base));
+        for bad in [
+            RetryInput {
+                replayable: false,
+                ..base
+            },
+            RetryInput {
+                attempts: 3,
+                ..base
+            },
+            RetryInput { untried: 0, ..base },
+            RetryInput {
+                failure: FailureKind::Status(500),
+                ..base
+            },
+        ] {
+            assert!(!should_retry(&bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn decide_withdraws_from_the_budget_only_when_retrying() {
+        let t0 = Instant::now();
+        let b = RetryBudget::new(&cfg(0.0, 1, 1000), t0);
+        assert_eq!(
+            decide_retry(&input("POST", FailureKind::Reset), &b, t0),
+            RetryDecision::Stop
+        );
+        let get = input("GET", FailureKind::Reset);
+        assert_eq!(decide_retry(&get, &b, t0), RetryDecision::Retry);
+        assert_eq!(decide_retry(&get, &b, t0), RetryDecision::BudgetExhausted);
     }
 
     fn cfg(ratio: f64, min: u32, ttl_ms: u64) -> RetryConfig {

@@ -8,6 +8,10 @@
 //! counter and each backend's [`BackendLoad`]). No lock, no allocation, no clock read, no
 //! RNG: the caller passes `now` and a random `u64` in the [`PickRequest`].
 //!
+//! A pick also skips a backend that has `max_in_flight_per_backend` requests in flight
+//! (read from its live [`BackendLoad`]), as it skips an excluded one; when that leaves
+//! nothing, [`Selector::try_pick`] says so ([`NoPick::AllFull`]) so the proxy can shed.
+//!
 //! Architecture invariant: a pick never returns a backend that was not eligible when the
 //! snapshot was built (healthy, not ejected, admin-active), except in fail-open mode, when
 //! no backend was eligible and the policy says to ignore health; then [`Pick::fail_open`]
@@ -98,6 +102,16 @@ pub struct Pick<'a> {
     pub fail_open: bool,
 }
 
+/// Why [`Selector::try_pick`] found no backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPick {
+    /// Nothing pickable is left: the pool is empty or all down (`reject503`), or every
+    /// pickable backend was excluded.
+    NoneLeft,
+    /// Every pickable backend that is not excluded is at `max_in_flight_per_backend`.
+    AllFull,
+}
+
 #[derive(Debug)]
 enum Algo {
     RoundRobin,
@@ -131,6 +145,8 @@ pub struct Selector {
     by_name: Option<HashMap<Arc<str>, usize>>,
     hash_by_ip: bool,
     fail_open: bool,
+    /// `max_in_flight_per_backend` (0 = unlimited).
+    cap: u64,
     counter: AtomicUsize,
     rebuild_at: Option<Instant>,
 }
@@ -285,6 +301,7 @@ impl Selector {
             by_name,
             hash_by_ip: algo_kind == StrategyKind::IpHash,
             fail_open,
+            cap: u64::from(config.max_in_flight_per_backend),
             counter: AtomicUsize::new(0),
             rebuild_at,
             all: candidates,
@@ -330,25 +347,36 @@ impl Selector {
     }
 
     /// Picks a backend for `req`, never one whose id is in `exclude` (the backends a
-    /// retried request already tried). `None` when nothing is pickable: the proxy
-    /// answers 503 (all down with `reject503`, or every pickable backend excluded).
+    /// retried request already tried) nor one at `max_in_flight_per_backend`. `None` when
+    /// nothing is left: the proxy answers 503. [`Selector::try_pick`] says why.
     pub fn pick(
         &self,
         req: &PickRequest<'_>,
         exclude: &[BackendId],
         now: Instant,
     ) -> Option<Pick<'_>> {
+        self.try_pick(req, exclude, now).ok()
+    }
+
+    /// [`Selector::pick`], telling an empty or all-excluded pool ([`NoPick::NoneLeft`])
+    /// from one whose backends are all at the in-flight cap ([`NoPick::AllFull`]).
+    pub fn try_pick(
+        &self,
+        req: &PickRequest<'_>,
+        exclude: &[BackendId],
+        now: Instant,
+    ) -> Result<Pick<'_>, NoPick> {
         let n = self.pickable.len();
         if n == 0 {
-            return None;
+            return Err(NoPick::NoneLeft);
         }
         let mut repin = false;
         if let Some(map) = &self.by_name {
             if let Some(i) = req.sticky.and_then(|name| map.get(name)).copied()
                 && self.pickable_pos[i] != usize::MAX
-                && !exclude.contains(&self.all[i].id)
+                && !self.skipped(self.pickable_pos[i], exclude)
             {
-                return Some(Pick {
+                return Ok(Pick {
                     backend: &self.all[i],
                     repin: false,
                     fail_open: self.fail_open,
@@ -356,24 +384,39 @@ impl Selector {
             }
             repin = true;
         }
-        let pos = self.pick_pos(req, exclude, now)?;
-        Some(Pick {
-            backend: &self.all[self.pickable[pos]],
-            repin,
-            fail_open: self.fail_open,
-        })
+        match self.pick_pos(req, exclude, now) {
+            Some(pos) => Ok(Pick {
+                backend: &self.all[self.pickable[pos]],
+                repin,
+                fail_open: self.fail_open,
+            }),
+            // Off the hot path: tell "all full" from "all excluded".
+            None if self.cap > 0 && (0..n).any(|p| !self.excluded(p, exclude)) => {
+                Err(NoPick::AllFull)
+            }
+            None => Err(NoPick::NoneLeft),
+        }
     }
 
     fn excluded(&self, pos: usize, exclude: &[BackendId]) -> bool {
         !exclude.is_empty() && exclude.contains(&self.slots[pos].id)
     }
 
-    /// `pos` if not excluded, else the next pickable position that is not.
+    fn full(&self, pos: usize) -> bool {
+        self.cap > 0 && self.slots[pos].load.in_flight() >= self.cap
+    }
+
+    /// Excluded or full: a pick must pass over it.
+    fn skipped(&self, pos: usize, exclude: &[BackendId]) -> bool {
+        self.excluded(pos, exclude) || self.full(pos)
+    }
+
+    /// `pos` if not skipped, else the next pickable position that is not.
     fn first_allowed_from(&self, pos: usize, exclude: &[BackendId]) -> Option<usize> {
         let n = self.pickable.len();
         (0..n)
             .map(|k| (pos + k) % n)
-            .find(|&p| !self.excluded(p, exclude))
+            .find(|&p| !self.skipped(p, exclude))
     }
 
     fn weighted_random(&self, random: u64) -> usize {
@@ -405,7 +448,7 @@ impl Selector {
                 let mut best: Option<(usize, f64)> = None;
                 for p in (start..n).chain(0..start) {
                     let slot = &self.slots[p];
-                    if !exclude.is_empty() && exclude.contains(&slot.id) {
+                    if self.skipped(p, exclude) {
                         continue;
                     }
                     let score = slot.load.in_flight() as f64 * slot.inv_weight;

@@ -1,87 +1,53 @@
-//! Body types of the forwarding path: the request body sent upstream (empty, buffered so
-//! it can be replayed on a retry, or streamed under a size limit), and the response body
-//! sent to the client (carrying the in-flight guards until it ends).
+//! The response body sent to the client, and the guards that keep a request counted as in
+//! flight (proxy-wide and on its backend) until that body has ended.
 //!
-//! A streamed request body records when the *client* failed (disconnected or exceeded the
-//! size limit) so that the failure is not blamed on the backend. Nothing here may buffer
-//! without a bound.
+//! Nothing here may buffer without a bound. The request body sent upstream lives with the
+//! upstream connections (`upstream::ReqBody`); this module depends on `upstream` for the
+//! [`Lease`] a response body drives, and nothing depends back on it but the request paths.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
+use balance::InFlightGuard;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Limited;
 use hyper::body::Incoming;
 
-use crate::forward::Guards;
+use crate::shared::Shared;
 use crate::upstream::Lease;
 
-/// Errors of bodies: boxed, as hyper's client expects.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A request body on its way to a backend.
-pub enum ReqBody {
-    /// No body, or a buffered one (cloned for every attempt, so it can be replayed).
-    Full(Option<Bytes>),
-    /// Forwarded as it arrives, once, under the body size limit.
-    Stream {
-        /// The client's body, limited.
-        inner: Limited<Incoming>,
-        /// Set when reading the client's body failed (client gone or body too large).
-        client_failed: Arc<AtomicBool>,
-    },
+/// Keeps a request counted as in flight (proxy-wide and on its backend) until dropped,
+/// which happens when the response body has been sent.
+pub(crate) struct Guards {
+    _backend: InFlightGuard,
+    _proxy: ProxyInFlight,
 }
 
-impl ReqBody {
-    /// A buffered body (empty bytes become an empty body).
-    pub fn full(b: Bytes) -> Self {
-        if b.is_empty() {
-            ReqBody::Full(None)
-        } else {
-            ReqBody::Full(Some(b))
+impl Guards {
+    /// Both guards of one forwarded request.
+    pub(crate) fn new(backend: InFlightGuard, proxy: ProxyInFlight) -> Self {
+        Guards {
+            _backend: backend,
+            _proxy: proxy,
         }
     }
 }
 
-impl Body for ReqBody {
-    type Data = Bytes;
-    type Error = BoxError;
+/// Counts a client request in `ProxyCounters::in_flight` while alive.
+pub(crate) struct ProxyInFlight(Arc<Shared>);
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ReqBody::Stream {
-                inner,
-                client_failed,
-            } => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => {
-                    client_failed.store(true, Ordering::Relaxed);
-                    Poll::Ready(Some(Err(e)))
-                }
-                other => other,
-            },
-        }
+impl ProxyInFlight {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
+        shared.counters.in_flight.fetch_add(1, Relaxed);
+        ProxyInFlight(shared.clone())
     }
+}
 
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ReqBody::Full(b) => b.is_none(),
-            ReqBody::Stream { inner, .. } => inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ReqBody::Full(None) => SizeHint::with_exact(0),
-            ReqBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            ReqBody::Stream { inner, .. } => inner.size_hint(),
-        }
+impl Drop for ProxyInFlight {
+    fn drop(&mut self) {
+        self.0.counters.in_flight.fetch_sub(1, Relaxed);
     }
 }
 

@@ -229,6 +229,11 @@ pub struct Config {
     pub workers: u32,
     /// Protocol spoken to the backends.
     pub upstream_protocol: UpstreamProtocol,
+    /// Serve HTTP/1.1 clients with the balancer's own strict codec (`proxy::h1`) instead
+    /// of hyper's. Off by default for now: the fast path does not yet take part in the
+    /// idle keep-alive admission accounting or the `connection: close` of a graceful stop,
+    /// and its speed has not been measured on a quiet machine (BENCHMARKS.md, issue 12).
+    pub fast_path: bool,
     /// Backends present at start (more can be added at run time).
     pub backends: Vec<BackendConfig>,
     /// The admin API.
@@ -265,6 +270,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 1,
             upstream_protocol: UpstreamProtocol::default(),
+            fast_path: false,
             backends: Vec::new(),
             admin: AdminConfig::default(),
             timeouts: TimeoutConfig::default(),
@@ -345,6 +351,7 @@ impl Config {
             outlier: self.outlier.clone(),
             retry: self.retry.clone(),
             slow_start: self.slow_start.clone(),
+            max_in_flight_per_backend: self.limits.max_in_flight_per_backend,
         }
     }
 

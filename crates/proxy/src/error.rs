@@ -1,8 +1,10 @@
 //! Error types: [`ProxyError`] for the public API, [`ForwardError`] for one forwarding
-//! attempt, classified by the side that failed and whether a retry may help.
+//! attempt, classified by the side that failed (logged with every local answer).
+//! Whether a failed attempt is retried is not the error's to say: `balance::decide_retry`
+//! decides from the method, the failure kind, the body and the budget.
 //!
-//! Errors are mapped to status codes in `forward`; their text is logged, never sent to
-//! clients (clients get a short fixed reason).
+//! Errors are mapped to status codes here; their text is logged, never sent to clients
+//! (clients get a short fixed reason).
 
 use std::net::SocketAddr;
 
@@ -80,11 +82,6 @@ impl ForwardError {
             | ForwardError::Rejected(_) => Side::Downstream,
             ForwardError::NoBackend | ForwardError::Shed => Side::Internal,
         }
-    }
-
-    /// Whether another backend might succeed (the method and budget still decide).
-    pub fn is_retryable(self) -> bool {
-        matches!(self, ForwardError::Upstream(_))
     }
 
     /// The status answered to the client when this is the final outcome.

@@ -1,6 +1,18 @@
-//! The request path: one worker's HTTP clients and the handler that picks a backend from
-//! the current snapshot, rewrites headers, forwards, retries within the budget, records
-//! outcomes for passive ejection and metrics, and passes upgrades through.
+//! The request path, as phases (pingora's `ProxyHttp` is the model):
+//!
+//! 1. **prepare**: refuse what breaks a request rule, rewrite the head once (hop-by-hop
+//!    headers out, `X-Forwarded-*` and `X-Request-Id` in), buffer a small body so it can be
+//!    replayed, extract the sticky cookie and the hash key ([`Prepared`]);
+//! 2. **attempt**, at most `retry.max_attempts` times: *pick* a backend from the current
+//!    snapshot ([`Attempts::pick`]), *send* the request, *classify* the outcome
+//!    ([`Attempts::on_response`], [`Attempts::on_failure`]): record it for passive
+//!    ejection and metrics, and ask `balance::decide_retry` whether to try another backend;
+//! 3. **respond**: strip the response's hop-by-hop headers, pin the client (sticky), keep
+//!    the in-flight guards until the body ends, splice an upgraded connection.
+//!
+//! [`Attempts`] is shared with the HTTP/1.1 fast path (`h1`), so both paths pick, count,
+//! eject and retry the same way; this module's hyper path serves h2c clients, upgrades
+//! and connections the fast path hands over.
 //!
 //! Architecture invariants: the handler reads the snapshot through `ArcSwap` and holds no
 //! lock across `.await`; the only lock it may take is the control lock, briefly and
@@ -14,60 +26,37 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use balance::{
-    BackendId, FailureKind, HashKeySource, InFlightGuard, Outcome, PickRequest, StrategyKind,
-    is_retryable,
+    BackendId, FailureKind, HashKeySource, InFlightGuard, NoPick, Outcome, PickRequest,
+    RetryDecision, RetryInput, StrategyKind,
 };
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, SET_COOKIE};
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::Slot;
-use crate::body::{ReqBody, RespBody};
+use crate::body::{Guards, ProxyInFlight, RespBody};
 use crate::config::UpstreamProtocol;
 use crate::error::ForwardError;
 use crate::headers::{self, ClientInfo};
 use crate::shared::{BackendRt, Shared};
-use crate::upstream::{Lease, UpstreamError, UpstreamPool};
-
-/// Keeps a request counted as in flight (proxy-wide and on its backend) until dropped,
-/// which happens when the response body has been sent.
-pub(crate) struct Guards {
-    _backend: InFlightGuard,
-    _proxy: ProxyInFlight,
-}
-
-/// Counts a client request in `ProxyCounters::in_flight` while alive.
-pub(crate) struct ProxyInFlight(Arc<Shared>);
-
-impl ProxyInFlight {
-    fn new(shared: &Arc<Shared>) -> Self {
-        shared.counters.in_flight.fetch_add(1, Relaxed);
-        ProxyInFlight(shared.clone())
-    }
-}
-
-impl Drop for ProxyInFlight {
-    fn drop(&mut self) {
-        self.0.counters.in_flight.fetch_sub(1, Relaxed);
-    }
-}
+use crate::upstream::{Lease, ReqBody, UpstreamError, UpstreamPool};
 
 /// What a worker knows about one client connection.
 pub(crate) struct ConnCtx {
-    peer: SocketAddr,
-    local: SocketAddr,
-    client: ClientInfo,
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) client: ClientInfo,
     /// Requests in flight on this connection (for the idle timeout).
-    active: Arc<AtomicUsize>,
+    pub(crate) active: Arc<AtomicUsize>,
     /// Set at the first request head (ends the accept-to-head deadline).
-    started: Arc<AtomicBool>,
+    pub(crate) started: Arc<AtomicBool>,
     /// The connection's admission slot (established at the first request head).
-    slot: Slot,
+    pub(crate) slot: Slot,
 }
 
 impl ConnCtx {
@@ -87,9 +76,22 @@ impl ConnCtx {
             slot,
         }
     }
+
+    /// A request head arrived: the connection is established (no longer evictable, no
+    /// more accept-to-head deadline) and has one more request in flight until the guard
+    /// drops.
+    pub(crate) fn request_started(&self) -> ActiveGuard<'_> {
+        self.active.fetch_add(1, Relaxed);
+        if !self.started.load(Relaxed) {
+            self.started.store(true, Relaxed);
+            self.slot.establish();
+        }
+        ActiveGuard(&self.active)
+    }
 }
 
-struct ActiveGuard<'a>(&'a AtomicUsize);
+/// Counts a request in flight on its client connection while alive.
+pub(crate) struct ActiveGuard<'a>(&'a AtomicUsize);
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
@@ -97,13 +99,286 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
+/// Most backends one request may have tried (`retry.max_attempts` is at most 10; a few
+/// more for snapshot races). A fixed array, so the common request allocates nothing.
+const MAX_TRIED: usize = 16;
+
+/// A backend chosen for one attempt, counted in flight on it from the pick.
+pub(crate) struct Picked {
+    /// The backend's runtime data.
+    pub rt: Arc<BackendRt>,
+    /// Its in-flight count, held until the response body ends (or the attempt fails).
+    pub guard: InFlightGuard,
+    /// Sticky: the client was not pinned here; set the cookie.
+    pub repin: bool,
+    /// When the attempt started (its latency is measured from here).
+    pub at: Instant,
+    /// Pickable backends in the snapshot the pick came from.
+    pickable: usize,
+}
+
+/// What to do with a response that came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Send it to the client.
+    Respond,
+    /// Try another backend (keep this response in case none can be tried).
+    Retry,
+}
+
+/// The *attempt* phase's bookkeeping for one request: which backends were tried, how many
+/// attempts were made, why the last one failed. Shared by the hyper path and the HTTP/1.1
+/// fast path; every decision in it is `balance`'s.
+pub(crate) struct Attempts<'a> {
+    shared: &'a Shared,
+    start: Instant,
+    tried: [BackendId; MAX_TRIED],
+    tried_len: usize,
+    made: u32,
+    max: u32,
+    last_err: ForwardError,
+}
+
+impl<'a> Attempts<'a> {
+    /// Starts the attempts of a request that arrived at `start` (one budget deposit).
+    pub(crate) fn new(shared: &'a Shared, start: Instant) -> Self {
+        shared.budget.deposit(start);
+        Attempts {
+            shared,
+            start,
+            tried: [BackendId(u64::MAX); MAX_TRIED],
+            tried_len: 0,
+            made: 0,
+            max: shared.balance.retry.max_attempts.max(1),
+            last_err: ForwardError::NoBackend,
+        }
+    }
+
+    /// Why the request failed when nothing more can be tried.
+    pub(crate) fn last_err(&self) -> ForwardError {
+        self.last_err
+    }
+
+    fn push_tried(&mut self, id: BackendId) -> bool {
+        if self.tried_len == MAX_TRIED {
+            return false;
+        }
+        self.tried[self.tried_len] = id;
+        self.tried_len += 1;
+        true
+    }
+
+    /// Phase *pick*: a backend not tried yet and not at its in-flight cap, from the
+    /// snapshot in force now. `Shed` when every backend is full on the first attempt.
+    pub(crate) fn pick(&mut self, req: &PickRequest<'_>) -> Result<Picked, ForwardError> {
+        // One clock read per attempt: the first attempt reuses the request's start.
+        let now = if self.made == 0 {
+            self.start
+        } else {
+            Instant::now()
+        };
+        let snap = self.shared.snapshot.load();
+        loop {
+            let pick = match snap
+                .selector
+                .try_pick(req, &self.tried[..self.tried_len], now)
+            {
+                Ok(p) => p,
+                Err(NoPick::AllFull) if self.made == 0 => return Err(ForwardError::Shed),
+                Err(_) => return Err(self.last_err),
+            };
+            let id = pick.backend.id;
+            let rt = snap.rt_of(pick.backend).cloned();
+            if !self.push_tried(id) {
+                return Err(self.last_err);
+            }
+            // A candidate without runtime data (a snapshot race): never pick it again.
+            let Some(rt) = rt else { continue };
+            self.made += 1;
+            return Ok(Picked {
+                rt,
+                guard: pick.backend.load.start(),
+                repin: pick.repin,
+                at: now,
+                pickable: snap.selector.pickable_len(),
+            });
+        }
+    }
+
+    fn retry_input<'m>(
+        &self,
+        picked: &Picked,
+        method: &'m str,
+        replayable: bool,
+        failure: FailureKind,
+    ) -> RetryInput<'m> {
+        RetryInput {
+            method,
+            failure,
+            replayable,
+            attempts: self.made,
+            max_attempts: self.max,
+            untried: picked.pickable.saturating_sub(self.tried_len),
+        }
+    }
+
+    /// Whether the attempt just picked could be followed by another one (any method may be
+    /// retried after a connect failure): if not, the request's head can be moved into it
+    /// instead of copied.
+    pub(crate) fn may_retry(&self, picked: &Picked, method: &str, replayable: bool) -> bool {
+        balance::should_retry(&self.retry_input(picked, method, replayable, FailureKind::Connect))
+    }
+
+    /// Asks `balance` whether to retry after `failure`, and counts the answer.
+    fn decide(
+        &mut self,
+        picked: &Picked,
+        method: &str,
+        replayable: bool,
+        failure: FailureKind,
+        now: Instant,
+    ) -> bool {
+        self.last_err = ForwardError::Upstream(failure);
+        let input = self.retry_input(picked, method, replayable, failure);
+        let counters = &self.shared.counters;
+        match balance::decide_retry(&input, &self.shared.budget, now) {
+            RetryDecision::Retry => {
+                counters.retries_total.fetch_add(1, Relaxed);
+                true
+            }
+            RetryDecision::BudgetExhausted => {
+                counters.retry_budget_exhausted_total.fetch_add(1, Relaxed);
+                false
+            }
+            RetryDecision::Stop => false,
+        }
+    }
+
+    /// Phase *classify*, for a response head with `status` at `now`: metrics, passive
+    /// ejection, and whether a retryable status (502-504) goes to another backend.
+    pub(crate) fn on_response(
+        &mut self,
+        picked: &Picked,
+        status: u16,
+        method: &str,
+        replayable: bool,
+        now: Instant,
+    ) -> Next {
+        let latency = now.saturating_duration_since(picked.at);
+        let rt = &picked.rt;
+        rt.counters.responses.record(status);
+        rt.counters.latency.record(latency.as_micros() as u64);
+        let outcome = Outcome::from_status(status);
+        let run = picked.guard.load().record(outcome, latency, now);
+        if outcome.is_failure() {
+            self.after_failure(rt, run);
+            if self.decide(picked, method, replayable, FailureKind::Status(status), now) {
+                return Next::Retry;
+            }
+        }
+        Next::Respond
+    }
+
+    /// Phase *classify*, for an attempt that got no response: records the failure (and
+    /// releases the backend). `Ok` to retry on another backend, else the final error.
+    pub(crate) fn on_failure(
+        &mut self,
+        picked: Picked,
+        failure: FailureKind,
+        method: &str,
+        replayable: bool,
+        now: Instant,
+    ) -> Result<(), ForwardError> {
+        let latency = now.saturating_duration_since(picked.at);
+        let outcome = if failure == FailureKind::Connect {
+            Outcome::ConnectFailure
+        } else {
+            Outcome::Failure
+        };
+        let run = picked.guard.load().record(outcome, latency, now);
+        self.after_failure(&picked.rt, run);
+        let retry = self.decide(&picked, method, replayable, failure, now);
+        drop(picked);
+        if retry { Ok(()) } else { Err(self.last_err) }
+    }
+
+    /// Called after a failed attempt with the failure run of its backend.
+    fn after_failure(&self, rt: &BackendRt, run: u32) {
+        let outlier = &self.shared.balance.outlier;
+        if outlier.enabled && run >= outlier.consecutive_failures {
+            self.shared.report_failures(rt, run);
+        }
+    }
+}
+
+/// The request body as prepared for the attempts.
+enum PreparedBody {
+    /// Empty or buffered whole: every attempt sends a copy (replayable).
+    Replay(Bytes),
+    /// Streamed as it arrives, so sent once; the flag records a client-side failure.
+    Stream(Option<ReqBody>, Arc<AtomicBool>),
+}
+
+/// Phase *prepare*'s result: the request rewritten once for every attempt.
+struct Prepared {
+    method: Method,
+    path_and_query: PathAndQuery,
+    /// The rewritten head; the last possible attempt takes it, earlier ones copy it.
+    headers: Option<HeaderMap>,
+    body: PreparedBody,
+    /// A WebSocket upgrade passed through, and the client side of it.
+    upgrade: bool,
+    on_client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    sticky: Option<String>,
+    hash_key: Option<Vec<u8>>,
+}
+
+impl Prepared {
+    fn replayable(&self) -> bool {
+        matches!(self.body, PreparedBody::Replay(_))
+    }
+
+    /// Whether the client's streamed body failed (not the backend's fault).
+    fn client_failed(&self) -> bool {
+        match &self.body {
+            PreparedBody::Stream(_, flag) => flag.load(Relaxed),
+            PreparedBody::Replay(_) => false,
+        }
+    }
+
+    /// The request for one attempt on `rt`; `None` when nothing is left to send (the head
+    /// or the streamed body went to an earlier attempt).
+    fn request_for(&mut self, rt: &BackendRt, keep_for_retry: bool) -> Option<Request<ReqBody>> {
+        let headers = if keep_for_retry {
+            self.headers.clone()?
+        } else {
+            self.headers.take()?
+        };
+        let body = match &mut self.body {
+            PreparedBody::Replay(b) => ReqBody::full(b.clone()),
+            PreparedBody::Stream(s, _) => s.take()?,
+        };
+        let mut uri_parts = http::uri::Parts::default();
+        uri_parts.scheme = Some(Scheme::HTTP);
+        uri_parts.authority = Some(rt.authority.clone());
+        uri_parts.path_and_query = Some(self.path_and_query.clone());
+        let uri = Uri::from_parts(uri_parts).ok()?;
+        let mut up = Request::new(body);
+        *up.method_mut() = self.method.clone();
+        *up.uri_mut() = uri;
+        *up.version_mut() = Version::HTTP_11;
+        *up.headers_mut() = headers;
+        Some(up)
+    }
+}
+
 /// One worker's forwarding state: its own backend connection pools and RNG.
 pub(crate) struct Worker {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     /// This worker's backend connections.
     pub pool: Arc<UpstreamPool>,
     rng: AtomicU64,
-    retry_after: HeaderValue,
+    pub(crate) retry_after: HeaderValue,
     /// Upgraded (WebSocket) tunnels, closed at shutdown.
     pub upgrades: TaskTracker,
 }
@@ -125,7 +400,7 @@ impl Worker {
         }
     }
 
-    fn next_random(&self) -> u64 {
+    pub(crate) fn next_random(&self) -> u64 {
         balance::hash::mix64(self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed))
     }
 
@@ -134,12 +409,7 @@ impl Worker {
         let start = Instant::now();
         let counters = &self.shared.counters;
         counters.requests_total.fetch_add(1, Relaxed);
-        ctx.active.fetch_add(1, Relaxed);
-        let _active = ActiveGuard(&ctx.active);
-        if !ctx.started.load(Relaxed) {
-            ctx.started.store(true, Relaxed);
-            ctx.slot.establish();
-        }
+        let _active = ctx.request_started();
         let limits = &self.shared.config.limits;
         let checked = headers::check_request(
             req.method(),
@@ -166,8 +436,18 @@ impl Worker {
         resp
     }
 
+    /// Counts a locally generated error answer (shed requests, rejections) and logs it
+    /// with the side that failed.
+    pub(crate) fn count_local(&self, err: ForwardError) {
+        if err == ForwardError::Shed {
+            self.shared.counters.shed_total.fetch_add(1, Relaxed);
+        }
+        tracing::debug!(side = ?err.side(), status = err.status().as_u16(), "{}", err.reason().trim_end());
+    }
+
     /// A response generated by the balancer for `err`.
     fn local(&self, err: ForwardError) -> Response<RespBody> {
+        self.count_local(err);
         let mut r = Response::new(RespBody::full(Bytes::from_static(err.reason().as_bytes())));
         *r.status_mut() = err.status();
         r.headers_mut()
@@ -176,14 +456,11 @@ impl Worker {
             r.headers_mut()
                 .insert(RETRY_AFTER, self.retry_after.clone());
         }
-        if err == ForwardError::Shed {
-            self.shared.counters.shed_total.fetch_add(1, Relaxed);
-        }
         if let ForwardError::Rejected(rule) = err {
             if rule == headers::RequestRule::Connect {
                 r.headers_mut().insert(
                     http::header::ALLOW,
-                    HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+                    HeaderValue::from_static(headers::ALLOWED_METHODS),
                 );
             }
             // A refused request's connection is not reused (its framing is suspect).
@@ -202,24 +479,23 @@ impl Worker {
             HashKeySource::Cookie(name) => {
                 headers::cookie_value(&parts.headers, name).map(|v| v.as_bytes().to_vec())
             }
-            HashKeySource::Query(name) => parts.uri.query().and_then(|q| {
-                q.split('&').find_map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (k == name).then(|| v.as_bytes().to_vec())
-                })
-            }),
+            HashKeySource::Query(name) => parts
+                .uri
+                .query()
+                .and_then(|q| headers::query_value(q, name))
+                .map(|v| v.as_bytes().to_vec()),
             HashKeySource::Path => Some(parts.uri.path().as_bytes().to_vec()),
             HashKeySource::ClientIp => None,
         }
     }
 
-    async fn forward(
+    /// Phase *prepare*: the rewritten head, the body as replayable or streamed, and the
+    /// keys the pick needs.
+    async fn prepare(
         &self,
         ctx: &ConnCtx,
         mut req: Request<Incoming>,
-        start: Instant,
-        in_flight: ProxyInFlight,
-    ) -> Result<Response<RespBody>, ForwardError> {
+    ) -> Result<Prepared, ForwardError> {
         let shared = &*self.shared;
         let cfg = &shared.config;
         let content_length = req
@@ -256,32 +532,26 @@ impl Worker {
 
         // The body: replayable when empty or small with a known length.
         let max_body = cfg.limits.max_body_bytes.min(usize::MAX as u64) as usize;
-        // Only a streamed body can fail mid-way; allocate its flag only then.
-        let mut client_failed: Option<Arc<AtomicBool>> = None;
-        let (replay, mut stream) = if body.is_end_stream() {
-            (Some(Bytes::new()), None)
+        let body = if body.is_end_stream() {
+            PreparedBody::Replay(Bytes::new())
         } else if content_length.is_some_and(|l| l <= cfg.limits.retry_buffer_bytes) {
             let read = Duration::from_millis(cfg.timeouts.body_read_ms);
             match tokio::time::timeout(read, Limited::new(body, max_body).collect()).await {
-                Ok(Ok(c)) => (Some(c.to_bytes()), None),
+                Ok(Ok(c)) => PreparedBody::Replay(c.to_bytes()),
                 Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(ForwardError::BodyTooLarge),
                 Ok(Err(_)) => return Err(ForwardError::ClientBody),
                 Err(_) => return Err(ForwardError::BodyTimeout),
             }
         } else {
-            let inner = Limited::new(body, max_body);
             let flag = Arc::new(AtomicBool::new(false));
-            client_failed = Some(flag.clone());
-            (
-                None,
-                Some(ReqBody::Stream {
-                    inner,
-                    client_failed: flag,
-                }),
-            )
+            let stream = ReqBody::Stream {
+                inner: Limited::new(body, max_body),
+                client_failed: flag.clone(),
+            };
+            PreparedBody::Stream(Some(stream), flag)
         };
 
-        let sticky_name = (shared.balance.strategy == StrategyKind::Sticky)
+        let sticky = (shared.balance.strategy == StrategyKind::Sticky)
             .then(|| {
                 headers::cookie_value(&parts.headers, &shared.balance.sticky.cookie)
                     .map(str::to_owned)
@@ -292,245 +562,124 @@ impl Worker {
         } else {
             None
         };
-        let idempotent_method = parts.method.clone();
         let path_and_query = parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let max_attempts = shared.balance.retry.max_attempts.max(1);
-        let limit = cfg.limits.max_in_flight_per_backend as u64;
-        let upstream_timeout = Duration::from_millis(cfg.timeouts.upstream_response_ms);
+        Ok(Prepared {
+            method: parts.method,
+            path_and_query,
+            headers: Some(parts.headers),
+            body,
+            upgrade,
+            on_client_upgrade,
+            sticky,
+            hash_key,
+        })
+    }
 
-        shared.budget.deposit(start);
-        let mut tried: Vec<BackendId> = Vec::new();
-        let mut attempts = 0u32;
-        let mut skipped_full = false;
-        let mut last_err = ForwardError::NoBackend;
-        let mut headers_left = Some(parts.headers);
+    /// The hyper path: prepare, then attempts until a response or a final error.
+    async fn forward(
+        &self,
+        ctx: &ConnCtx,
+        req: Request<Incoming>,
+        start: Instant,
+        in_flight: ProxyInFlight,
+    ) -> Result<Response<RespBody>, ForwardError> {
+        let mut prepared = self.prepare(ctx, req).await?;
+        let upstream_timeout =
+            Duration::from_millis(self.shared.config.timeouts.upstream_response_ms);
+        let replayable = prepared.replayable();
+        let method = prepared.method.clone();
+        let mut attempts = Attempts::new(&self.shared, start);
         let mut fallback: Option<Response<RespBody>> = None;
-        let mut on_client_upgrade = on_client_upgrade;
         let mut in_flight = Some(in_flight);
         loop {
-            let snap = shared.snapshot.load_full();
-            // One clock read per attempt: the first attempt reuses the request's start.
-            let now = if attempts == 0 { start } else { Instant::now() };
             let pick_req = PickRequest {
                 client_ip: Some(ctx.peer.ip()),
-                hash_key: hash_key.as_deref(),
-                sticky: sticky_name.as_deref(),
+                hash_key: prepared.hash_key.as_deref(),
+                sticky: prepared.sticky.as_deref(),
                 random: self.next_random(),
             };
-            let Some(pick) = snap.selector.pick(&pick_req, &tried, now) else {
-                if let Some(f) = fallback {
-                    return Ok(f);
-                }
-                if attempts == 0 && skipped_full {
-                    return Err(ForwardError::Shed);
-                }
-                return Err(last_err);
+            let picked = match attempts.pick(&pick_req) {
+                Ok(p) => p,
+                Err(e) => return fallback.ok_or(e),
             };
-            if limit > 0 && pick.backend.load.in_flight() >= limit {
-                skipped_full = true;
-                tried.push(pick.backend.id);
-                continue;
-            }
-            let Some(rt) = snap.rt_of(pick.backend).cloned() else {
-                tried.push(pick.backend.id);
-                continue;
+            let keep = attempts.may_retry(&picked, method.as_str(), replayable);
+            let Some(up) = prepared.request_for(&picked.rt, keep) else {
+                return fallback.ok_or(attempts.last_err());
             };
-            let repin = pick.repin;
-            let guard = pick.backend.load.start();
-            attempts += 1;
-            // Headers are copied for this attempt only when a retry could follow.
-            let may_retry_later = attempts < max_attempts
-                && replay.is_some()
-                && snap.selector.pickable_len() > tried.len() + 1;
-            let Some(hdrs) = (if may_retry_later {
-                headers_left.clone()
-            } else {
-                headers_left.take()
-            }) else {
-                return Err(last_err);
-            };
-            let body = match &replay {
-                Some(b) => ReqBody::full(b.clone()),
-                None => match stream.take() {
-                    Some(s) => s,
-                    None => return Err(last_err),
-                },
-            };
-            let mut uri_parts = http::uri::Parts::default();
-            uri_parts.scheme = Some(Scheme::HTTP);
-            uri_parts.authority = Some(rt.authority.clone());
-            uri_parts.path_and_query = Some(path_and_query.clone());
-            let Ok(uri) = Uri::from_parts(uri_parts) else {
-                return Err(ForwardError::NoBackend);
-            };
-            let mut up = Request::new(body);
-            *up.method_mut() = parts.method.clone();
-            *up.uri_mut() = uri;
-            *up.version_mut() = Version::HTTP_11;
-            *up.headers_mut() = hdrs;
-
-            let t0 = now;
-            let result =
-                tokio::time::timeout(upstream_timeout, self.pool.send(&rt, up, upgrade)).await;
+            let sent = self.pool.send(&picked.rt, up, prepared.upgrade);
+            let result = tokio::time::timeout(upstream_timeout, sent).await;
             let now = Instant::now();
-            let latency = now.saturating_duration_since(t0);
-            let load = guard.load().clone();
             let failure = match result {
                 Ok(Ok((mut resp, lease))) => {
                     let status = resp.status().as_u16();
-                    rt.counters.responses.record(status);
-                    rt.counters.latency.record(latency.as_micros() as u64);
-                    let outcome = Outcome::from_status(status);
-                    let run = load.record(outcome, latency, now);
-                    if outcome.is_failure() {
-                        self.after_failure(&rt, run);
-                    }
-                    let kind = FailureKind::Status(status);
-                    let retry_wanted = is_retryable(idempotent_method.as_str(), kind)
-                        && may_retry_later
-                        && headers_left.is_some()
-                        && snap.selector.pickable_len() > tried.len() + 1;
-                    if retry_wanted {
-                        if shared.budget.try_withdraw(now) {
-                            shared.counters.retries_total.fetch_add(1, Relaxed);
-                            tried.push(rt.id);
+                    match attempts.on_response(&picked, status, method.as_str(), replayable, now) {
+                        Next::Retry => {
                             // Keep this answer in case no other backend can be tried.
-                            let on_up = None;
-                            fallback = Some(self.respond(
-                                resp,
-                                (guard, lease),
-                                &rt,
-                                repin,
-                                &mut in_flight,
-                                on_up,
-                                None,
-                            ));
-                            last_err = ForwardError::Upstream(kind);
+                            fallback =
+                                Some(self.respond(resp, picked, lease, &mut in_flight, None));
                             continue;
                         }
-                        shared
-                            .counters
-                            .retry_budget_exhausted_total
-                            .fetch_add(1, Relaxed);
+                        Next::Respond => {
+                            let upgraded = (prepared.upgrade && status == 101)
+                                .then(|| hyper::upgrade::on(&mut resp))
+                                .zip(prepared.on_client_upgrade.take());
+                            return Ok(self.respond(resp, picked, lease, &mut in_flight, upgraded));
+                        }
                     }
-                    let on_up = (upgrade && status == 101).then(|| hyper::upgrade::on(&mut resp));
-                    let on_client = if on_up.is_some() {
-                        on_client_upgrade.take()
-                    } else {
-                        None
-                    };
-                    return Ok(self.respond(
-                        resp,
-                        (guard, lease),
-                        &rt,
-                        repin,
-                        &mut in_flight,
-                        on_up,
-                        on_client,
-                    ));
                 }
                 Ok(Err(UpstreamError::Connect(e))) => {
-                    tracing::debug!(backend = %rt.name, "upstream connect: {e}");
+                    tracing::debug!(backend = %picked.rt.name, "upstream connect: {e}");
                     FailureKind::Connect
                 }
                 Ok(Err(UpstreamError::Http(e))) => {
-                    if client_failed.as_ref().is_some_and(|f| f.load(Relaxed)) {
+                    if prepared.client_failed() {
                         // The client's body failed: not the backend's fault.
-                        let mut too_large = false;
-                        let mut src = std::error::Error::source(&e);
-                        while let Some(s) = src {
-                            too_large |= s.is::<LengthLimitError>();
-                            src = s.source();
-                        }
-                        return Err(if too_large {
-                            ForwardError::BodyTooLarge
-                        } else {
-                            ForwardError::ClientBody
-                        });
+                        return Err(client_body_error(&e));
                     }
-                    tracing::debug!(backend = %rt.name, "upstream error: {e}");
+                    tracing::debug!(backend = %picked.rt.name, "upstream error: {e}");
                     FailureKind::Reset
                 }
                 Ok(Err(UpstreamError::Closed)) => {
-                    if client_failed.as_ref().is_some_and(|f| f.load(Relaxed)) {
+                    if prepared.client_failed() {
                         return Err(ForwardError::ClientBody);
                     }
                     FailureKind::Reset
                 }
                 Err(_elapsed) => FailureKind::Timeout,
             };
-            let outcome = if failure == FailureKind::Connect {
-                Outcome::ConnectFailure
-            } else {
-                Outcome::Failure
-            };
-            let run = load.record(outcome, latency, now);
-            self.after_failure(&rt, run);
-            drop(guard);
-            last_err = ForwardError::Upstream(failure);
-            // Only when another backend is left to try (the tried ones are excluded).
-            let retry_wanted = is_retryable(idempotent_method.as_str(), failure)
-                && replay.is_some()
-                && headers_left.is_some()
-                && attempts < max_attempts
-                && snap.selector.pickable_len() > tried.len() + 1;
-            if retry_wanted {
-                if shared.budget.try_withdraw(now) {
-                    shared.counters.retries_total.fetch_add(1, Relaxed);
-                    tried.push(rt.id);
-                    continue;
-                }
-                shared
-                    .counters
-                    .retry_budget_exhausted_total
-                    .fetch_add(1, Relaxed);
+            if let Err(e) = attempts.on_failure(picked, failure, method.as_str(), replayable, now) {
+                return fallback.ok_or(e);
             }
-            if let Some(f) = fallback {
-                return Ok(f);
-            }
-            return Err(last_err);
         }
     }
 
-    /// Called after a failed attempt with the failure run of its backend.
-    fn after_failure(&self, rt: &BackendRt, run: u32) {
-        let outlier = &self.shared.balance.outlier;
-        if outlier.enabled && run >= outlier.consecutive_failures {
-            self.shared.report_failures(rt, run);
-        }
-    }
-
-    /// Turns a backend's response into the client's: strips hop-by-hop headers, pins the
-    /// client (sticky), keeps the in-flight guards until the body ends, and splices an
-    /// upgraded connection.
-    #[allow(clippy::too_many_arguments)]
+    /// Phase *respond*: turns a backend's response into the client's: strips hop-by-hop
+    /// headers, pins the client (sticky), keeps the in-flight guards until the body ends,
+    /// and splices an upgraded connection (`upgraded`: the backend's and the client's).
     fn respond(
         &self,
         resp: Response<Incoming>,
-        (guard, lease): (InFlightGuard, Option<Lease>),
-        rt: &BackendRt,
-        repin: bool,
+        picked: Picked,
+        lease: Option<Lease>,
         in_flight: &mut Option<ProxyInFlight>,
-        on_upstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
-        on_client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        upgraded: Option<(hyper::upgrade::OnUpgrade, hyper::upgrade::OnUpgrade)>,
     ) -> Response<RespBody> {
         let (mut parts, body) = resp.into_parts();
         parts.version = Version::HTTP_11;
         let proxy_guard = in_flight
             .take()
             .unwrap_or_else(|| ProxyInFlight::new(&self.shared));
-        let guards = Guards {
-            _backend: guard,
-            _proxy: proxy_guard,
-        };
-        if repin {
-            parts.headers.append(SET_COOKIE, rt.set_cookie.clone());
+        if picked.repin {
+            parts
+                .headers
+                .append(SET_COOKIE, picked.rt.set_cookie.clone());
         }
-        if let (Some(on_up), Some(on_client)) = (on_upstream_upgrade, on_client_upgrade) {
+        let guards = Guards::new(picked.guard, proxy_guard);
+        if let Some((on_up, on_client)) = upgraded {
             headers::strip_hop_by_hop(&mut parts.headers, true);
             let stop = self.shared.stop.clone();
             self.upgrades.spawn(async move {
@@ -554,4 +703,16 @@ impl Worker {
         headers::strip_hop_by_hop(&mut parts.headers, false);
         Response::from_parts(parts, RespBody::upstream(body, guards, lease))
     }
+}
+
+/// The client-side error behind a failed streamed body: too large or incomplete.
+fn client_body_error(e: &hyper::Error) -> ForwardError {
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if s.is::<LengthLimitError>() {
+            return ForwardError::BodyTooLarge;
+        }
+        src = s.source();
+    }
+    ForwardError::ClientBody
 }

@@ -24,13 +24,18 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `Keep-Alive` (not a constant in `http`).
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
+/// The methods the balancer forwards (the `Allow` header of its 405 to CONNECT).
+pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// Longest incoming `X-Request-Id` kept as is; a longer one is replaced.
 pub const MAX_REQUEST_ID_LEN: usize = 200;
 
 /// A request rule broken by a request that is refused before forwarding.
 ///
-/// These are the parse-level rules put where they are cheap today (the handler, on the
-/// parsed head); the HTTP codec of the fast path is to enforce them while parsing.
+/// The hyper path checks the first six on the parsed head ([`check_request`]); the
+/// HTTP/1.1 fast path's parser (`h1::parse`) enforces all of them on the raw bytes, before
+/// anything is forwarded (RFC 9112: a request whose framing could be read two ways is
+/// refused, never forwarded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestRule {
     /// `CONNECT`: the balancer does not tunnel (405, `Allow` lists what it forwards).
@@ -50,6 +55,30 @@ pub enum RequestRule {
     /// The request already passed through this balancer (its `Via` names our hop): a
     /// backend points back at the balancer (RFC 8586 / WebDAV's 508 Loop Detected).
     Loop,
+    /// A request line or header field that is not HTTP/1.1 syntax: an invalid header name
+    /// (or whitespace before the colon), obs-fold (a line starting with whitespace), a
+    /// control character, more than one space between request-line parts (400).
+    Malformed,
+    /// A line ending in a bare LF or a bare CR instead of CRLF (RFC 9112 2.2: 400; read
+    /// differently by different parsers).
+    BareLineEnding,
+    /// Both `Content-Length` and `Transfer-Encoding` (RFC 9112 6.3: 400, never forwarded).
+    ConflictingFraming,
+    /// A `Content-Length` that is not one decimal number, or several that differ (400).
+    InvalidContentLength,
+    /// `Transfer-Encoding` on an HTTP/1.0 request (RFC 9112 6.1: faulty framing, 400).
+    TransferEncodingOnHttp10,
+    /// A `Host` (or absolute-form authority) with characters no authority has (400).
+    InvalidHost,
+    /// A request target that is neither origin-form (`/path`), absolute-form
+    /// (`http://host/path`) nor `*` for OPTIONS, or has a byte outside visible ASCII (400).
+    InvalidTarget,
+    /// The request head exceeds `limits.max_header_bytes` (431).
+    HeadTooLarge,
+    /// More header fields than `limits.max_headers` (431).
+    TooManyHeaders,
+    /// An `Expect` other than `100-continue` (RFC 9110 10.1.1: 417).
+    UnsupportedExpectation,
 }
 
 impl RequestRule {
@@ -57,13 +86,24 @@ impl RequestRule {
     pub fn status(self) -> http::StatusCode {
         match self {
             RequestRule::Connect => http::StatusCode::METHOD_NOT_ALLOWED,
-            RequestRule::MissingHost | RequestRule::DuplicateHost | RequestRule::EmptyHost => {
-                http::StatusCode::BAD_REQUEST
-            }
+            RequestRule::MissingHost
+            | RequestRule::DuplicateHost
+            | RequestRule::EmptyHost
+            | RequestRule::Malformed
+            | RequestRule::BareLineEnding
+            | RequestRule::ConflictingFraming
+            | RequestRule::InvalidContentLength
+            | RequestRule::TransferEncodingOnHttp10
+            | RequestRule::InvalidHost
+            | RequestRule::InvalidTarget => http::StatusCode::BAD_REQUEST,
             RequestRule::MethodTooLong | RequestRule::UnsupportedTransferEncoding => {
                 http::StatusCode::NOT_IMPLEMENTED
             }
             RequestRule::Loop => http::StatusCode::LOOP_DETECTED,
+            RequestRule::HeadTooLarge | RequestRule::TooManyHeaders => {
+                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            RequestRule::UnsupportedExpectation => http::StatusCode::EXPECTATION_FAILED,
         }
     }
 
@@ -77,6 +117,16 @@ impl RequestRule {
             RequestRule::EmptyHost => "empty Host header\n",
             RequestRule::UnsupportedTransferEncoding => "unsupported transfer coding\n",
             RequestRule::Loop => "loop detected: the request came back to this balancer\n",
+            RequestRule::Malformed => "malformed request\n",
+            RequestRule::BareLineEnding => "lines must end in CRLF\n",
+            RequestRule::ConflictingFraming => "both Content-Length and Transfer-Encoding\n",
+            RequestRule::InvalidContentLength => "invalid Content-Length\n",
+            RequestRule::TransferEncodingOnHttp10 => "Transfer-Encoding on HTTP/1.0\n",
+            RequestRule::InvalidHost => "invalid Host\n",
+            RequestRule::InvalidTarget => "invalid request target\n",
+            RequestRule::HeadTooLarge => "request head too large\n",
+            RequestRule::TooManyHeaders => "too many header fields\n",
+            RequestRule::UnsupportedExpectation => "unsupported expectation\n",
         }
     }
 }
@@ -292,7 +342,11 @@ pub fn check_loop(headers: &HeaderMap, token: &str) -> Result<(), RequestRule> {
 /// Whether an incoming request id may be kept: non-empty, at most [`MAX_REQUEST_ID_LEN`]
 /// bytes, visible ASCII only.
 pub fn is_valid_request_id(value: &HeaderValue) -> bool {
-    let b = value.as_bytes();
+    is_valid_request_id_bytes(value.as_bytes())
+}
+
+/// [`is_valid_request_id`] on raw bytes.
+pub fn is_valid_request_id_bytes(b: &[u8]) -> bool {
     !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(|c| (0x21..0x7f).contains(c))
 }
 
@@ -311,10 +365,27 @@ pub fn ensure_request_id(headers: &mut HeaderMap, random: u128) -> HeaderValue {
 
 /// A UUID-v4-shaped request id from 128 random bits.
 pub fn request_id_from_random(random: u128) -> HeaderValue {
-    let uuid = uuid::Builder::from_random_bytes(random.to_le_bytes()).into_uuid();
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid.hyphenated().encode_lower(&mut buf);
+    let mut buf = [0u8; REQUEST_ID_LEN];
+    let text = write_request_id(random, &mut buf);
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Length of a generated request id.
+pub const REQUEST_ID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
+
+/// Writes the UUID-v4-shaped request id of `random` into `buf` (no allocation).
+pub fn write_request_id(random: u128, buf: &mut [u8; REQUEST_ID_LEN]) -> &str {
+    let uuid = uuid::Builder::from_random_bytes(random.to_le_bytes()).into_uuid();
+    uuid.hyphenated().encode_lower(buf)
+}
+
+/// The value of parameter `name` in a query string (`a=1&b=2`), undecoded; a parameter
+/// without `=` has the empty value.
+pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
 }
 
 /// Extracts the value of cookie `name` from the `Cookie` headers, if present.

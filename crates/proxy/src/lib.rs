@@ -29,6 +29,7 @@ mod body;
 pub mod config;
 pub mod error;
 mod forward;
+pub mod h1;
 pub mod headers;
 mod health;
 pub mod metrics;

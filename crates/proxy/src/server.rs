@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -106,6 +106,8 @@ pub(crate) async fn run_worker(
             }
         })
     };
+    // The strict HTTP/1.1 codec of our own (`[balancer] fast_path`, off by default).
+    let fast_path = cfg.fast_path && crate::h1::enabled(&cfg);
     // Set at shutdown: every response on an HTTP/1 connection says `connection: close`.
     let closing = Arc::new(AtomicBool::new(false));
     let mut backlog_left = 0usize;
@@ -176,27 +178,45 @@ pub(crate) async fn run_worker(
             started.clone(),
             slot,
         ));
-        let io = TokioIo::new(IdleIo::new(stream, idle, head, conn_state.clone(), started));
-        let w = worker.clone();
-        let closing = closing.clone();
-        let svc = hyper::service::service_fn(move |req| {
-            let w = w.clone();
-            let ctx = ctx.clone();
-            let closing = closing.clone();
-            // Counted from before the handler until the response body has been sent, so
-            // admission never takes a connection with a body still streaming for idle.
-            let streaming = Streaming::start(conn_state.clone());
-            async move {
-                let http1 = req.version() < hyper::Version::HTTP_2;
-                let mut resp = w.handle(&ctx, req).await;
-                if http1 && closing.load(Ordering::Relaxed) {
-                    close_after_response(&mut resp);
-                }
-                Ok::<_, std::convert::Infallible>(resp.map(|body| streaming.wrap(body)))
-            }
-        });
-        let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-        let conn = graceful.watch(conn);
+        let io = IdleIo::new(stream, idle, head, conn_state.clone(), started);
+        let conn: Pin<Box<dyn std::future::Future<Output = Result<(), crate::h1::BoxError>> + Send>> =
+            if fast_path {
+                // The HTTP/1.1 fast path, handing over to hyper (h2c, upgrades, streamed
+                // bodies).
+                Box::pin(crate::h1::serve(
+                    worker.clone(),
+                    ctx,
+                    io,
+                    builder.clone(),
+                    graceful.watcher(),
+                    shutdown.clone(),
+                ))
+            } else {
+                let w = worker.clone();
+                let closing = closing.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let w = w.clone();
+                    let ctx = ctx.clone();
+                    let closing = closing.clone();
+                    // Counted from before the handler until the response body has been
+                    // sent, so admission never takes a connection with a body still
+                    // streaming for idle.
+                    let streaming = Streaming::start(conn_state.clone());
+                    async move {
+                        let http1 = req.version() < hyper::Version::HTTP_2;
+                        let mut resp = w.handle(&ctx, req).await;
+                        if http1 && closing.load(Ordering::Relaxed) {
+                            close_after_response(&mut resp);
+                        }
+                        Ok::<_, std::convert::Infallible>(resp.map(|body| streaming.wrap(body)))
+                    }
+                });
+                let conn = builder
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), svc)
+                    .into_owned();
+                let watched = graceful.watch(conn);
+                Box::pin(async move { watched.await })
+            };
         let shared2 = shared.clone();
         tracker.spawn(async move {
             tokio::select! {

@@ -1,6 +1,8 @@
 //! One worker's connections to the backends: a keep-alive pool of HTTP/1.1 connections per
 //! backend (hyper's connection-level client), or one multiplexed h2c connection per
-//! backend, with connect timeouts and idle expiry.
+//! backend, with connect timeouts and idle expiry; and the request body they carry
+//! ([`ReqBody`]: empty, buffered so it can be replayed on a retry, or streamed under a size
+//! limit, recording when the *client* failed so that it is not blamed on the backend).
 //!
 //! Each worker owns its pool; only that worker's thread touches it, so its mutex is never
 //! contended (it exists because hyper's server wants `Send` futures) and is never held
@@ -20,14 +22,82 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use balance::BackendId;
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::body::ReqBody;
 use crate::shared::BackendRt;
+
+/// Errors of request bodies: boxed, as hyper's client expects.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body on its way to a backend.
+pub enum ReqBody {
+    /// No body, or a buffered one (cloned for every attempt, so it can be replayed).
+    Full(Option<Bytes>),
+    /// Forwarded as it arrives, once, under the body size limit.
+    Stream {
+        /// The client's body, limited.
+        inner: Limited<Incoming>,
+        /// Set when reading the client's body failed (client gone or body too large).
+        client_failed: Arc<AtomicBool>,
+    },
+}
+
+impl ReqBody {
+    /// A buffered body (empty bytes become an empty body).
+    pub fn full(b: Bytes) -> Self {
+        if b.is_empty() {
+            ReqBody::Full(None)
+        } else {
+            ReqBody::Full(Some(b))
+        }
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ReqBody::Stream {
+                inner,
+                client_failed,
+            } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => {
+                    client_failed.store(true, Ordering::Relaxed);
+                    Poll::Ready(Some(Err(e)))
+                }
+                other => other,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Full(b) => b.is_none(),
+            ReqBody::Stream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Full(None) => SizeHint::with_exact(0),
+            ReqBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ReqBody::Stream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
 
 /// Why sending to a backend failed.
 #[derive(Debug)]
@@ -56,6 +126,32 @@ const MAX_IDLE_PER_BACKEND: usize = 512;
 
 type Idle = (Inline, Instant);
 
+/// A raw HTTP/1.1 backend connection of the fast path (`h1`), with its read buffer (kept
+/// with the connection, so a pooled connection costs no allocation per request).
+pub(crate) struct RawConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read from the backend and not consumed yet.
+    pub buf: Vec<u8>,
+    /// Whether it came from the pool (so it may have been closed by the backend).
+    pub reused: bool,
+}
+
+impl RawConn {
+    /// Closes the connection with a TCP reset (`SO_LINGER` 0): the backend must not take
+    /// a truncated exchange for a whole one.
+    pub fn abort(self) {
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+    }
+
+    /// Whether a pooled connection still looks open: nothing to read (no EOF, no stray
+    /// bytes). Costs no system call unless the reactor saw it become readable.
+    fn looks_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
 /// The worker's backend connections.
 pub(crate) struct UpstreamPool {
     h2c: bool,
@@ -63,6 +159,8 @@ pub(crate) struct UpstreamPool {
     idle_timeout: Duration,
     h1: Mutex<HashMap<BackendId, Vec<Idle>>>,
     h2: Mutex<HashMap<BackendId, http2::SendRequest<ReqBody>>>,
+    /// The fast path's idle connections.
+    raw: Mutex<HashMap<BackendId, Vec<(RawConn, Instant)>>>,
 }
 
 type H1Conn = http1::Connection<TokioIo<TcpStream>, ReqBody>;
@@ -146,7 +244,42 @@ impl UpstreamPool {
             idle_timeout,
             h1: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
+            raw: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Returns a fast-path connection whose response was read whole and which the
+    /// backend keeps open.
+    pub(crate) fn checkin_raw(&self, backend: BackendId, mut c: RawConn) {
+        c.buf.clear();
+        c.reused = true;
+        let mut map = self.raw.lock().unwrap_or_else(|p| p.into_inner());
+        let v = map.entry(backend).or_default();
+        if v.len() < MAX_IDLE_PER_BACKEND {
+            v.push((c, Instant::now()));
+        }
+    }
+
+    /// A pooled fast-path connection to `backend` that still looks open, if any.
+    pub(crate) fn checkout_raw(&self, backend: BackendId, now: Instant) -> Option<RawConn> {
+        let mut map = self.raw.lock().unwrap_or_else(|p| p.into_inner());
+        let v = map.get_mut(&backend)?;
+        while let Some((c, since)) = v.pop() {
+            if now.saturating_duration_since(since) < self.idle_timeout && c.looks_open() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// A new fast-path connection to `rt` (within the connect timeout).
+    pub(crate) async fn connect_raw(&self, rt: &BackendRt) -> Result<RawConn, UpstreamError> {
+        let stream = self.connect(rt).await?;
+        Ok(RawConn {
+            stream,
+            buf: Vec::with_capacity(16 * 1024),
+            reused: false,
+        })
     }
 
     fn checkin(&self, backend: BackendId, c: Inline) {
@@ -178,6 +311,12 @@ impl UpstreamPool {
             });
         }
         drop(h1);
+        let mut raw = self.raw.lock().unwrap_or_else(|p| p.into_inner());
+        raw.retain(|id, _| live.contains(id));
+        for v in raw.values_mut() {
+            v.retain(|(_, since)| now.saturating_duration_since(*since) < self.idle_timeout);
+        }
+        drop(raw);
         self.h2
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -342,3 +342,52 @@ fn integer_weights_keep_ratios_and_stay_bounded() {
     assert!(skewed.iter().map(|&w| w as u64).sum::<u64>() <= 1000 + 3);
     assert!(skewed[2] >= 1);
 }
+
+#[test]
+fn a_backend_at_the_in_flight_cap_is_skipped_by_every_strategy() {
+    let now = Instant::now();
+    for strategy in StrategyKind::ALL {
+        let cfg = BalanceConfig {
+            strategy,
+            max_in_flight_per_backend: 2,
+            ..BalanceConfig::default()
+        };
+        let cands = (0..3)
+            .map(|i| cand(i, 1.0, Eligibility::Eligible, now))
+            .collect();
+        let s = Selector::build(&cfg, cands, None);
+        // Fill backend 1 to the cap: no pick may return it, sticky pins included.
+        let full = s.candidates()[1].load.clone();
+        let _guards = [full.start(), full.start()];
+        for r in 0..200u64 {
+            let req = PickRequest {
+                client_ip: Some(IpAddr::from([10, 0, 0, r as u8])),
+                hash_key: Some(&r.to_le_bytes()),
+                sticky: Some("b1"),
+                random: mix64(r),
+            };
+            let p = s.try_pick(&req, &[], now).expect("two backends have room");
+            assert_ne!(
+                p.backend.id,
+                BackendId(1),
+                "{strategy:?} picked a full backend"
+            );
+            if strategy == StrategyKind::Sticky {
+                assert!(p.repin, "a full pinned backend must repin the client");
+            }
+        }
+        // Every backend full, or the rest excluded: shed (AllFull), not "none left".
+        let others = [BackendId(0), BackendId(2)];
+        assert_eq!(
+            s.try_pick(&PickRequest::new(1), &others, now).err(),
+            Some(NoPick::AllFull),
+            "{strategy:?}"
+        );
+        let all = [BackendId(0), BackendId(1), BackendId(2)];
+        assert_eq!(
+            s.try_pick(&PickRequest::new(1), &all, now).err(),
+            Some(NoPick::NoneLeft),
+            "{strategy:?}"
+        );
+    }
+}
