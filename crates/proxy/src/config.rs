@@ -130,7 +130,10 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimeoutConfig {
-    /// Connecting to a backend.
+    /// Connecting to a backend (one attempt). Default 5000, as HAProxy's and Envoy's
+    /// usual 5 s: above the kernel's SYN retransmits at 1 s and 3 s, so a SYN dropped by
+    /// a backend's full listen queue costs a second, not a failed request (1000 timed
+    /// out exactly when the retransmitted SYN would have been answered).
     pub connect_ms: u64,
     /// Reading a client's request head (slowloris defence), counted from accept for the
     /// first request (first byte and whole head) and from the first byte for later ones
@@ -154,7 +157,7 @@ pub struct TimeoutConfig {
 impl Default for TimeoutConfig {
     fn default() -> Self {
         TimeoutConfig {
-            connect_ms: 1_000,
+            connect_ms: 5_000,
             header_read_ms: 10_000,
             body_read_ms: 30_000,
             upstream_response_ms: 30_000,

@@ -121,6 +121,10 @@ impl std::fmt::Display for UpstreamError {
     }
 }
 
+/// Pauses before connecting again after a refused connect, milliseconds (one retry per
+/// entry): 3 retries within 0.2 s, like HAProxy's default `retries 3`.
+const CONNECT_RETRY_MS: [u64; 3] = [25, 50, 100];
+
 /// Most idle HTTP/1.1 connections kept per backend and worker.
 const MAX_IDLE_PER_BACKEND: usize = 512;
 
@@ -323,21 +327,45 @@ impl UpstreamPool {
             .retain(|id, tx| live.contains(id) && !tx.is_closed());
     }
 
+    /// Connects to `rt`. A refused connection is tried again after [`CONNECT_RETRY_MS`]
+    /// (at most that many more times): nothing has been sent, so it is always safe, and a
+    /// server with a small listen backlog (`python3 -m http.server` has 5) refuses or
+    /// drops connections in short bursts while it is busy accepting; HAProxy likewise
+    /// retries a failed connect on the same server (`retries 3`) before giving up or
+    /// redispatching. A connect that times out is not tried again here (it already cost
+    /// `timeouts.connect_ms`); the request may still go to another backend.
     async fn connect(&self, rt: &BackendRt) -> Result<TcpStream, UpstreamError> {
-        let fut = async {
-            match rt.socket_addr {
-                Some(a) => TcpStream::connect(a).await,
-                None => TcpStream::connect(rt.addr.as_str()).await,
+        let mut retries = CONNECT_RETRY_MS.iter();
+        loop {
+            let fut = async {
+                match rt.socket_addr {
+                    Some(a) => TcpStream::connect(a).await,
+                    None => TcpStream::connect(rt.addr.as_str()).await,
+                }
+            };
+            let result = tokio::time::timeout(self.connect_timeout, fut)
+                .await
+                .map_err(|_| {
+                    UpstreamError::Connect(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connect timed out",
+                    ))
+                })?;
+            match result {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    let Some(&ms) = retries.next() else {
+                        return Err(UpstreamError::Connect(e));
+                    };
+                    tracing::debug!(backend = %rt.name, "connect refused; again in {ms} ms");
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                Err(e) => return Err(UpstreamError::Connect(e)),
             }
-        };
-        let stream = tokio::time::timeout(self.connect_timeout, fut)
-            .await
-            .map_err(|_| {
-                UpstreamError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
-            })?
-            .map_err(UpstreamError::Connect)?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+        }
     }
 
     async fn handshake_h1(

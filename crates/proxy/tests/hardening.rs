@@ -388,36 +388,41 @@ async fn the_balancer_cannot_be_its_own_backend_and_a_loop_is_answered_508() {
     assert_eq!(seen.matches("\r\nvia: 1.1 scaleout-").count(), 2, "{seen}");
 }
 
-/// `rate` requests per second for `duration`, each on its own task (open loop, so a slow
-/// answer does not slow the schedule); statuses by count (0 = transport error or 10 s
-/// timeout) and the slowest answer.
+/// `rate` requests per second for `duration`, sent in bursts of `burst` (as a load
+/// generator on a busy machine sends them when it falls behind), each on its own task
+/// (open loop, so a slow answer does not slow the schedule); statuses by count (0 =
+/// transport error or 10 s timeout) and the slowest answer.
 async fn open_loop(
     url: String,
     rate: u32,
+    burst: u32,
     duration: Duration,
 ) -> (std::collections::BTreeMap<u16, u64>, Duration) {
     let c = client();
-    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    let mut tick = tokio::time::interval(Duration::from_secs(1) * burst / rate);
     let mut tasks = tokio::task::JoinSet::new();
     let end = Instant::now() + duration;
     while Instant::now() < end {
         tick.tick().await;
-        let (c, url) = (c.clone(), url.clone());
-        tasks.spawn(async move {
-            let t = Instant::now();
-            let req = http::Request::get(url)
-                .body(http_body_util::Full::new(bytes::Bytes::new()))
-                .unwrap();
-            let status = match tokio::time::timeout(Duration::from_secs(10), c.request(req)).await {
-                Ok(Ok(r)) => {
-                    let s = r.status().as_u16();
-                    let _ = http_body_util::BodyExt::collect(r.into_body()).await;
-                    s
-                }
-                _ => 0,
-            };
-            (status, t.elapsed())
-        });
+        for _ in 0..burst {
+            let (c, url) = (c.clone(), url.clone());
+            tasks.spawn(async move {
+                let t = Instant::now();
+                let req = http::Request::get(url)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap();
+                let status =
+                    match tokio::time::timeout(Duration::from_secs(10), c.request(req)).await {
+                        Ok(Ok(r)) => {
+                            let s = r.status().as_u16();
+                            let _ = http_body_util::BodyExt::collect(r.into_body()).await;
+                            s
+                        }
+                        _ => 0,
+                    };
+                (status, t.elapsed())
+            });
+        }
     }
     let mut by_status = std::collections::BTreeMap::new();
     let mut worst = Duration::ZERO;
@@ -450,12 +455,12 @@ async fn python_http_server_behind_the_default_config_at_a_modest_rate_gets_no_e
     let py = ServerProcess::python_http();
     let p = start(config_with(&[py.addr])).await;
     let overflows_before = listen_overflows();
-    let (by_status, worst) = open_loop(p.url("/"), 100, Duration::from_secs(15)).await;
+    let (by_status, worst) = open_loop(p.url("/"), 100, 20, Duration::from_secs(15)).await;
     let overflows = listen_overflows().zip(overflows_before).map(|(a, b)| a - b);
     let m = p.handle.metrics();
     let b = &p.handle.backends()[0];
     eprintln!(
-        "FIGURE python http.server, 100 req/s for 15 s through the default config: \
+        "FIGURE python http.server, 100 req/s in bursts of 20 for 15 s, default config: \
          {by_status:?}, slowest {worst:?}; retries {}, ejections {}, listen overflows on \
          the host {overflows:?}; loadavg {}",
         m.retries_total,

@@ -159,6 +159,10 @@ pub struct ShopConfig {
     /// Memory all concurrent password hashes together may use, in MiB (sizes the
     /// default `hash_concurrency`).
     pub hash_memory_budget_mib: u64,
+    /// Proxies (CIDR ranges, e.g. the balancer's `127.0.0.1/32`) whose
+    /// `X-Forwarded-For` names the client for the per-client password-hash shares.
+    /// Empty (default): the TCP peer is the client and the header is ignored.
+    pub trusted_proxies: Vec<String>,
     /// Cache TTLs per class.
     pub cache_ttl: CacheTtls,
     /// Prefix of every Redis key and SQL cache key of this shop (lets several shops share
@@ -224,6 +228,7 @@ impl Default for ShopConfig {
             metrics_listen: None,
             hash_concurrency: 0,
             hash_memory_budget_mib: 128,
+            trusted_proxies: Vec::new(),
             cache_ttl: CacheTtls::default(),
             key_prefix: "shop".into(),
             max_body_bytes: 64 * 1024,
@@ -355,6 +360,11 @@ impl ShopConfig {
                 "hash_concurrency",
                 "must be within 0..=1024 (0: sized from memory)".into(),
             );
+        }
+        for (i, r) in self.trusted_proxies.iter().enumerate() {
+            if let Err(why) = crate::client_addr::Cidr::parse(r) {
+                return bad(&format!("trusted_proxies[{i}]"), why);
+            }
         }
         if self.hash_memory_budget_mib < crate::hashing::HASH_MEMORY_MIB {
             return bad(

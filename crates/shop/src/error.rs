@@ -142,6 +142,16 @@ pub enum AppError {
         /// Seconds for `Retry-After`.
         retry_after_s: u64,
     },
+    /// One client (address or username) already holds its share of a bounded resource
+    /// (password-hash permits): 429 with `Retry-After`, so one client cannot starve the
+    /// others.
+    #[error("too many concurrent {what} requests from this client; retry later")]
+    ClientShare {
+        /// What the share is of.
+        what: &'static str,
+        /// Seconds for `Retry-After`.
+        retry_after_s: u64,
+    },
     /// A store failed: 503 for timeouts and unreachable stores, 500 otherwise. The detail
     /// is logged, never sent.
     #[error(transparent)]
@@ -173,6 +183,7 @@ impl AppError {
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::ClientShare { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Store(ShopError::Timeout(_))
             | AppError::Store(ShopError::Redis(_))
             | AppError::Store(ShopError::Db(sqlx::Error::PoolTimedOut))
@@ -197,7 +208,9 @@ impl IntoResponse for AppError {
             other => other.to_string(),
         };
         let mut r = (status, Json(serde_json::json!({ "error": message }))).into_response();
-        if let AppError::Overloaded { retry_after_s, .. } = self {
+        if let AppError::Overloaded { retry_after_s, .. }
+        | AppError::ClientShare { retry_after_s, .. } = self
+        {
             r.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, retry_after_s.into());
         }

@@ -25,10 +25,27 @@
 //! `permits x 19 MiB`, full stop. A stored hash with a larger memory cost than ours (an
 //! older parameter set) is verified with a one-off allocation.
 //!
+//! Why per-client shares: a global bound alone let 8 threads from one address sending
+//! wrong passwords hold all 4 permits, so every real login got 503. So a permit is also
+//! counted against the client's address and against the username, in two fixed-size
+//! tables of counters ([`FAIR_TABLE_SLOTS`] each, indexed by a keyed hash with a
+//! per-process random key, so memory is constant and an attacker cannot aim collisions):
+//! one address holds at most half the permits ([`ClientShares::ip_cap`]), one username
+//! at most all but one ([`ClientShares::user_cap`]). A client over its share gets 429 with
+//! `Retry-After` at once. So a flood from one address always leaves half the permits to
+//! everybody else, and a flood against one account from many addresses leaves one permit
+//! to the other accounts (and the per-address share keeps a single-address flood against
+//! an account from locking its owner out). IPv6 clients are keyed by their /64 (one host
+//! usually has a whole /64). The address is the TCP peer's, unless the peer is one of
+//! `trusted_proxies` (the balancer): then it is the right-most `X-Forwarded-For` entry
+//! not itself a trusted proxy.
+//!
 //! Must never: hash on an async worker thread, or hold a permit across anything but the
 //! lookup and the hash.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -136,9 +153,100 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     verify_password_with(password, hash, &mut new_memory())
 }
 
+/// Counters per table of [`ClientShares`] (4 bytes each).
+pub const FAIR_TABLE_SLOTS: usize = 4096;
+
+/// Hash permits held per client address and per username, in fixed-size tables.
+#[derive(Debug)]
+pub struct ClientShares {
+    by_ip: Box<[AtomicU32]>,
+    by_user: Box<[AtomicU32]>,
+    keys: std::collections::hash_map::RandomState,
+    ip_cap: u32,
+    user_cap: u32,
+}
+
+impl ClientShares {
+    /// Shares of `permits`: half per address, all but one per username (at least 1).
+    pub fn new(permits: usize) -> ClientShares {
+        let table = || (0..FAIR_TABLE_SLOTS).map(|_| AtomicU32::new(0)).collect();
+        let permits = permits.max(1) as u32;
+        ClientShares {
+            by_ip: table(),
+            by_user: table(),
+            keys: std::collections::hash_map::RandomState::new(),
+            ip_cap: (permits / 2).max(1),
+            user_cap: (permits - 1).max(1),
+        }
+    }
+
+    /// Permits one address may hold.
+    pub fn ip_cap(&self) -> u32 {
+        self.ip_cap
+    }
+
+    /// Permits one username may hold.
+    pub fn user_cap(&self) -> u32 {
+        self.user_cap
+    }
+
+    fn ip_slot(&self, ip: IpAddr) -> usize {
+        let key: u128 = match ip {
+            IpAddr::V4(v4) => u32::from(v4) as u128,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => u32::from(v4) as u128,
+                // The /64, tagged so it cannot equal an IPv4 key.
+                None => (u128::from(v6) & !((1u128 << 64) - 1)) | 1,
+            },
+        };
+        self.keys.hash_one(key) as usize % FAIR_TABLE_SLOTS
+    }
+
+    fn user_slot(&self, username: &str) -> usize {
+        self.keys.hash_one(("user", username)) as usize % FAIR_TABLE_SLOTS
+    }
+
+    /// Counts one permit against `table[slot]` unless that would pass `cap`.
+    fn take(table: &[AtomicU32], slot: usize, cap: u32) -> bool {
+        if table[slot].fetch_add(1, Ordering::AcqRel) >= cap {
+            table[slot].fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+}
+
+/// One password-hash permit: the global one and the client's shares, all released on
+/// drop (also when the hash task panics).
+pub struct HashPermit {
+    _global: OwnedSemaphorePermit,
+    shares: Arc<ClientShares>,
+    ip_slot: Option<usize>,
+    user_slot: usize,
+}
+
+impl Drop for HashPermit {
+    fn drop(&mut self) {
+        if let Some(i) = self.ip_slot {
+            self.shares.by_ip[i].fetch_sub(1, Ordering::AcqRel);
+        }
+        self.shares.by_user[self.user_slot].fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl std::fmt::Debug for HashPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashPermit")
+    }
+}
+
 /// The bounded hasher of one instance.
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    /// Permits held per client address and username.
+    shares: Arc<ClientShares>,
+    /// Requests refused with 429 because their client held its share.
+    client_shed: AtomicU64,
     /// Working memory, one buffer per running hash, allocated once and reused. Never
     /// more than `size` buffers exist, because a buffer is taken only under a permit.
     memory: Arc<Mutex<Vec<Vec<Block>>>>,
@@ -157,6 +265,8 @@ impl Hasher {
         let dummy = hash_password(&crate::secret::generate_key()?)?;
         Ok(Hasher {
             permits: Arc::new(Semaphore::new(permits)),
+            shares: Arc::new(ClientShares::new(permits)),
+            client_shed: AtomicU64::new(0),
             memory: Arc::new(Mutex::new(Vec::with_capacity(permits))),
             size: permits,
             dummy,
@@ -179,6 +289,16 @@ impl Hasher {
         self.shed.load(Ordering::Relaxed)
     }
 
+    /// Requests refused with 429 so far (their address or username held its share).
+    pub fn client_shed_total(&self) -> u64 {
+        self.client_shed.load(Ordering::Relaxed)
+    }
+
+    /// The per-client shares.
+    pub fn shares(&self) -> &ClientShares {
+        &self.shares
+    }
+
     /// The hasher's lines of the Prometheus page.
     pub fn render_metrics(&self, instance: &str) -> String {
         let inst = crate::metrics::escape(instance);
@@ -189,30 +309,70 @@ impl Hasher {
              shop_password_hash_permits{{instance=\"{inst}\",state=\"in_use\"}} {}\n\
              # HELP shop_password_hash_shed_total Signups and logins refused with 503 because every hash permit was taken.\n\
              # TYPE shop_password_hash_shed_total counter\n\
-             shop_password_hash_shed_total{{instance=\"{inst}\"}} {}\n",
+             shop_password_hash_shed_total{{instance=\"{inst}\"}} {}\n\
+             # HELP shop_password_hash_client_shed_total Signups and logins refused with 429 because their address or username held its share of the permits.\n\
+             # TYPE shop_password_hash_client_shed_total counter\n\
+             shop_password_hash_client_shed_total{{instance=\"{inst}\"}} {}\n",
             self.size,
             self.in_flight(),
-            self.shed_total()
+            self.shed_total(),
+            self.client_shed_total()
         )
     }
 
-    /// A permit for one hash, or [`AppError::Overloaded`] at once when all are taken.
-    pub fn try_permit(&self) -> Result<OwnedSemaphorePermit, AppError> {
-        self.permits.clone().try_acquire_owned().map_err(|_| {
-            self.shed.fetch_add(1, Ordering::Relaxed);
-            AppError::Overloaded {
+    /// A permit for one hash for `client` (its address, when known) and `username`:
+    /// [`AppError::ClientShare`] (429) at once when the address or the username holds its
+    /// share, [`AppError::Overloaded`] (503) at once when every permit is taken.
+    pub fn try_permit(
+        &self,
+        client: Option<IpAddr>,
+        username: &str,
+    ) -> Result<HashPermit, AppError> {
+        let shares = &self.shares;
+        let refuse_client = || {
+            self.client_shed.fetch_add(1, Ordering::Relaxed);
+            AppError::ClientShare {
                 what: "password hashing",
                 retry_after_s: RETRY_AFTER_S,
             }
-        })
+        };
+        let ip_slot = client.map(|ip| shares.ip_slot(ip));
+        if let Some(i) = ip_slot
+            && !ClientShares::take(&shares.by_ip, i, shares.ip_cap)
+        {
+            return Err(refuse_client());
+        }
+        let user_slot = shares.user_slot(username);
+        let release_ip = || {
+            if let Some(i) = ip_slot {
+                shares.by_ip[i].fetch_sub(1, Ordering::AcqRel);
+            }
+        };
+        if !ClientShares::take(&shares.by_user, user_slot, shares.user_cap) {
+            release_ip();
+            return Err(refuse_client());
+        }
+        match self.permits.clone().try_acquire_owned() {
+            Ok(global) => Ok(HashPermit {
+                _global: global,
+                shares: self.shares.clone(),
+                ip_slot,
+                user_slot,
+            }),
+            Err(_) => {
+                release_ip();
+                shares.by_user[user_slot].fetch_sub(1, Ordering::AcqRel);
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                Err(AppError::Overloaded {
+                    what: "password hashing",
+                    retry_after_s: RETRY_AFTER_S,
+                })
+            }
+        }
     }
 
     /// Hashes `password` on the blocking pool, holding `permit` until the hash is done.
-    pub async fn hash(
-        &self,
-        permit: OwnedSemaphorePermit,
-        password: String,
-    ) -> Result<String, AppError> {
+    pub async fn hash(&self, permit: HashPermit, password: String) -> Result<String, AppError> {
         let pool = self.memory.clone();
         let h = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -228,7 +388,7 @@ impl Hasher {
     /// `None` (then the answer is always `false`, after the same work).
     pub async fn verify(
         &self,
-        permit: OwnedSemaphorePermit,
+        permit: HashPermit,
         password: String,
         stored: Option<String>,
     ) -> Result<bool, AppError> {
@@ -329,8 +489,8 @@ mod tests {
     #[tokio::test]
     async fn excess_is_refused_at_once_and_unknown_users_never_verify() {
         let h = Hasher::new(1).unwrap();
-        let p = h.try_permit().unwrap();
-        let e = h.try_permit().unwrap_err();
+        let p = h.try_permit(None, "a").unwrap();
+        let e = h.try_permit(None, "b").unwrap_err();
         assert_eq!(e.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(h.shed_total(), 1);
         assert_eq!(h.in_flight(), 1);
@@ -338,7 +498,62 @@ mod tests {
         assert!(!h.verify(p, "".into(), None).await.unwrap());
         assert_eq!(h.in_flight(), 0, "the permit is returned after the hash");
         let stored = hash_password("pw-123456").unwrap();
-        let p = h.try_permit().unwrap();
+        let p = h.try_permit(None, "a").unwrap();
         assert!(h.verify(p, "pw-123456".into(), Some(stored)).await.unwrap());
+    }
+
+    #[test]
+    fn one_address_or_username_holds_at_most_its_share() {
+        let h = Hasher::new(4).unwrap();
+        assert_eq!((h.shares().ip_cap(), h.shares().user_cap()), (2, 3));
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let p1 = h.try_permit(Some(a), "x1").unwrap();
+        let p2 = h.try_permit(Some(a), "x2").unwrap();
+        let e = h.try_permit(Some(a), "x3").unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(h.in_flight(), 2, "a refused share takes no global permit");
+        // Another address still gets the other half.
+        let p3 = h.try_permit(Some(b), "y").unwrap();
+        drop(p1);
+        let p4 = h.try_permit(Some(a), "x3").unwrap();
+        drop((p2, p3, p4));
+        assert_eq!(h.in_flight(), 0);
+        // One username from many addresses: all but one permit.
+        let held: Vec<HashPermit> = (1..=3)
+            .map(|i| {
+                h.try_permit(Some(IpAddr::from([10, 0, 0, i])), "victim")
+                    .unwrap()
+            })
+            .collect();
+        let e = h
+            .try_permit(Some(IpAddr::from([10, 0, 0, 9])), "victim")
+            .unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        let other = h
+            .try_permit(Some(IpAddr::from([10, 0, 0, 9])), "other")
+            .unwrap();
+        assert_eq!(h.in_flight(), 4);
+        let e = h
+            .try_permit(Some(IpAddr::from([10, 0, 0, 10])), "third")
+            .unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        drop((held, other));
+        assert_eq!(h.in_flight(), 0);
+        assert_eq!(h.client_shed_total(), 2);
+        // Every counter is back to zero (no leak on refusal or release).
+        let s = h.shares();
+        assert!(
+            s.by_ip
+                .iter()
+                .chain(s.by_user.iter())
+                .all(|c| c.load(Ordering::Relaxed) == 0)
+        );
+        // An IPv6 /64 is one client.
+        let v6a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let v6b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert_eq!(s.ip_slot(v6a), s.ip_slot(v6b));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(s.ip_slot(mapped), s.ip_slot(a));
     }
 }

@@ -11,7 +11,8 @@
 //! Security rules kept here: a token only says who is calling; every write re-reads the
 //! caller's row (401 when it does not exist) and its role (admin is the `is_admin` column,
 //! set only by `scaleout shop admin grant`, never by a username). Signup and login take
-//! a password-hash permit first (503 + `Retry-After` when none is free) and a login for
+//! a password-hash permit first (503 + `Retry-After` when none is free, 429 when the
+//! client's address or the username already holds its share) and a login for
 //! an unknown user verifies against a dummy hash, so it costs what a real one costs.
 //! Every error status leaves with a JSON body (the `json_errors` layer catches the ones
 //! axum produces itself: 405, extractor rejections). `/metrics` is not on this router:
@@ -35,6 +36,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheAside, CacheClass};
+use crate::client_addr::ClientAddr;
 use crate::db::{Db, Reader};
 use crate::error::{AppError, ShopError};
 use crate::hashing::Hasher;
@@ -75,8 +77,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Redis, when configured (for readiness).
     pub redis: Option<RedisConn>,
-    /// Password hashing behind its concurrency bound.
+    /// Password hashing behind its concurrency bound and per-client shares.
     pub hasher: Hasher,
+    /// Proxies whose `X-Forwarded-For` names the client (for the per-client shares).
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
     /// Key prefix for cache keys.
     pub key_prefix: String,
     /// Largest accepted body.
@@ -315,6 +319,7 @@ struct UserOut {
 
 async fn signup(
     State(st): State<Arc<AppState>>,
+    ClientAddr(client): ClientAddr,
     JsonBody(c): JsonBody<Credentials>,
 ) -> Result<Response, AppError> {
     validate_credentials(&c)?;
@@ -322,7 +327,7 @@ async fn signup(
     // free one (the 409 itself says the name exists; user-chosen names cannot avoid that,
     // see ARCHITECTURE.md), and every signup spends one hash permit, which bounds the
     // rate at which names can be probed.
-    let permit = st.hasher.try_permit()?;
+    let permit = st.hasher.try_permit(client, &c.username)?;
     let hash = st.hasher.hash(permit, c.password.clone()).await?;
     // Never an admin: roles are granted only by `scaleout shop admin grant`.
     let is_admin = false;
@@ -362,6 +367,7 @@ struct UserRow {
 
 async fn login(
     State(st): State<Arc<AppState>>,
+    ClientAddr(client): ClientAddr,
     JsonBody(c): JsonBody<Credentials>,
 ) -> Result<Response, AppError> {
     if c.username.len() > 64 || c.password.len() > 128 {
@@ -369,8 +375,9 @@ async fn login(
             "invalid username or password".into(),
         ));
     }
-    // The permit first: a flood is refused before it costs a query or a hash.
-    let permit = st.hasher.try_permit()?;
+    // The permit first: a flood is refused before it costs a query or a hash, and one
+    // client (address or username) past its share is refused with 429.
+    let permit = st.hasher.try_permit(client, &c.username)?;
     st.metrics.db_query(DbRole::Primary);
     let row: Option<UserRow> = on_pool!(st.db.primary(), p => {
         sqlx::query_as("SELECT id, password_hash FROM users WHERE username = $1")

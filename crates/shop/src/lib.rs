@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod cache;
 pub mod catalog;
+pub mod client_addr;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod redis_conn;
 pub mod ryw;
 pub mod schema;
 pub mod secret;
+pub mod serve;
 pub mod sessions;
 pub mod shard;
 pub mod userdata;
@@ -178,6 +180,7 @@ pub async fn build_state(cfg: &ShopConfig) -> Result<Arc<AppState>, ShopError> {
         metrics,
         redis,
         hasher,
+        trusted_proxies: client_addr::TrustedProxies::new(&cfg.trusted_proxies),
         key_prefix: cfg.key_prefix.clone(),
         max_body_bytes: cfg.max_body_bytes,
         background,
@@ -226,11 +229,14 @@ pub async fn run(cfg: ShopConfig, shutdown: CancellationToken) -> Result<(), Sho
         cache = ?cfg.cache_kind(),
         "shop serving"
     );
-    let serve_token = shutdown.clone();
-    let server = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(async move { serve_token.cancelled().await });
+    let server = serve::serve(
+        listener,
+        app(state.clone()),
+        &state.instance_id,
+        shutdown.clone(),
+    );
     let grace = Duration::from_millis(cfg.shutdown_grace_ms);
-    let mut server = std::pin::pin!(server.into_future());
+    let mut server = std::pin::pin!(server);
     tokio::select! {
         r = &mut server => r?,
         _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {

@@ -245,7 +245,7 @@ async fn hashing_beyond_the_bound_gets_503_with_retry_after_at_once() {
     };
     let st = state(&cfg).await;
     // Take the only permit, as a running hash would.
-    let held = st.hasher.try_permit().unwrap();
+    let held = st.hasher.try_permit(None, "held").unwrap();
     for path in ["/login", "/signup"] {
         let t0 = Instant::now();
         let (s, h, b) = call(
@@ -489,7 +489,7 @@ async fn every_error_status_has_a_json_body() {
     )
     .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    let held = st.hasher.try_permit().unwrap();
+    let held = st.hasher.try_permit(None, "held").unwrap();
     let (s, _) = raw(&st, "POST", "/login", Some("application/json"), creds).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     drop(held);
