@@ -179,44 +179,45 @@ pub(crate) async fn run_worker(
             slot,
         ));
         let io = IdleIo::new(stream, idle, head, conn_state.clone(), started);
-        let conn: Pin<Box<dyn std::future::Future<Output = Result<(), crate::h1::BoxError>> + Send>> =
-            if fast_path {
-                // The HTTP/1.1 fast path, handing over to hyper (h2c, upgrades, streamed
-                // bodies).
-                Box::pin(crate::h1::serve(
-                    worker.clone(),
-                    ctx,
-                    io,
-                    builder.clone(),
-                    graceful.watcher(),
-                    shutdown.clone(),
-                ))
-            } else {
-                let w = worker.clone();
+        let conn: Pin<
+            Box<dyn std::future::Future<Output = Result<(), crate::h1::BoxError>> + Send>,
+        > = if fast_path {
+            // The HTTP/1.1 fast path, handing over to hyper (h2c, upgrades, streamed
+            // bodies).
+            Box::pin(crate::h1::serve(
+                worker.clone(),
+                ctx,
+                io,
+                builder.clone(),
+                graceful.watcher(),
+                shutdown.clone(),
+            ))
+        } else {
+            let w = worker.clone();
+            let closing = closing.clone();
+            let svc = hyper::service::service_fn(move |req| {
+                let w = w.clone();
+                let ctx = ctx.clone();
                 let closing = closing.clone();
-                let svc = hyper::service::service_fn(move |req| {
-                    let w = w.clone();
-                    let ctx = ctx.clone();
-                    let closing = closing.clone();
-                    // Counted from before the handler until the response body has been
-                    // sent, so admission never takes a connection with a body still
-                    // streaming for idle.
-                    let streaming = Streaming::start(conn_state.clone());
-                    async move {
-                        let http1 = req.version() < hyper::Version::HTTP_2;
-                        let mut resp = w.handle(&ctx, req).await;
-                        if http1 && closing.load(Ordering::Relaxed) {
-                            close_after_response(&mut resp);
-                        }
-                        Ok::<_, std::convert::Infallible>(resp.map(|body| streaming.wrap(body)))
+                // Counted from before the handler until the response body has been
+                // sent, so admission never takes a connection with a body still
+                // streaming for idle.
+                let streaming = Streaming::start(conn_state.clone());
+                async move {
+                    let http1 = req.version() < hyper::Version::HTTP_2;
+                    let mut resp = w.handle(&ctx, req).await;
+                    if http1 && closing.load(Ordering::Relaxed) {
+                        close_after_response(&mut resp);
                     }
-                });
-                let conn = builder
-                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), svc)
-                    .into_owned();
-                let watched = graceful.watch(conn);
-                Box::pin(async move { watched.await })
-            };
+                    Ok::<_, std::convert::Infallible>(resp.map(|body| streaming.wrap(body)))
+                }
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), svc)
+                .into_owned();
+            let watched = graceful.watch(conn);
+            Box::pin(async move { watched.await })
+        };
         let shared2 = shared.clone();
         tracker.spawn(async move {
             tokio::select! {

@@ -98,6 +98,8 @@ pub const DEPLOYMENT_ONLY_SERVICE_KEYS: &[&str] = &[
     "service_port",
     "cpu_request_millis",
     "memory_request_mib",
+    "secret",
+    "metrics_port",
 ];
 
 /// `[fleet] data_dir` when the file sets none (the fleet's default).
