@@ -300,20 +300,22 @@ mod tests {
     use crate::workers::WorkersConfig;
 
     fn cfg(url: &str) -> DeploymentConfig {
-        let mut c = DeploymentConfig::default();
-        c.workers = WorkersConfig {
-            enabled: true,
-            queue_url: url.into(),
-            queue: "shop".into(),
-            min_workers: 0,
-            max_workers: 6,
-            target_jobs_per_worker: 50,
-            activation_jobs: 2,
-            poll_ms: 2_000,
-            cooldown_ms: 60_000,
-            scale_down_window_ms: 30_000,
-            max_step_up: 2,
-            ..WorkersConfig::default()
+        let c = DeploymentConfig {
+            workers: WorkersConfig {
+                enabled: true,
+                queue_url: url.into(),
+                queue: "shop".into(),
+                min_workers: 0,
+                max_workers: 6,
+                target_jobs_per_worker: 50,
+                activation_jobs: 2,
+                poll_ms: 2_000,
+                cooldown_ms: 60_000,
+                scale_down_window_ms: 30_000,
+                max_step_up: 2,
+                ..WorkersConfig::default()
+            },
+            ..DeploymentConfig::default()
         };
         c.validate().unwrap();
         c

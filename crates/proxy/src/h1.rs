@@ -479,13 +479,13 @@ where
             _ => 0,
         };
         let need = info.head_len + body_len;
-        if self.buf.len() < need {
-            if let Err(e) = self.read_body(need, info.expect_continue).await {
-                self.local_response(e, false);
-                counters.latency.record(start.elapsed().as_micros() as u64);
-                let _ = self.write_down().await;
-                return Ok(false);
-            }
+        if self.buf.len() < need
+            && let Err(e) = self.read_body(need, info.expect_continue).await
+        {
+            self.local_response(e, false);
+            counters.latency.record(start.elapsed().as_micros() as u64);
+            let _ = self.write_down().await;
+            return Ok(false);
         }
         self.up.extend_from_slice(&self.buf[info.head_len..need]);
         self.buf.drain(..need);

@@ -107,7 +107,7 @@ pub(crate) async fn run_worker(
         })
     };
     // The strict HTTP/1.1 codec of our own (`[balancer] fast_path`, off by default).
-    let fast_path = cfg.fast_path && crate::h1::enabled(&cfg);
+    let fast_path = cfg.fast_path && crate::h1::enabled(cfg);
     // Set at shutdown: every response on an HTTP/1 connection says `connection: close`.
     let closing = Arc::new(AtomicBool::new(false));
     let mut backlog_left = 0usize;
@@ -215,8 +215,7 @@ pub(crate) async fn run_worker(
             let conn = builder
                 .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), svc)
                 .into_owned();
-            let watched = graceful.watch(conn);
-            Box::pin(async move { watched.await })
+            Box::pin(graceful.watch(conn))
         };
         let shared2 = shared.clone();
         tracker.spawn(async move {

@@ -811,9 +811,11 @@ impl ChunkedDecoder {
                     self.meta_bytes += 1;
                     if b == b'\r' {
                         self.state = ChunkState::SizeLf;
-                    } else if b == b'\n' || (b < 0x20 && b != b'\t') || b == 0x7f {
-                        return Err(BadChunk);
-                    } else if self.meta_bytes > MAX_CHUNK_META {
+                    } else if b == b'\n'
+                        || (b < 0x20 && b != b'\t')
+                        || b == 0x7f
+                        || self.meta_bytes > MAX_CHUNK_META
+                    {
                         return Err(BadChunk);
                     }
                 }
