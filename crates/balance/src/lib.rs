@@ -19,6 +19,7 @@
 //! 5. Active checks: `pool.observe_health(id, ok, now)` per check result.
 
 pub mod backend;
+pub mod cidr;
 pub mod config;
 pub mod ewma;
 pub mod hash;
